@@ -1,0 +1,103 @@
+"""The only place tinywf reads the wall clock or sleeps.
+
+The engine and runtime take a :class:`Clock`; tests move a :class:`ManualClock`, and
+``$TINYWF_NOW`` fixes the clock of a whole CLI command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from tinywf_cli.errors import BadInput
+
+
+class Clock(Protocol):
+    """What the engine asks of time: the current instant, and a way to wait."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``; a manual clock advances instead."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> datetime:
+        """The current UTC time."""
+        return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        """Really sleep."""
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told to: for tests and ``$TINYWF_NOW``.
+
+    Example::
+
+        clock = ManualClock("2026-01-01T00:00:00Z")
+        clock.advance(timedelta(hours=1))
+    """
+
+    def __init__(self, start: datetime | str | None = None) -> None:
+        if start is None:
+            start = datetime(2026, 1, 1, tzinfo=UTC)
+        self._now = parse_instant(start) if isinstance(start, str) else as_utc(start)
+
+    def now(self) -> datetime:
+        """The clock's current time."""
+        return self._now
+
+    def advance(self, by: float | timedelta) -> datetime:
+        """Move the clock forward by seconds or a timedelta; returns the new time."""
+        self._now += by if isinstance(by, timedelta) else timedelta(seconds=by)
+        return self._now
+
+    def set(self, when: datetime | str) -> None:
+        """Jump to an instant."""
+        self._now = parse_instant(when) if isinstance(when, str) else as_utc(when)
+
+    def sleep(self, seconds: float) -> None:
+        """Advance instead of sleeping."""
+        if seconds > 0:
+            self.advance(seconds)
+
+
+def as_utc(when: datetime) -> datetime:
+    """Make a datetime aware and UTC (naive ones are taken as UTC)."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an ISO 8601 instant (``Z`` allowed); naive times are taken as UTC."""
+    try:
+        return as_utc(datetime.fromisoformat(text.strip()))
+    except ValueError:
+        raise BadInput(f"invalid time {text!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z") from None
+
+
+def format_instant(when: datetime) -> str:
+    """ISO 8601 with ``Z``, as every tinywf document writes times."""
+    return as_utc(when).isoformat().replace("+00:00", "Z")
+
+
+def clock_from_env() -> Clock:
+    """``ManualClock($TINYWF_NOW)`` when the variable is set, else the wall clock."""
+    fixed = os.environ.get("TINYWF_NOW")
+    if fixed:
+        try:
+            return ManualClock(parse_instant(fixed))
+        except BadInput:
+            raise BadInput(f"invalid $TINYWF_NOW {fixed!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z") from None
+    return SystemClock()

@@ -1,0 +1,186 @@
+"""The tinywf exception family: one root, structured fields, one exit code each.
+
+Every error a user can cause is a :class:`TinyWFError`. The CLI maps ``exit_code`` to
+the process exit status in exactly one place; library callers catch the classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TinyWFError(Exception):
+    """Root of every tinywf error; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 70
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# -- 1: the run failed -------------------------------------------------------
+
+
+class EventTimeout(TinyWFError):
+    """Raised at ``yield self.wait_event(...)`` when the wait's ``timeout`` passed.
+
+    Catch it inside the step to take another path; left uncaught it fails the run.
+    """
+
+    exit_code = 1
+
+    def __init__(self, key: str, deadline: str) -> None:
+        super().__init__(f"event '{key}' was not resolved before {deadline}")
+        self.key = key
+        self.deadline = deadline
+
+
+class NonDeterminismError(TinyWFError):
+    """The step yields something other than what the run recorded at that point."""
+
+    exit_code = 1
+
+    def __init__(self, run_id: str, step: str, index: int, recorded: str, current: str) -> None:
+        super().__init__(
+            f"run '{run_id}', step '{step}': at position {index + 1} the run recorded {recorded} "
+            f"but the code now yields {current}; the flow changed under a live run — put new "
+            "behaviour behind a new key or a new step, or `tinywf cancel` the run"
+        )
+        self.run_id = run_id
+        self.step = step
+        self.index = index
+        self.recorded = recorded
+        self.current = current
+
+
+class FlowError(TinyWFError):
+    """A step broke a rule of the authoring API while running (duplicate key, bad yield)."""
+
+    exit_code = 1
+
+
+# -- 2: bad usage or bad input -------------------------------------------------
+
+
+class BadInput(TinyWFError):
+    """Bad usage or bad input: malformed JSON, a value that fails validation, a bad id."""
+
+    exit_code = 2
+
+
+class InvalidRunId(BadInput):
+    """A run id outside ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"invalid run id {run_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit"
+        )
+        self.run_id = run_id
+
+
+class InvalidValue(BadInput):
+    """A value (input, event value, signal arguments) failed validation."""
+
+
+class FlowLoadError(BadInput):
+    """A flow file cannot be loaded: missing, broken, or no workflow to run."""
+
+
+class FlowDefinitionError(BadInput):
+    """A workflow class breaks a rule of the authoring API; raised when it is defined."""
+
+
+class NotAnEvent(BadInput):
+    """A resume id that names a timer or a retry was given to ``resolve``."""
+
+
+# -- 3: not found ------------------------------------------------------------
+
+
+class NotFound(TinyWFError):
+    """Something named by the user does not exist."""
+
+    exit_code = 3
+
+
+class RunNotFound(NotFound):
+    """No run with this id in the state directory."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run '{run_id}' (see `tinywf list`)")
+        self.run_id = run_id
+
+
+class ResumeNotFound(NotFound):
+    """The run has no pending resume with this id or event key."""
+
+    def __init__(self, run_id: str, resume: str, pending: list[str]) -> None:
+        hint = f"pending: {', '.join(pending)}" if pending else "nothing is pending"
+        super().__init__(f"run '{run_id}' has no pending event '{resume}' ({hint})")
+        self.run_id = run_id
+        self.resume = resume
+
+
+class SignalNotFound(NotFound):
+    """The workflow has no ``@signal`` method with this name."""
+
+    def __init__(self, workflow: str, name: str, known: list[str]) -> None:
+        hint = f"signals: {', '.join(known)}" if known else "it defines no signals"
+        super().__init__(f"workflow {workflow} has no signal '{name}' ({hint})")
+        self.workflow = workflow
+        self.name = name
+
+
+# -- 4: conflict ---------------------------------------------------------------
+
+
+class Conflict(TinyWFError):
+    """The command cannot run now: locked, taken, or not allowed in this status."""
+
+    exit_code = 4
+
+
+class RunLocked(Conflict):
+    """Another process held the run's lock past the lock timeout."""
+
+    def __init__(self, run_id: str, timeout: float) -> None:
+        super().__init__(
+            f"run '{run_id}' is locked by another process (waited {timeout:g}s; "
+            "raise --lock-timeout or try again)"
+        )
+        self.run_id = run_id
+        self.timeout = timeout
+
+
+class RunExists(Conflict):
+    """A run with this id already exists."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run id '{run_id}' is already taken")
+        self.run_id = run_id
+
+
+class StatusConflict(Conflict):
+    """The run's status does not allow the command."""
+
+    def __init__(self, run_id: str, status: str, command: str) -> None:
+        super().__init__(f"run '{run_id}' is {status}: cannot {command} it")
+        self.run_id = run_id
+        self.status = status
+        self.command = command
+
+
+# -- 5: storage ------------------------------------------------------------------
+
+
+class StorageError(TinyWFError):
+    """A run's record cannot be read or written; the message names the path."""
+
+    exit_code = 5
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem

@@ -1,0 +1,172 @@
+"""Flow files to workflow classes, with errors that say what to fix.
+
+A flow file is compiled from its source on every load (never a stale bytecode cache),
+registered in ``sys.modules`` before it runs (so pydantic resolves its annotations), and
+its folder is put on the import path so it can import modules beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from tinywf_cli.errors import FlowDefinitionError, FlowLoadError
+from tinywf_cli.model import FlowRef
+from tinywf_cli.workflow import Workflow
+
+WorkflowClass = type[Workflow[Any]]
+
+
+def split_flow_spec(spec: str) -> tuple[str, str | None]:
+    """``"flows/a.py:Cls"`` -> ``("flows/a.py", "Cls")``; a bare path names no class."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail.isidentifier() and not tail.startswith("\\"):
+        return head, tail
+    return spec, None
+
+
+def module_name_for(path: Path) -> str:
+    """A stable, unique module name for a flow file."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    stem = "".join(c if c.isalnum() else "_" for c in path.stem)
+    return f"tinywf_flow_{stem}_{digest}"
+
+
+def load_module(path: Path) -> types.ModuleType:
+    """Execute a flow file as a fresh module (replacing any earlier load of it)."""
+    shown = display_path(path)
+    try:
+        source = path.read_bytes()
+    except FileNotFoundError:
+        raise FlowLoadError(f"flow file '{shown}' not found") from None
+    except IsADirectoryError:
+        raise FlowLoadError(f"'{shown}' is a directory, not a flow file") from None
+    except OSError as exc:
+        raise FlowLoadError(f"cannot read flow file '{shown}': {exc.strerror}") from None
+    try:
+        code = compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise FlowLoadError(f"{shown}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except ValueError as exc:  # e.g. NUL bytes
+        raise FlowLoadError(f"cannot load flow file '{shown}': {exc}") from None
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = module_name_for(path)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    except FlowDefinitionError as exc:
+        sys.modules.pop(name, None)
+        raise FlowDefinitionError(f"{shown}: {exc.message}") from None
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise FlowLoadError(f"cannot load flow file '{shown}': {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:
+        sys.modules.pop(name, None)
+        raise FlowLoadError(f"cannot load flow file '{shown}': it called exit({exc.code})") from None
+    return module
+
+
+def workflows_in(module: types.ModuleType) -> list[WorkflowClass]:
+    """The workflow classes (with steps) a module defines itself, in definition order."""
+    found = []
+    for value in vars(module).values():
+        if (isinstance(value, type) and issubclass(value, Workflow) and value is not Workflow
+                and value.__module__ == module.__name__ and value.__tinywf_steps__):
+            found.append(value)
+    return found
+
+
+def pick_workflow(module: types.ModuleType, shown: str, name: str | None) -> WorkflowClass:
+    """The class ``name`` of a flow module, or its only workflow."""
+    classes = workflows_in(module)
+    if name is not None:
+        value = getattr(module, name, None)
+        if isinstance(value, type) and issubclass(value, Workflow) and value.__tinywf_steps__:
+            return value
+        known = ", ".join(c.__name__ for c in classes) or "none"
+        raise FlowLoadError(f"{shown} has no workflow class '{name}' (workflows: {known})")
+    if not classes:
+        raise FlowLoadError(f"{shown} defines no workflow (a Workflow subclass with @step methods)")
+    if len(classes) > 1:
+        names = ", ".join(c.__name__ for c in classes)
+        raise FlowLoadError(
+            f"{shown} defines {len(classes)} workflows ({names}): name one, e.g. {shown}:{classes[0].__name__}")
+    return classes[0]
+
+
+def display_path(path: Path) -> str:
+    """A path as people should see it: relative to the working directory when inside it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+class FlowLoader:
+    """Loads flow files and workflow references, each at most once per loader."""
+
+    def __init__(self) -> None:
+        self._modules: dict[Path, types.ModuleType] = {}
+        self._classes: dict[tuple[str | None, str | None, str], WorkflowClass] = {}
+
+    def load(self, spec: str) -> tuple[WorkflowClass, FlowRef, str]:
+        """``path.py[:Class]`` -> (class, reference to store, name to show)."""
+        raw_path, name = split_flow_spec(spec)
+        if not raw_path.endswith(".py") and not Path(raw_path).is_file():
+            if Path(raw_path + ".py").is_file():
+                raw_path += ".py"
+        path = Path(raw_path).expanduser().resolve()
+        module = self.module(path)
+        cls = pick_workflow(module, display_path(path), name)
+        return cls, FlowRef(file=str(path), cls=cls.__name__), f"{display_path(path)}:{cls.__name__}"
+
+    def module(self, path: Path) -> types.ModuleType:
+        """The flow module of ``path`` (loaded once per loader)."""
+        module = self._modules.get(path)
+        if module is None:
+            module = self._modules[path] = load_module(path)
+        return module
+
+    def register(self, cls: WorkflowClass) -> tuple[FlowRef, str]:
+        """Remember a class given directly; returns its reference and display name."""
+        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if cls.__module__.startswith("tinywf_flow_") and file:
+            ref = FlowRef(file=file, cls=cls.__qualname__)
+            shown = f"{display_path(Path(file))}:{cls.__qualname__}"
+        else:
+            ref = FlowRef(module=cls.__module__, cls=cls.__qualname__)
+            shown = f"{cls.__module__}:{cls.__qualname__}"
+        self._classes[(ref.file, ref.module, ref.cls)] = cls
+        return ref, shown
+
+    def resolve(self, ref: FlowRef, run_id: str) -> WorkflowClass:
+        """The class a stored run refers to."""
+        known = self._classes.get((ref.file, ref.module, ref.cls))
+        if known is not None:
+            return known
+        if ref.file is not None:
+            path = Path(ref.file)
+            if not path.exists():
+                raise FlowLoadError(f"run '{run_id}': its flow file {ref.file} no longer exists")
+            target: Any = self.module(path)
+        else:
+            try:
+                target = importlib.import_module(ref.module or "")
+            except Exception as exc:
+                raise FlowLoadError(f"run '{run_id}': cannot import module {ref.module!r}: {exc}") from None
+        for part in ref.cls.split("."):
+            target = getattr(target, part, None)
+        if not (isinstance(target, type) and issubclass(target, Workflow)):
+            raise FlowLoadError(f"run '{run_id}': workflow class {ref.cls} not found in "
+                                f"{ref.file or ref.module}")
+        self._classes[(ref.file, ref.module, ref.cls)] = target
+        return target

@@ -1,0 +1,154 @@
+"""Pydantic models of a run: the record a store keeps, and the documents users see.
+
+``RunHead`` is the part of a run that is rewritten at every checkpoint; it stays small
+(no audit log, no past visits). The documents (``RunDocument`` and friends) are exactly
+the CLI's ``--json`` output and what ``Runtime`` returns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
+ResumeKind = Literal["event", "timer", "retry"]
+ENDED: frozenset[str] = frozenset({"finished", "cancelled"})
+
+
+class ErrorInfo(BaseModel):
+    """Why a run failed: the error's type name and a message for people."""
+
+    type: str
+    message: str
+
+
+class PendingResume(BaseModel):
+    """Something the run waits for: an event to resolve, a timer or a retry delay to pass."""
+
+    resume_id: str
+    kind: ResumeKind
+    key: str
+    request: dict[str, Any] | None = None
+    due_at: datetime | None = None
+
+
+class LogEntry(BaseModel):
+    """One entry of a run's audit log."""
+
+    at: datetime
+    step: str | None
+    type: str
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class FlowRef(BaseModel):
+    """Where a run's workflow class lives, so later commands find it untold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str | None = None
+    module: str | None = None
+    cls: str
+
+
+class Recovery(BaseModel):
+    """How often a run was recovered from a dead process at the same point."""
+
+    count: int = 0
+    at: int = 0
+
+
+class RunHead(BaseModel):
+    """The rewritten part of a run record. History and visit records live in the store's journal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    workflow: str
+    flow: FlowRef
+    doc: str | None = None
+    status: Status
+    step: str
+    visit: int = 1
+    state: Any
+    visit_state: Any
+    visit_logs: int = 0
+    pending: list[PendingResume] = Field(default_factory=list)
+    inbox: dict[str, list[Any]] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    created_at: datetime
+    updated_at: datetime
+    wake_at: datetime | None = None
+    progress: int = 0
+    recovery: Recovery = Field(default_factory=Recovery)
+
+
+class RunDocument(BaseModel):
+    """A run as ``run``, ``resolve``, ``send``, ``signal``, ``cancel`` and ``retry`` print it."""
+
+    run_id: str
+    workflow: str
+    status: Status
+    step: str
+    state: Any
+    pending: list[PendingResume]
+    error: ErrorInfo | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, head: RunHead) -> RunDocument:
+        """The document of a run record."""
+        return cls(run_id=head.run_id, workflow=head.workflow, status=head.status, step=head.step,
+                   state=head.state, pending=head.pending, error=head.error,
+                   created_at=head.created_at, updated_at=head.updated_at)
+
+
+class ShowDocument(RunDocument):
+    """``tinywf show --json``: the run document plus its whole audit log."""
+
+    logs: list[LogEntry]
+    #: The workflow class's docstring (for people; the JSON keeps to the contract's keys).
+    doc: str | None = Field(default=None, exclude=True)
+
+
+class RunSummary(BaseModel):
+    """One row of ``tinywf list``."""
+
+    run_id: str
+    workflow: str
+    status: Status | Literal["unreadable"]
+    step: str | None
+    updated_at: datetime | None
+
+
+class RunList(BaseModel):
+    """``tinywf list --json``."""
+
+    runs: list[RunSummary]
+    #: Records that could not be read, with the reason (also listed as ``unreadable``).
+    problems: list[str] = Field(default_factory=list, exclude=True)
+
+
+class TickAdvanced(BaseModel):
+    """A run ``tick`` advanced, and the status it was left in."""
+
+    run_id: str
+    status: Status
+
+
+class TickSkipped(BaseModel):
+    """A due run ``tick`` did not advance, and why."""
+
+    run_id: str
+    reason: str
+
+
+class TickReport(BaseModel):
+    """``tinywf tick --json``: how many runs were due, which advanced, which were skipped."""
+
+    due: int
+    advanced: list[TickAdvanced] = Field(default_factory=list)
+    skipped: list[TickSkipped] = Field(default_factory=list)

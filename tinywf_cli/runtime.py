@@ -1,0 +1,298 @@
+"""``Runtime``: the library API under the CLI — start, resolve, send, signal, tick, and more.
+
+Each call takes the run's lock, loads it, makes one engine call, and returns the pydantic
+document the CLI prints with ``--json``. Errors are the typed ``TinyWFError`` family.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tinywf_cli.clock import Clock, clock_from_env, format_instant
+from tinywf_cli.engine import Engine, apply_signal, encode_state_input, reset_failed_slots
+from tinywf_cli.errors import (
+    FlowLoadError,
+    InvalidRunId,
+    InvalidValue,
+    NotAnEvent,
+    ResumeNotFound,
+    RunLocked,
+    RunNotFound,
+    StatusConflict,
+    TinyWFError,
+)
+from tinywf_cli.loader import FlowLoader, WorkflowClass
+from tinywf_cli.model import (
+    ENDED,
+    LogEntry,
+    Recovery,
+    RunDocument,
+    RunHead,
+    RunList,
+    RunSummary,
+    ShowDocument,
+    TickAdvanced,
+    TickReport,
+    TickSkipped,
+)
+from tinywf_cli.store import Entry, LoadedRun, Store, fold_slots
+from tinywf_cli.values import NotJSON, to_json_value
+from tinywf_cli.workflow import Workflow
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is in the contract's charset; raises InvalidRunId."""
+    if not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
+        raise InvalidRunId(str(run_id))
+    return run_id
+
+
+def new_run_id(cls: type) -> str:
+    """A fresh run id: the workflow's name in snake case and 8 random hex digits."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    name = re.sub(r"[^a-z0-9_]", "", name)[:40] or "run"
+    return f"{name}-{secrets.token_hex(4)}"
+
+
+class Runtime:
+    """Runs workflows stored in a state directory (or any ``Store``).
+
+    Example::
+
+        rt = Runtime("state")
+        run = rt.start("flows/guess_game.py")
+        run = rt.resolve(run.run_id, run.pending[0].resume_id, 42)
+    """
+
+    def __init__(self, store: str | Path | Store = "state", clock: Clock | None = None,
+                 lock_timeout: float = 10) -> None:
+        if isinstance(store, str | Path):
+            from tinywf_cli.filestore import FileStore
+
+            store = FileStore(Path(store))
+        self.store: Store = store
+        self.clock: Clock = clock if clock is not None else clock_from_env()
+        self.lock_timeout = lock_timeout
+        self.loader = FlowLoader()
+
+    # -- helpers -------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, run_id: str, timeout: float | None = None) -> Iterator[None]:
+        check_run_id(run_id)
+        with self.store.lock(run_id, self.lock_timeout if timeout is None else timeout):
+            yield
+
+    def _class_of(self, head: RunHead) -> WorkflowClass:
+        return self.loader.resolve(head.flow, head.run_id)
+
+    def _engine(self, cls: WorkflowClass, run: LoadedRun) -> Engine:
+        return Engine(cls, run.head, run.slots, self.clock, self.store.commit)
+
+    def _commit(self, head: RunHead, entries: list[Entry]) -> None:
+        head.updated_at = self.clock.now()
+        head.progress += 1
+        self.store.commit(head, entries)
+
+    def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> Entry:
+        return {"log": {"at": format_instant(self.clock.now()), "step": head.step, "type": type_,
+                        "values": values}}
+
+    def _load_for_change(self, run_id: str, command: str) -> LoadedRun:
+        run = self.store.load(run_id)
+        if run.head.status in ENDED:
+            raise StatusConflict(run_id, run.head.status, command)
+        return run
+
+    # -- starting and answering runs ---------------------------------------------
+
+    def start(self, flow: str | Path | type[Workflow[Any]], input: dict[str, Any] | None = None,
+              run_id: str | None = None) -> RunDocument:
+        """Create a run of ``flow`` (``path.py[:Class]`` or a class) and advance it until it waits or ends."""
+        if isinstance(flow, type):
+            if not issubclass(flow, Workflow) or not flow.__tinywf_steps__:
+                raise FlowLoadError(f"{flow!r} is not a workflow class with @step methods")
+            cls: WorkflowClass = flow
+            ref, shown = self.loader.register(cls)
+        else:
+            cls, ref, shown = self.loader.load(str(flow))
+        if run_id is not None:
+            check_run_id(run_id)
+        state = encode_state_input(cls, input)
+        start = cls.__tinywf_start__
+        assert start is not None
+        rid = run_id or new_run_id(cls)
+        now = self.clock.now()
+        head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=inspect.getdoc(cls), status="running",
+                       step=start, state=state, visit_state=state, created_at=now, updated_at=now)
+        with self._locked(rid):
+            self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])
+            Engine(cls, head, [], self.clock, self.store.commit).advance()
+        return RunDocument.of(head)
+
+    def resolve(self, run_id: str, resume: str, value: Any) -> RunDocument:
+        """Answer a pending event (by resume id or event key) and advance the run."""
+        with self._locked(run_id):
+            run = self._load_for_change(run_id, "resolve")
+            head = run.head
+            pending = next((p for p in head.pending if p.resume_id == resume), None)
+            if pending is None:
+                pending = next((p for p in head.pending if p.kind == "event" and p.key == resume), None)
+            if pending is None:
+                raise ResumeNotFound(run_id, resume, [p.resume_id for p in head.pending])
+            if pending.kind != "event":
+                raise NotAnEvent(f"'{resume}' is a {pending.kind}, not an event: it resumes by itself "
+                                 f"when due ({format_instant(pending.due_at) if pending.due_at else '?'}); "
+                                 "`tinywf tick` advances due runs")
+            self._engine(self._class_of(head), run).advance(resolving=(pending.resume_id, value))
+        return RunDocument.of(head)
+
+    def send(self, run_id: str, key: str, value: Any) -> RunDocument:
+        """Deliver event ``key``: resolve its pending wait, or queue it for the wait to come."""
+        with self._locked(run_id):
+            run = self._load_for_change(run_id, "send an event to")
+            head = run.head
+            pending = next((p for p in head.pending if p.kind == "event" and p.key == key), None)
+            if pending is not None:
+                self._engine(self._class_of(head), run).advance(resolving=(pending.resume_id, value))
+                return RunDocument.of(head)
+            try:
+                stored = to_json_value(value)
+            except NotJSON as exc:
+                raise InvalidValue(f"event '{key}': {exc}") from None
+            head.inbox.setdefault(key, []).append(stored)
+            self._commit(head, [self._log(head, "event_queued", {"key": key})])
+        return RunDocument.of(head)
+
+    def signal(self, run_id: str, name: str, /, **args: Any) -> RunDocument:
+        """Call the ``@signal`` method ``name`` on the run's latest state, under its lock."""
+        with self._locked(run_id):
+            head = self.store.head(run_id)
+            if head.status in ENDED:
+                raise StatusConflict(run_id, head.status, f"signal '{name}'")
+            entries = apply_signal(self._class_of(head), head, name, args, self.clock)
+            self._commit(head, entries)
+        return RunDocument.of(head)
+
+    def cancel(self, run_id: str, reason: str | None = None) -> RunDocument:
+        """Cancel a run that has not ended; nothing stays pending."""
+        with self._locked(run_id):
+            head = self.store.head(run_id)
+            if head.status in ENDED:
+                raise StatusConflict(run_id, head.status, "cancel")
+            head.status = "cancelled"
+            head.pending = []
+            head.wake_at = None
+            self._commit(head, [self._log(head, "cancel", {"reason": reason} if reason else {})])
+        return RunDocument.of(head)
+
+    def retry(self, run_id: str) -> RunDocument:
+        """Restart a failed run from its failed step visit; cached actions stay cached."""
+        with self._locked(run_id):
+            run = self.store.load(run_id)
+            head = run.head
+            if head.status != "failed":
+                raise StatusConflict(run_id, head.status, "retry")
+            cls = self._class_of(head)
+            entries = reset_failed_slots(run.slots, self.clock.now())
+            head.status = "running"
+            head.error = None
+            head.recovery = Recovery()
+            entries.append(self._log(head, "retried", {"visit": head.visit}))
+            self._commit(head, entries)
+            run.slots = fold_slots([{"slot": s} for s in run.slots] + entries)
+            self._engine(cls, run).advance()
+        return RunDocument.of(head)
+
+    # -- due work -----------------------------------------------------------------------
+
+    def advance(self, run_id: str, *, timeout: float | None = None) -> RunDocument:
+        """Advance one run if it is due (or recover it if its process died); else leave it."""
+        with self._locked(run_id, timeout):
+            head = self._advance_locked(run_id, self.clock.now())
+        return RunDocument.of(head)
+
+    def _advance_locked(self, run_id: str, now: datetime) -> RunHead:
+        run = self.store.load(run_id)
+        head = run.head
+        if head.status == "running":
+            self._engine(self._class_of(head), run).advance(recover=True)
+        elif head.status == "waiting" and head.wake_at is not None and head.wake_at <= now:
+            self._engine(self._class_of(head), run).advance()
+        return head
+
+    def tick(self, limit: int | None = None) -> TickReport:
+        """Advance every due run (timers, retry delays, event timeouts) and recover dead ones.
+
+        Runs locked by another process are skipped and reported, never waited for.
+        """
+        now = self.clock.now()
+        report = TickReport(due=0)
+        for run_id in self.store.due(now):
+            if limit is not None and len(report.advanced) >= limit:
+                break
+            try:
+                with self.store.lock(run_id, 0):
+                    run = self.store.load(run_id)
+                    head = run.head
+                    recover = head.status == "running"
+                    if not recover and not (head.status == "waiting" and head.wake_at is not None
+                                            and head.wake_at <= now):
+                        self.store.sync_index(head)  # stale entry: the run is not due
+                        continue
+                    report.due += 1
+                    self._engine(self._class_of(head), run).advance(recover=recover)
+                report.advanced.append(TickAdvanced(run_id=run_id, status=head.status))
+            except RunLocked:
+                report.due += 1
+                report.skipped.append(TickSkipped(run_id=run_id, reason="locked by another process"))
+            except TinyWFError as exc:
+                report.due += 1
+                report.skipped.append(TickSkipped(run_id=run_id, reason=exc.message))
+        return report
+
+    def next_due(self) -> datetime | None:
+        """When the earliest waiting run will be due (for ``worker``)."""
+        return self.store.next_due()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> ShowDocument:
+        """A run with its whole audit log (``tinywf show``)."""
+        check_run_id(run_id)
+        head = self.store.head(run_id)
+        logs = [LogEntry.model_validate(e) for e in self.store.history(run_id)]
+        doc = RunDocument.of(head)
+        return ShowDocument(**dict(doc), logs=logs, doc=head.doc)
+
+    def list(self, status: str | None = None) -> RunList:
+        """Every run, newest first; unreadable records are listed as such."""
+        rows: list[tuple[datetime, RunSummary]] = []
+        problems: list[str] = []
+        for run_id in self.store.run_ids():
+            try:
+                head = self.store.head(run_id)
+            except RunNotFound:
+                continue  # removed meanwhile
+            except TinyWFError as exc:
+                problems.append(exc.message)
+                if status in (None, "unreadable"):
+                    rows.append((datetime.min.replace(tzinfo=None),
+                                 RunSummary(run_id=run_id, workflow="?", status="unreadable", step=None,
+                                            updated_at=None)))
+                continue
+            if status is None or head.status == status:
+                rows.append((head.created_at.replace(tzinfo=None),
+                             RunSummary(run_id=head.run_id, workflow=head.workflow, status=head.status,
+                                        step=head.step, updated_at=head.updated_at)))
+        rows.sort(key=lambda r: r[0], reverse=True)
+        return RunList(runs=[r for _, r in rows], problems=problems)

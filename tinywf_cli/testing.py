@@ -1,0 +1,35 @@
+"""Test your own flows in pytest: an in-memory store and a clock you move by hand.
+
+Example::
+
+    from tinywf_cli.testing import MemoryRuntime
+
+    def test_checkout_times_out():
+        rt = MemoryRuntime()
+        run = rt.start(Checkout, input={"email": "a@b.c"})
+        assert run.status == "waiting"
+        rt.clock.advance(timedelta(days=2))
+        rt.tick()
+        assert rt.get(run.run_id).state["approved"] is False
+
+``MemoryRuntime`` is a ``Runtime``: every call of the library API works the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tinywf_cli.clock import ManualClock
+from tinywf_cli.runtime import Runtime
+from tinywf_cli.store import MemoryStore
+
+__all__ = ["ManualClock", "MemoryRuntime", "MemoryStore"]
+
+
+class MemoryRuntime(Runtime):
+    """A ``Runtime`` over a ``MemoryStore`` with a ``ManualClock`` (``rt.clock``)."""
+
+    clock: ManualClock
+
+    def __init__(self, now: datetime | str | None = None, lock_timeout: float = 10) -> None:
+        super().__init__(MemoryStore(), clock=ManualClock(now), lock_timeout=lock_timeout)
