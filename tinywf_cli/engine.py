@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import json
 from collections.abc import Callable
@@ -300,10 +301,7 @@ class Engine:
         try:
             while True:
                 try:
-                    if isinstance(reply, _Throw):
-                        command = gen.throw(reply.exc)
-                    else:
-                        command = gen.send(reply)
+                    command = gen.throw(reply.exc) if isinstance(reply, _Throw) else gen.send(reply)
                 except StopIteration as stop:
                     return self.transition(stop.value, index)
                 except Exception as exc:
@@ -314,10 +312,8 @@ class Engine:
                     return stop.outcome
                 index += 1
         finally:
-            try:
+            with contextlib.suppress(RuntimeError):  # a bare `except:` in the step ignored GeneratorExit
                 gen.close()
-            except RuntimeError:  # a bare `except:` in the step swallowed GeneratorExit
-                pass
 
     def step_raised(self, exc: Exception) -> Outcome:
         """The step's code raised: fail the run with what it raised."""
@@ -564,8 +560,8 @@ class Engine:
     def sleep(self, command: Sleep, index: int, slot: Slot | None) -> datetime:
         """``yield self.sleep(...)`` / ``self.sleep_until(...)``."""
         if slot is None:
-            due = command.until or self.now() + timedelta(seconds=command.seconds or 0.0)
-            slot = Slot(index, "sleep", command.key, "waiting", due_at=format_instant(due),
+            start = command.until or self.now() + timedelta(seconds=command.seconds or 0.0)
+            slot = Slot(index, "sleep", command.key, "waiting", due_at=format_instant(start),
                         resume_id=f"{command.key}@{self.head.visit}")
             self.put(slot)
             self.audit("wait_begin", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id,
@@ -720,7 +716,7 @@ def signal_caller(fn: Callable[..., Any]) -> Callable[..., Any]:
     if cached is None:
         cached = validate_call(fn)
         fn.__tinywf_validated__ = cached  # type: ignore[attr-defined]
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def reset_failed_slots(slots: list[dict[str, Any]], now: datetime) -> list[Entry]:

@@ -20,7 +20,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -337,10 +337,8 @@ class FileStore:
                 os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
-            try:
+            with suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise StorageError(path, f"cannot write: {_problem(exc)}; the run is unchanged") from None
         try:
             self._fsync_dir(self.root)

@@ -121,9 +121,8 @@ class FlowLoader:
     def load(self, spec: str) -> tuple[WorkflowClass, FlowRef, str]:
         """``path.py[:Class]`` -> (class, reference to store, name to show)."""
         raw_path, name = split_flow_spec(spec)
-        if not raw_path.endswith(".py") and not Path(raw_path).is_file():
-            if Path(raw_path + ".py").is_file():
-                raw_path += ".py"
+        if not raw_path.endswith(".py") and not Path(raw_path).is_file() and Path(raw_path + ".py").is_file():
+            raw_path += ".py"
         path = Path(raw_path).expanduser().resolve()
         module = self.module(path)
         cls = pick_workflow(module, display_path(path), name)

@@ -108,7 +108,7 @@ class Command:
 class Action(Command):
     """Run ``fn(*args, **kwargs)`` once, durably: ``value = yield self.action(...)``."""
 
-    __slots__ = ("fn", "args", "kwargs", "retry")
+    __slots__ = ("args", "fn", "kwargs", "retry")
     kind = "action"
 
     def __init__(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
@@ -139,7 +139,7 @@ class Sleep(Command):
 class WaitEvent(Command):
     """Pause until a value for ``key`` arrives from outside (``tinywf resolve``/``send``)."""
 
-    __slots__ = ("type", "timeout", "request")
+    __slots__ = ("request", "timeout", "type")
     kind = "event"
 
     def __init__(self, key: str, type_: Any, timeout: float | None, request: dict[str, Any]) -> None:
