@@ -34,6 +34,7 @@ from tinywf_cli.store import Entry
 from tinywf_cli.values import (
     NotJSON,
     adapter_for_type,
+    describe_type,
     dumps,
     restore,
     return_adapter,
@@ -64,11 +65,12 @@ class Slot:
     resume_id: str | None = None
     request: dict[str, Any] | None = None
     parts: dict[str, Slot] | None = None
+    expects: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The journal form."""
         out: dict[str, Any] = {"index": self.index, "kind": self.kind, "key": self.key, "status": self.status}
-        for name in ("value", "due_at", "error", "resume_id", "request"):
+        for name in ("value", "due_at", "error", "resume_id", "request", "expects"):
             item = getattr(self, name)
             if item is not None:
                 out[name] = item
@@ -87,6 +89,7 @@ class Slot:
             value=data.get("value"), due_at=data.get("due_at"), attempt=data.get("attempt", 0),
             error=data.get("error"), resume_id=data.get("resume_id"), request=data.get("request"),
             parts=None if parts is None else {k: cls.from_json(p) for k, p in parts.items()},
+            expects=data.get("expects"),
         )
 
     def due(self) -> datetime | None:
@@ -401,6 +404,8 @@ class Engine:
             raise _Stop("paused")
         head.status = "waiting"
         head.pending = pending
+        last = self.slots[-1]
+        head.expects = {last.resume_id: last.expects} if last.expects and last.resume_id else {}
         self.commit()
         raise _Stop("paused")
 
@@ -594,7 +599,8 @@ class Engine:
             except NotJSON as exc:
                 self.stop_failed(FlowError(f"wait_event '{command.key}': request must be JSON: {exc}"))
             slot = Slot(index, "event", command.key, "waiting", due_at=deadline,
-                        resume_id=f"{command.key}@{head.visit}", request=request)
+                        resume_id=f"{command.key}@{head.visit}", request=request,
+                        expects=describe_type(command.type))
             self.put(slot)
             self.audit("wait_begin", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
                                       "due_at": deadline})

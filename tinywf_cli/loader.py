@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import sys
 import types
 from pathlib import Path
@@ -106,9 +105,10 @@ def pick_workflow(module: types.ModuleType, shown: str, name: str | None) -> Wor
 def display_path(path: Path) -> str:
     """A path as people should see it: relative to the working directory when inside it."""
     try:
-        return os.path.relpath(path)
+        relative = path.resolve().relative_to(Path.cwd())
     except ValueError:
         return str(path)
+    return str(relative)
 
 
 class FlowLoader:

@@ -76,6 +76,8 @@ class RunHead(BaseModel):
     visit_state: Any
     visit_logs: int = 0
     pending: list[PendingResume] = Field(default_factory=list)
+    #: What each pending event accepts, described for people (resume id -> description).
+    expects: dict[str, str] = Field(default_factory=dict)
     inbox: dict[str, list[Any]] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     created_at: datetime
@@ -97,13 +99,17 @@ class RunDocument(BaseModel):
     error: ErrorInfo | None
     created_at: datetime
     updated_at: datetime
+    #: What each pending event accepts, for prompts (not part of the JSON document).
+    expects: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @classmethod
     def of(cls, head: RunHead) -> RunDocument:
         """The document of a run record."""
+        ids = {p.resume_id for p in head.pending}
         return cls(run_id=head.run_id, workflow=head.workflow, status=head.status, step=head.step,
                    state=head.state, pending=head.pending, error=head.error,
-                   created_at=head.created_at, updated_at=head.updated_at)
+                   created_at=head.created_at, updated_at=head.updated_at,
+                   expects={k: v for k, v in head.expects.items() if k in ids})
 
 
 class ShowDocument(RunDocument):

@@ -102,3 +102,40 @@ def validation_message(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
     return "; ".join(parts) or str(exc)
+
+
+def describe_type(tp: Any) -> str | None:
+    """A short description of what a wait's ``type`` accepts, for prompts and hints."""
+    try:
+        adapter = adapter_for_type(tp)
+        return "any JSON" if adapter is None else describe_schema(adapter.json_schema())
+    except Exception:  # a type pydantic validates but cannot describe
+        return getattr(tp, "__name__", None)
+
+
+def describe_schema(schema: dict[str, Any]) -> str:
+    """A short description of a JSON schema, for prompts: ``integer (0..100)``, ``boolean``."""
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return f"exactly {json.dumps(schema['const'])}"
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " or ".join(describe_schema(s) for s in schema[key])
+    kind = schema.get("type")
+    if kind is None:
+        return str(schema.get("title") or "any JSON") if "$ref" not in schema else "object"
+    if isinstance(kind, list):
+        kind = " or ".join(kind)
+    bounds = []
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if low is not None or high is not None:
+        bounds.append(f"{'' if low is None else low}..{'' if high is None else high}")
+    if "minLength" in schema or "maxLength" in schema:
+        bounds.append(f"length {schema.get('minLength', 0)}..{schema.get('maxLength', '')}")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        kind = f"array of {describe_schema(schema['items'])}"
+    if kind == "null":
+        kind = "null"
+    return f"{kind} ({', '.join(bounds)})" if bounds else str(kind)

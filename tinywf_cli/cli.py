@@ -1,0 +1,611 @@
+"""The ``tinywf`` command: a thin Typer layer over ``Runtime``.
+
+Each command parses its arguments, makes one ``Runtime`` call, and renders the result:
+a JSON document with ``--json``, rich output for people otherwise. Errors are mapped to
+exit codes in one place (``main``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal as signals
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from tinywf_cli import __version__
+from tinywf_cli.errors import BadInput, InvalidValue, TinyWFError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Console
+
+    from tinywf_cli.model import RunDocument
+    from tinywf_cli.runtime import Runtime
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="tinywf",
+    help="Durable workflows from the shell: start runs, answer them, let cron carry them on.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# -- shared options, defined once -------------------------------------------------------
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="TINYWF_STATE_DIR", show_envvar=True, metavar="DIR",
+                 help="Where runs live. Default: $TINYWF_STATE_DIR, else ./state."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+LockTimeout = Annotated[
+    float,
+    typer.Option("--lock-timeout", min=0, metavar="SECONDS",
+                 help="How long to wait for a run's lock before exiting 4."),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)]
+NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt, even with a terminal on stdin.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait out timers and retry delays in this process, "
+                                                    "with a countdown.")]
+
+DEFAULT_LOCK_TIMEOUT = 10.0
+
+
+class Session:
+    """What one command invocation shares: its runtime, consoles and output mode."""
+
+    def __init__(self, state_dir: Path | None, as_json: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        self.state_dir = state_dir if state_dir is not None else Path("state")
+        self.as_json = as_json
+        self.lock_timeout = lock_timeout
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The ``Runtime`` over the state directory (created on first use)."""
+        if self._runtime is None:
+            from tinywf_cli.runtime import Runtime
+
+            self._runtime = Runtime(self.state_dir, lock_timeout=self.lock_timeout)
+        return self._runtime
+
+    @property
+    def console(self) -> Console:
+        """Output for people (stdout)."""
+        from tinywf_cli.render import make_console
+
+        return make_console()
+
+    @property
+    def state_hint(self) -> str:
+        """``--state-dir X`` for ready-to-paste commands, when X is not what they would find anyway."""
+        if os.environ.get("TINYWF_STATE_DIR") or self.state_dir == Path("state"):
+            return ""
+        import shlex
+
+        return f" --state-dir {shlex.quote(str(self.state_dir))}"
+
+    @contextlib.contextmanager
+    def flow_output(self) -> Iterator[None]:
+        """While flow code runs: with ``--json`` its prints go to stderr, keeping stdout one document."""
+        if self.as_json:
+            with contextlib.redirect_stdout(sys.stderr):
+                yield
+        else:
+            yield
+
+    def emit(self, document: BaseModel) -> None:
+        """Print a document as JSON."""
+        sys.stdout.write(document.model_dump_json(indent=2) + "\n")
+        sys.stdout.flush()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a runtime call with flow output redirected as needed."""
+        with self.flow_output():
+            return fn()
+
+
+def parse_value(text: str) -> Any:
+    """A command-line VALUE: JSON if it parses, else the text itself; ``-`` reads stdin."""
+    if text == "-":
+        text = sys.stdin.read().rstrip("\n")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_object(text: str | None, what: str) -> dict[str, Any]:
+    """A JSON object argument (``@file`` reads a file); BadInput when it is not one."""
+    if text is None:
+        return {}
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot read {what} file '{text[1:]}': {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"{what} file '{text[1:]}' is not UTF-8 text") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise BadInput(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{what} must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}")
+    return value
+
+
+def finish(session: Session, doc: RunDocument, *, advanced: bool) -> NoReturn:
+    """Print a run document and exit: 1 when the command advanced the run and it failed."""
+    if session.as_json:
+        session.emit(doc)
+    else:
+        from tinywf_cli.render import run_outcome
+
+        session.console.print(run_outcome(doc, session.runtime.clock.now(), session.state_hint), soft_wrap=True)
+    raise typer.Exit(1 if advanced and doc.status == "failed" else 0)
+
+
+# -- interaction ------------------------------------------------------------------------
+
+
+def interactive(no_input: bool) -> bool:
+    """Whether to prompt: a terminal on stdin and no ``--no-input``."""
+    return not no_input and sys.stdin.isatty()
+
+
+def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool]:
+    """Ask for each pending event at the terminal; returns the run and whether it was left waiting."""
+    from rich.text import Text
+
+    from tinywf_cli.render import make_console, placeholder_for, resolve_command
+
+    err = make_console(stderr=True)
+    while doc.status == "waiting":
+        events = [p for p in doc.pending if p.kind == "event"]
+        if not events:
+            break
+        pending = events[0]
+        question = (pending.request or {}).get("question") or f"Value for event '{pending.key}'"
+        expects = doc.expects.get(pending.resume_id)
+        line = Text(str(question), style="bold")
+        if expects:
+            line.append(f" [{expects}]", style="cyan")
+        line.append(" (empty leaves the run waiting)", style="dim")
+        err.print(line)
+        try:
+            answer = input("> ")
+        except EOFError:
+            answer = ""
+        if not answer.strip():
+            err.print(Text("left waiting; answer later with:", style="dim"))
+            err.print(Text(resolve_command(doc.run_id, pending, session.state_hint, placeholder_for(expects))),
+                      soft_wrap=True)
+            return doc, True
+        try:
+            doc = session.call(partial(session.runtime.resolve, doc.run_id, pending.resume_id,
+                                       parse_value(answer)))
+        except InvalidValue as exc:
+            err.print(Text.assemble(("invalid: ", "red"), exc.message))
+    return doc, False
+
+
+def wait_out(session: Session, doc: RunDocument) -> RunDocument:
+    """``--wait``: sleep until each timer or retry is due (lock released), then advance."""
+    from tinywf_cli.render import ago, make_console
+
+    rt = session.runtime
+    err = make_console(stderr=True)
+    while doc.status == "waiting" and doc.pending and all(p.kind != "event" for p in doc.pending):
+        due = min(p.due_at for p in doc.pending if p.due_at is not None)
+        what = ", ".join(f"{p.kind} {p.key}" for p in doc.pending)
+        remaining = (due - rt.clock.now()).total_seconds()
+        if remaining > 0:
+            countdown(err, rt, remaining, f"waiting for {what}")
+        doc = session.call(partial(rt.advance, doc.run_id))
+        if not session.as_json and doc.status == "waiting" and doc.pending:
+            err.print(f"[dim]{doc.run_id}: waiting again, next due {ago(doc.pending[0].due_at, rt.clock.now())}"
+                      "[/dim]")
+    return doc
+
+
+def countdown(console: Console, rt: Runtime, seconds: float, label: str) -> None:
+    """Wait ``seconds`` on the runtime's clock, showing what is awaited and how long is left."""
+    from tinywf_cli.clock import ManualClock
+    from tinywf_cli.render import span
+
+    if isinstance(rt.clock, ManualClock) or not console.is_terminal:
+        console.print(f"[dim]{label}: {span(seconds)}[/dim]", highlight=False)
+        rt.clock.sleep(seconds)
+        return
+    import time
+
+    end = time.monotonic() + seconds
+    with console.status(f"{label}: {span(seconds)} left") as status:
+        while (left := end - time.monotonic()) > 0:
+            status.update(f"{label}: {span(max(left, 0.0))} left")
+            time.sleep(min(left, 0.25))
+
+
+def drive(session: Session, doc: RunDocument, *, wait: bool, no_input: bool) -> RunDocument:
+    """After starting or answering a run: prompt for events and wait out timers as asked."""
+    while doc.status == "waiting":
+        kinds = {p.kind for p in doc.pending}
+        if "event" in kinds and interactive(no_input):
+            doc, left_waiting = prompt_events(session, doc)
+            if left_waiting:
+                break
+        elif wait and kinds and "event" not in kinds:
+            doc = wait_out(session, doc)
+        else:
+            break
+    return doc
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def version_callback(value: bool) -> None:
+    """``--version``."""
+    if value:
+        print(f"tinywf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """tinywf: durable workflows in Python, one JSON record per run.
+
+    Example:
+        tinywf run flows/guess_game.py
+    """
+
+
+@app.command()
+def run(
+    flow: Annotated[str, typer.Argument(metavar="FLOW", help="path.py or path.py:Class", show_default=False)],
+    input: Annotated[str | None, typer.Option("--input", metavar="JSON|@FILE",
+                                              help="The run's input: a JSON object, or @file.json.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", metavar="ID",
+                                               help="Give the run this id (default: generated).")] = None,
+    wait: Wait = False,
+    no_input: NoInput = False,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Start a run of FLOW and advance it until it finishes, fails or waits.
+
+    With a terminal on stdin, pending events are asked for at a prompt; an empty answer
+    leaves the run waiting. Otherwise a ready-to-paste `tinywf resolve` line is printed.
+
+    Example:
+        tinywf run flows/guess_game.py --input '{"number": 42}'
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    data = parse_object(input, "--input")
+    doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id))
+    finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+
+
+@app.command()
+def resolve(
+    run_id: RunId,
+    resume: Annotated[str, typer.Argument(metavar="RESUME", help="A resume id, or the key of a pending event.",
+                                          show_default=False)],
+    value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False,
+                                         help="JSON if it parses, else a string; - reads stdin. "
+                                              "A VALUE starting with - goes after --.")],
+    wait: Wait = False,
+    no_input: NoInput = False,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Answer a pending event of RUN with VALUE, then advance the run as `run` does.
+
+    Example:
+        tinywf resolve guess_game-1a2b3c4d ask_0 50
+        tinywf resolve RUN approval -- -1
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    parsed = parse_value(value)
+    doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed))
+    finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+
+
+@app.command()
+def send(
+    run_id: RunId,
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The event key.", show_default=False)],
+    value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False,
+                                         help="JSON if it parses, else a string; - reads stdin.")],
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Deliver event KEY to RUN: resolve its pending wait, or queue it for the wait to come.
+
+    Early events queue per key, first in first out, one consumed per wait.
+
+    Example:
+        tinywf send order-17 approval true
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    parsed = parse_value(value)
+    doc = session.call(lambda: session.runtime.send(run_id, key, parsed))
+    finish(session, doc, advanced=True)
+
+
+@app.command(name="signal")
+def signal_command(
+    run_id: RunId,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The @signal method.", show_default=False)],
+    args: Annotated[str | None, typer.Argument(metavar="[JSON-OBJECT]", show_default=False,
+                                               help="The method's arguments, e.g. '{\"amount\": 3}'.")] = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Call the @signal method NAME of RUN with the object's fields as arguments.
+
+    Runs under the run's lock against its latest state; does not advance the run.
+
+    Example:
+        tinywf signal sub-1 add_usage '{"item": "api-calls", "amount": 120}'
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    kwargs = parse_object(args, "the signal's arguments")
+    doc = session.call(lambda: session.runtime.signal(run_id, name, **kwargs))
+    finish(session, doc, advanced=False)
+
+
+@app.command()
+def show(
+    run_id: RunId,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Show RUN: workflow, status, step, state, pending resumes, error and audit timeline.
+
+    Example:
+        tinywf show guess_game-1a2b3c4d
+    """
+    session = Session(state_dir, as_json)
+    doc = session.runtime.get(run_id)
+    if as_json:
+        session.emit(doc)
+        return
+    from tinywf_cli.render import show_view
+
+    session.console.print(show_view(doc, session.runtime.clock.now(), session.state_hint))
+
+
+STATUSES = ("running", "waiting", "finished", "failed", "cancelled", "unreadable")
+
+
+@app.command(name="list")
+def list_runs(
+    status: Annotated[str | None, typer.Option("--status", metavar="STATUS",
+                                               help="Only runs in this status: " + ", ".join(STATUSES))] = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """List all runs, newest first: id, workflow, status, step, updated.
+
+    A record that cannot be read is listed as unreadable, with a warning on stderr.
+
+    Example:
+        tinywf list --status waiting
+    """
+    if status is not None and status not in STATUSES:
+        raise BadInput(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
+    session = Session(state_dir, as_json)
+    runs = session.runtime.list(status)
+    for problem in runs.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if as_json:
+        session.emit(runs)
+        return
+    from tinywf_cli.render import runs_table
+
+    session.console.print(runs_table(runs, session.runtime.clock.now()))
+
+
+@app.command()
+def tick(
+    limit: Annotated[int | None, typer.Option("--limit", min=1, metavar="N",
+                                              help="Advance at most N runs.")] = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Advance every run whose timer, retry delay or event timeout is due; recover dead runs.
+
+    For cron. Safe to run concurrently with itself and other commands: runs locked by
+    others are skipped and reported. Failed runs are reported; the exit stays 0.
+
+    Example:
+        * * * * *  cd /srv/app && tinywf tick --json >> tick.log
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    report = session.call(lambda: session.runtime.tick(limit))
+    if as_json:
+        session.emit(report)
+        return
+    from tinywf_cli.render import tick_lines
+
+    session.console.print(tick_lines(report))
+
+
+@app.command()
+def worker(
+    poll: Annotated[float, typer.Option("--poll", min=0.01, metavar="SECONDS",
+                                        help="Look for due runs at least this often.")] = 5.0,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Run `tick` in a loop, sleeping until the next due time; stop cleanly on SIGINT/SIGTERM.
+
+    With --json, prints one tick document per line (JSON Lines) for each tick that found
+    due runs. A run being advanced when the signal arrives is finished first.
+
+    Example:
+        tinywf worker --poll 10
+    """
+    from tinywf_cli.clock import ManualClock
+
+    session = Session(state_dir, as_json, lock_timeout)
+    rt = session.runtime
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signals.signal(s, request_stop) for s in (signals.SIGINT, signals.SIGTERM)}
+    try:
+        if not as_json:
+            session.console.print(f"[dim]worker: watching {session.state_dir} (Ctrl-C to stop)[/dim]")
+        while not stop.is_set():
+            report = session.call(lambda: rt.tick())
+            if report.due:
+                if as_json:
+                    sys.stdout.write(report.model_dump_json() + "\n")
+                    sys.stdout.flush()
+                else:
+                    from tinywf_cli.render import tick_lines
+
+                    session.console.print(tick_lines(report))
+            next_due = rt.next_due()
+            delay = poll
+            if next_due is not None:
+                delay = min(poll, max(0.0, (next_due - rt.clock.now()).total_seconds()))
+                if isinstance(rt.clock, ManualClock):
+                    # a fixed clock ($TINYWF_NOW) is moved to the next due time instead of waited for
+                    rt.clock.sleep(max(delay, 0.001) if delay < poll else poll)
+                    stop.wait(0.01)
+                    continue
+            stop.wait(max(delay, 0.01))
+    finally:
+        for sig, handler in previous.items():
+            signals.signal(sig, handler)
+    if not as_json:
+        session.console.print("[dim]worker: stopped[/dim]")
+
+
+@app.command()
+def cancel(
+    run_id: RunId,
+    reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why, for the audit log.")] = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Cancel RUN if it has not ended; nothing of it stays pending.
+
+    Example:
+        tinywf cancel order-17 --reason "customer asked"
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    finish(session, session.runtime.cancel(run_id, reason), advanced=False)
+
+
+@app.command()
+def retry(
+    run_id: RunId,
+    wait: Wait = False,
+    no_input: NoInput = False,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Restart failed RUN from its failed step; earlier cached actions stay cached.
+
+    The failed action gets a fresh set of attempts; its idempotency key is unchanged.
+
+    Example:
+        tinywf retry order-17
+    """
+    session = Session(state_dir, as_json, lock_timeout)
+    doc = session.call(lambda: session.runtime.retry(run_id))
+    finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+
+
+# -- the one place errors become exit codes ------------------------------------------------
+
+
+def _usage_error(exc: Exception) -> bool:
+    """A command-line usage error (unknown option, missing argument...), raised by Typer's parser."""
+    return callable(getattr(exc, "format_message", None)) and getattr(exc, "exit_code", None) == 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``tinywf`` command: run the app, map errors to exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    options = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in options or bool(os.environ.get("TINYWF_DEBUG"))
+    try:
+        code = app(args=args, prog_name="tinywf", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        code = 130
+    except TinyWFError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `tinywf`: the help is the answer
+            print(exc.format_message())  # type: ignore[attr-defined]
+            code = 0
+        elif _usage_error(exc):
+            if debug:
+                raise
+            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+            print(f"error: {message} (see `tinywf --help`)", file=sys.stderr)
+            code = 2
+        else:
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                  file=sys.stderr)
+            code = 70
+    sys.exit(code if isinstance(code, int) else 0)

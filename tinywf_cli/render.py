@@ -1,0 +1,249 @@
+"""Pure functions that turn run documents into rich renderables; nothing here prints.
+
+The CLI decides where output goes (``make_console``); tests render into
+``Console(width=100, file=io.StringIO())``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import IO, Any
+
+from rich.console import Console, Group, RenderableType
+from rich.json import JSON
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tinywf_cli.clock import format_instant
+from tinywf_cli.model import LogEntry, PendingResume, RunDocument, RunList, ShowDocument, TickReport
+
+STATUS_STYLE = {
+    "running": "bold blue",
+    "waiting": "bold yellow",
+    "finished": "bold green",
+    "failed": "bold red",
+    "cancelled": "bold magenta",
+    "unreadable": "bold red",
+}
+
+
+def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
+    """The one place that decides colour and width: rich's own detection of a terminal,
+    ``NO_COLOR`` and ``COLUMNS``; highlighting off so values are shown as they are."""
+    return Console(file=file or (sys.stderr if stderr else sys.stdout), highlight=False,
+                   no_color="NO_COLOR" in os.environ or None)
+
+
+def ago(when: datetime | None, now: datetime) -> str:
+    """``3m ago`` / ``in 2h 5m``: a time relative to ``now``, for people."""
+    if when is None:
+        return "-"
+    seconds = (when - now).total_seconds()
+    text = span(abs(seconds))
+    if abs(seconds) < 1:
+        return "now"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def span(seconds: float) -> str:
+    """``1d 2h``, ``5m 3s``, ``0.25s``: a duration in its two largest units."""
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.2f}s".replace(".00s", "s")
+    total = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size or (unit == "s" and not parts):
+            parts.append(f"{total // size}{unit}")
+            total %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+def status_text(status: str) -> Text:
+    """A status word in its colour."""
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def resolve_command(run_id: str, pending: PendingResume, state_hint: str = "",
+                    placeholder: str = "<value>") -> str:
+    """A ready-to-paste ``tinywf resolve`` line for a pending event."""
+    return f"tinywf resolve{state_hint} {shlex.quote(run_id)} {shlex.quote(pending.resume_id)} {placeholder}"
+
+
+def placeholder_for(expects: str | None) -> str:
+    """What to type in place of the value, from the wait's type description."""
+    if not expects or expects == "any JSON":
+        return "<value>"
+    word = expects.split(" ", 1)[0]
+    return f"<{word}>"
+
+
+def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list[RenderableType]:
+    """What the run waits for, and how to answer it: one block per pending resume."""
+    out: list[RenderableType] = []
+    for pending in doc.pending:
+        expects = doc.expects.get(pending.resume_id)
+        if pending.kind == "event":
+            question = (pending.request or {}).get("question")
+            line = Text.assemble(("  waits for event ", ""), (pending.key, "bold"),
+                                 (f" ({pending.resume_id})", "dim"))
+            if question:
+                line.append(f": {question}")
+            if expects:
+                line.append(f"  [{expects}]", style="dim")
+            if pending.due_at is not None:
+                line.append(f"  times out {ago(pending.due_at, now)}", style="dim")
+            out.append(line)
+            command = resolve_command(doc.run_id, pending, state_hint, placeholder_for(expects))
+            out.append(Text.assemble(("    answer: ", "dim"), (command, "cyan")))
+        else:
+            what = "timer" if pending.kind == "timer" else "retry of action"
+            due = format_instant(pending.due_at) if pending.due_at else "?"
+            out.append(Text.assemble((f"  waits for {what} ", ""), (pending.key, "bold"),
+                                     (f" ({pending.resume_id})", "dim"),
+                                     (f", due {due} ({ago(pending.due_at, now)})", "")))
+    if any(p.kind != "event" for p in doc.pending):
+        out.append(Text("    `tinywf tick` (cron) or `tinywf worker` carries it on when due", style="dim"))
+    return out
+
+
+def run_outcome(doc: RunDocument, now: datetime, state_hint: str = "") -> RenderableType:
+    """What ``run`` / ``resolve`` / ``send`` / ``retry`` print for people."""
+    head = Text.assemble(("run ", ""), (doc.run_id, "bold"), (f" ({doc.workflow}) ", "dim"))
+    head.append_text(status_text(doc.status))
+    head.append(f" at step {doc.step}")
+    parts: list[RenderableType] = [head]
+    if doc.error is not None:
+        parts.append(Text.assemble(("  error: ", "red"), (f"{doc.error.type}: ", "bold red"),
+                                   (doc.error.message, "")))
+        parts.append(Text(f"    fix the cause, then `tinywf retry{state_hint} {doc.run_id}`", style="dim"))
+    parts.extend(pending_lines(doc, now, state_hint))
+    if doc.status == "finished":
+        parts.append(Text.assemble(("  state: ", "dim"), (compact_json(doc.state), "")))
+    return Group(*parts)
+
+
+def compact_json(value: Any, limit: int = 200) -> str:
+    """One-line JSON, shortened to ``limit`` characters."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pairs(values: dict[str, Any], limit: int = 400) -> str:
+    """``key=value key2="text"``: audit values on one line, for people."""
+    out = []
+    for key, value in values.items():
+        shown = value if isinstance(value, str) and value and " " not in value else compact_json(value, 120)
+        out.append(f"{key}={shown}")
+    text = " ".join(out)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def show_view(doc: ShowDocument, now: datetime, state_hint: str = "") -> RenderableType:
+    """``tinywf show``: header, state, pending resumes, visits, and the audit timeline."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("workflow", Text(doc.workflow, style="bold"))
+    if doc.doc:
+        grid.add_row("", Text(doc.doc.strip(), style="italic"))
+    status = status_text(doc.status)
+    status.append(f"  at step {doc.step}", style="")
+    grid.add_row("status", status)
+    grid.add_row("created", f"{format_instant(doc.created_at)} ({ago(doc.created_at, now)})")
+    grid.add_row("updated", f"{format_instant(doc.updated_at)} ({ago(doc.updated_at, now)})")
+    if doc.error is not None:
+        grid.add_row("error", Text(f"{doc.error.type}: {doc.error.message}", style="red"))
+    parts: list[RenderableType] = [Panel(grid, title=Text(doc.run_id, style="bold"), title_align="left",
+                                         expand=False)]
+    parts.append(Text("State", style="bold underline"))
+    parts.append(JSON.from_data(doc.state, indent=2))
+    if doc.pending:
+        parts.append(Text("Pending", style="bold underline"))
+        parts.extend(pending_lines(doc, now, state_hint))
+    visits = visit_table(doc.logs, doc.status, now)
+    if visits is not None:
+        parts.append(Text("Step visits", style="bold underline"))
+        parts.append(visits)
+    parts.append(Text("Timeline", style="bold underline"))
+    parts.append(timeline_table(doc.logs, now))
+    return Group(*parts)
+
+
+def timeline_table(logs: Iterable[LogEntry], now: datetime) -> Table:
+    """The audit log: when, step, type and values."""
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="dim")
+    table.add_column("at", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("values", overflow="fold")
+    for entry in logs:
+        style = "red" if entry.type in ("error", "event_rejected") else ""
+        table.add_row(ago(entry.at, now), entry.step or "", Text(entry.type, style=style or "bold"),
+                      pairs(entry.values))
+    return table
+
+
+def step_visits(logs: list[LogEntry], status: str, now: datetime) -> list[tuple[int, str, datetime, float]]:
+    """(visit, step, started, seconds) for each step visit, from the audit log's transitions."""
+    if not logs:
+        return []
+    visits: list[tuple[int, str, datetime]] = [(1, logs[0].step or "?", logs[0].at)]
+    for entry in logs:
+        if entry.type == "transition":
+            visits.append((int(entry.values.get("visit", len(visits) + 1)), str(entry.values.get("to")), entry.at))
+    ends = [v[2] for v in visits[1:]] + [logs[-1].at if status in ("finished", "failed", "cancelled")
+                                         else max(now, logs[-1].at)]
+    return [(n, name, start, max(0.0, (end - start).total_seconds()))
+            for (n, name, start), end in zip(visits, ends, strict=True)]
+
+
+def visit_table(logs: list[LogEntry], status: str, now: datetime) -> Table | None:
+    """A compact view of how long each step visit took (the current one: until now)."""
+    rows = step_visits(logs, status, now)
+    if not rows:
+        return None
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="dim")
+    table.add_column("visit", justify="right")
+    table.add_column("step")
+    table.add_column("started", no_wrap=True)
+    table.add_column("took", justify="right")
+    longest = max(r[3] for r in rows) or 1.0
+    table.add_column("")
+    for n, name, start, seconds in rows:
+        bar = "█" * max(1, round(20 * seconds / longest)) if seconds else ""
+        table.add_row(str(n), name, format_instant(start), span(seconds), Text(bar, style="cyan"))
+    return table
+
+
+def runs_table(runs: RunList, now: datetime) -> RenderableType:
+    """``tinywf list``."""
+    if not runs.runs:
+        return Text("no runs", style="dim")
+    table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
+    for name in ("run", "workflow", "status", "step", "updated"):
+        table.add_column(name, no_wrap=name != "workflow")
+    for row in runs.runs:
+        table.add_row(row.run_id, row.workflow, status_text(row.status), row.step or "-",
+                      ago(row.updated_at, now))
+    return table
+
+
+def tick_lines(report: TickReport) -> RenderableType:
+    """``tinywf tick``: one line per advanced or skipped run, then a summary."""
+    lines: list[RenderableType] = []
+    for done in report.advanced:
+        lines.append(Text.assemble(("advanced ", "green"), (done.run_id, "bold"), (" -> ", ""),
+                                   status_text(done.status)))
+    for skipped in report.skipped:
+        lines.append(Text.assemble(("skipped  ", "yellow"), (skipped.run_id, "bold"), (f": {skipped.reason}", "")))
+    lines.append(Text(f"{report.due} due, {len(report.advanced)} advanced, {len(report.skipped)} skipped",
+                      style="dim"))
+    return Group(*lines)
