@@ -5,41 +5,93 @@ Everything a flow author or an embedding program needs is importable from here::
     from tinywf_cli import Workflow, step, signal, Retry, EventTimeout, Runtime
 """
 
-from tinywf_cli.errors import (
-    BadInput,
-    Conflict,
-    EventTimeout,
-    FlowDefinitionError,
-    FlowError,
-    FlowLoadError,
-    InvalidRunId,
-    InvalidValue,
-    NonDeterminismError,
-    NotAnEvent,
-    NotFound,
-    ResumeNotFound,
-    RunExists,
-    RunLocked,
-    RunNotFound,
-    SignalNotFound,
-    StatusConflict,
-    StorageError,
-    TinyWFError,
-)
-from tinywf_cli.model import (
-    ErrorInfo,
-    LogEntry,
-    PendingResume,
-    RunDocument,
-    RunList,
-    RunSummary,
-    ShowDocument,
-    TickReport,
-)
-from tinywf_cli.runtime import Runtime
-from tinywf_cli.workflow import Retry, Workflow, signal, step
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tinywf_cli.errors import (
+        BadInput,
+        Conflict,
+        EventTimeout,
+        FlowDefinitionError,
+        FlowError,
+        FlowLoadError,
+        InvalidRunId,
+        InvalidValue,
+        NonDeterminismError,
+        NotAnEvent,
+        NotFound,
+        ResumeNotFound,
+        RunExists,
+        RunLocked,
+        RunNotFound,
+        SignalNotFound,
+        StatusConflict,
+        StorageError,
+        TinyWFError,
+    )
+    from tinywf_cli.model import (
+        ErrorInfo,
+        LogEntry,
+        PendingResume,
+        RunDocument,
+        RunList,
+        RunSummary,
+        ShowDocument,
+        TickReport,
+    )
+    from tinywf_cli.runtime import Runtime
+    from tinywf_cli.workflow import Retry, Workflow, signal, step
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that `tinywf --version` and friends start fast.
+_EXPORTS = {
+    "BadInput": "tinywf_cli.errors",
+    "Conflict": "tinywf_cli.errors",
+    "ErrorInfo": "tinywf_cli.model",
+    "EventTimeout": "tinywf_cli.errors",
+    "FlowDefinitionError": "tinywf_cli.errors",
+    "FlowError": "tinywf_cli.errors",
+    "FlowLoadError": "tinywf_cli.errors",
+    "InvalidRunId": "tinywf_cli.errors",
+    "InvalidValue": "tinywf_cli.errors",
+    "LogEntry": "tinywf_cli.model",
+    "NonDeterminismError": "tinywf_cli.errors",
+    "NotAnEvent": "tinywf_cli.errors",
+    "NotFound": "tinywf_cli.errors",
+    "PendingResume": "tinywf_cli.model",
+    "ResumeNotFound": "tinywf_cli.errors",
+    "Retry": "tinywf_cli.workflow",
+    "RunDocument": "tinywf_cli.model",
+    "RunExists": "tinywf_cli.errors",
+    "RunList": "tinywf_cli.model",
+    "RunLocked": "tinywf_cli.errors",
+    "RunNotFound": "tinywf_cli.errors",
+    "RunSummary": "tinywf_cli.model",
+    "Runtime": "tinywf_cli.runtime",
+    "ShowDocument": "tinywf_cli.model",
+    "SignalNotFound": "tinywf_cli.errors",
+    "StatusConflict": "tinywf_cli.errors",
+    "StorageError": "tinywf_cli.errors",
+    "TickReport": "tinywf_cli.model",
+    "TinyWFError": "tinywf_cli.errors",
+    "Workflow": "tinywf_cli.workflow",
+    "signal": "tinywf_cli.workflow",
+    "step": "tinywf_cli.workflow",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tinywf_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BadInput",
