@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from tinywf_cli.analysis import WorkflowInfo, analyze_source
 from tinywf_cli.errors import FlowDefinitionError, FlowLoadError
 from tinywf_cli.model import FlowRef
 from tinywf_cli.workflow import Workflow
@@ -36,23 +37,57 @@ def module_name_for(path: Path) -> str:
     return f"tinywf_flow_{stem}_{digest}"
 
 
-def load_module(path: Path) -> types.ModuleType:
-    """Execute a flow file as a fresh module (replacing any earlier load of it)."""
+def flow_path(spec: str) -> tuple[Path, str | None]:
+    """``path.py[:Class]`` -> (absolute path, class name or None); ``flows/simple`` finds ``flows/simple.py``."""
+    raw_path, name = split_flow_spec(spec)
+    if not raw_path.endswith(".py") and not Path(raw_path).is_file() and Path(raw_path + ".py").is_file():
+        raw_path += ".py"
+    return Path(raw_path).expanduser().resolve(), name
+
+
+def read_source(path: Path) -> bytes:
+    """A flow file's source; FlowLoadError saying why it cannot be read."""
     shown = display_path(path)
     try:
-        source = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FlowLoadError(f"flow file '{shown}' not found") from None
     except IsADirectoryError:
         raise FlowLoadError(f"'{shown}' is a directory, not a flow file") from None
     except OSError as exc:
         raise FlowLoadError(f"cannot read flow file '{shown}': {exc.strerror}") from None
+
+
+def read_flow(spec: str) -> tuple[WorkflowInfo, str]:
+    """The workflow ``path.py[:Class]`` read from its source, never run; and its name to show."""
+    path, name = flow_path(spec)
+    shown = display_path(path)
+    workflow = analyze_source(read_source(path), shown).workflow(name)
+    return workflow, f"{shown}:{workflow.name}"
+
+
+def check_transitions(source: bytes, shown: str) -> None:
+    """Refuse a flow whose step returns a name that is not a step (``return "chek"``)."""
+    problems = analyze_source(source, shown).problems()
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise FlowDefinitionError(f"{shown}:{problems[0].line}: {problems[0].message}{more}")
+
+
+def load_module(path: Path) -> types.ModuleType:
+    """Execute a flow file as a fresh module (replacing any earlier load of it).
+
+    Before it runs, its source is read for transitions to names that are not steps.
+    """
+    shown = display_path(path)
+    source = read_source(path)
     try:
         code = compile(source, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise FlowLoadError(f"{shown}:{exc.lineno}: syntax error: {exc.msg}") from None
     except ValueError as exc:  # e.g. NUL bytes
         raise FlowLoadError(f"cannot load flow file '{shown}': {exc}") from None
+    check_transitions(source, shown)
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -120,10 +155,7 @@ class FlowLoader:
 
     def load(self, spec: str) -> tuple[WorkflowClass, FlowRef, str]:
         """``path.py[:Class]`` -> (class, reference to store, name to show)."""
-        raw_path, name = split_flow_spec(spec)
-        if not raw_path.endswith(".py") and not Path(raw_path).is_file() and Path(raw_path + ".py").is_file():
-            raw_path += ".py"
-        path = Path(raw_path).expanduser().resolve()
+        path, name = flow_path(spec)
         module = self.module(path)
         cls = pick_workflow(module, display_path(path), name)
         return cls, FlowRef(file=str(path), cls=cls.__name__), f"{display_path(path)}:{cls.__name__}"
