@@ -34,7 +34,8 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="tinywf",
-    help="Durable workflows from the shell: start runs, answer them, let cron carry them on.",
+    help="Durable workflows from the shell: start runs, answer them, let cron carry them on.\n\n"
+         "\b\nExample:\n    tinywf run flows/guess_game.py\n    tinywf show RUN",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -118,12 +119,25 @@ class Session:
             return fn()
 
 
+def strict_json(text: str) -> Any:
+    """``json.loads`` without Python's extensions: ``NaN`` and ``Infinity`` are not JSON."""
+    return json.loads(text, parse_constant=reject_constant)
+
+
+def reject_constant(name: str) -> NoReturn:
+    """``parse_constant`` for ``strict_json``."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_value(text: str) -> Any:
     """A command-line VALUE: JSON if it parses, else the text itself; ``-`` reads stdin."""
     if text == "-":
-        text = sys.stdin.read().rstrip("\n")
+        try:
+            text = sys.stdin.read().rstrip("\n")
+        except UnicodeDecodeError:
+            raise BadInput("the value on stdin is not UTF-8 text") from None
     try:
-        return json.loads(text)
+        return strict_json(text)
     except ValueError:
         return text
 
@@ -140,7 +154,7 @@ def parse_object(text: str | None, what: str) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise BadInput(f"{what} file '{text[1:]}' is not UTF-8 text") from None
     try:
-        value = json.loads(text)
+        value = strict_json(text)
     except ValueError as exc:
         raise BadInput(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -186,8 +200,11 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
             line.append(f" [{expects}]", style="cyan")
         line.append(" (empty leaves the run waiting)", style="dim")
         err.print(line)
+        # the prompt goes to stderr like the question: with stdout redirected, input("> ")
+        # would write it into the output (and into the --json document)
+        err.print("> ", end="")
         try:
-            answer = input("> ")
+            answer = input()
         except EOFError:
             answer = ""
         if not answer.strip():
@@ -272,6 +289,7 @@ def main_options(
 ) -> None:
     """tinywf: durable workflows in Python, one JSON record per run.
 
+    \b
     Example:
         tinywf run flows/guess_game.py
     """
@@ -296,6 +314,7 @@ def run(
     With a terminal on stdin, pending events are asked for at a prompt; an empty answer
     leaves the run waiting. Otherwise a ready-to-paste `tinywf resolve` line is printed.
 
+    \b
     Example:
         tinywf run flows/guess_game.py --input '{"number": 42}'
     """
@@ -322,6 +341,7 @@ def resolve(
 ) -> None:
     """Answer a pending event of RUN with VALUE, then advance the run as `run` does.
 
+    \b
     Example:
         tinywf resolve guess_game-1a2b3c4d ask_0 50
         tinywf resolve RUN approval -- -1
@@ -347,13 +367,25 @@ def send(
 
     Early events queue per key, first in first out, one consumed per wait.
 
+    \b
     Example:
         tinywf send order-17 approval true
     """
     session = Session(state_dir, as_json, lock_timeout)
     parsed = parse_value(value)
+    # a failed run waits for nothing: the event is only queued (for after `tinywf retry`),
+    # so the run's failure is not this command's (exit 0, not 1)
+    queued_only = saved_status(session, run_id) == "failed"
     doc = session.call(lambda: session.runtime.send(run_id, key, parsed))
-    finish(session, doc, advanced=True)
+    finish(session, doc, advanced=not queued_only)
+
+
+def saved_status(session: Session, run_id: str) -> str | None:
+    """A run's status as last saved; None when it cannot be read (the command's own call says why)."""
+    try:
+        return session.runtime.store.head(run_id).status
+    except TinyWFError:
+        return None
 
 
 @app.command(name="signal")
@@ -371,6 +403,7 @@ def signal_command(
 
     Runs under the run's lock against its latest state; does not advance the run.
 
+    \b
     Example:
         tinywf signal sub-1 add_usage '{"item": "api-calls", "amount": 120}'
     """
@@ -389,6 +422,7 @@ def show(
 ) -> None:
     """Show RUN: workflow, status, step, state, pending resumes, error and audit timeline.
 
+    \b
     Example:
         tinywf show guess_game-1a2b3c4d
     """
@@ -399,7 +433,8 @@ def show(
         return
     from tinywf_cli.render import show_view
 
-    session.console.print(show_view(doc, session.runtime.clock.now(), session.state_hint))
+    # crop=False: a ready-to-paste `tinywf resolve` line stays whole, however narrow the terminal
+    session.console.print(show_view(doc, session.runtime.clock.now(), session.state_hint), crop=False)
 
 
 STATUSES = ("running", "waiting", "finished", "failed", "cancelled", "unreadable")
@@ -417,6 +452,7 @@ def list_runs(
 
     A record that cannot be read is listed as unreadable, with a warning on stderr.
 
+    \b
     Example:
         tinywf list --status waiting
     """
@@ -448,6 +484,7 @@ def tick(
     For cron. Safe to run concurrently with itself and other commands: runs locked by
     others are skipped and reported. Failed runs are reported; the exit stays 0.
 
+    \b
     Example:
         * * * * *  cd /srv/app && tinywf tick --json >> tick.log
     """
@@ -459,6 +496,26 @@ def tick(
     from tinywf_cli.render import tick_lines
 
     session.console.print(tick_lines(report))
+
+
+def next_wait(rt: Runtime, poll: float) -> float:
+    """Seconds the worker waits before its next tick: until the next due time, at most ``poll``.
+
+    A due time already past means its run was skipped (locked by another process,
+    unreadable): wait ``poll`` rather than spin. A fixed clock (``$TINYWF_NOW``) is moved
+    to the next due time instead of being waited for.
+    """
+    from tinywf_cli.clock import ManualClock
+
+    next_due = rt.next_due()
+    now = rt.clock.now()
+    if next_due is None or next_due <= now:
+        return poll
+    seconds = (next_due - now).total_seconds()
+    if isinstance(rt.clock, ManualClock):
+        rt.clock.sleep(seconds)
+        return 0.01
+    return max(min(seconds, poll), 0.01)
 
 
 @app.command()
@@ -475,11 +532,10 @@ def worker(
     With --json, prints one tick document per line (JSON Lines) for each tick that found
     due runs. A run being advanced when the signal arrives is finished first.
 
+    \b
     Example:
         tinywf worker --poll 10
     """
-    from tinywf_cli.clock import ManualClock
-
     session = Session(state_dir, as_json, lock_timeout)
     rt = session.runtime
     stop = threading.Event()
@@ -490,7 +546,10 @@ def worker(
     previous = {s: signals.signal(s, request_stop) for s in (signals.SIGINT, signals.SIGTERM)}
     try:
         if not as_json:
-            session.console.print(f"[dim]worker: watching {session.state_dir} (Ctrl-C to stop)[/dim]")
+            from rich.text import Text
+
+            session.console.print(Text(f"worker: watching {session.state_dir} (Ctrl-C to stop)", style="dim"),
+                                  soft_wrap=True)
         while not stop.is_set():
             report = session.call(lambda: rt.tick())
             if report.due:
@@ -501,16 +560,7 @@ def worker(
                     from tinywf_cli.render import tick_lines
 
                     session.console.print(tick_lines(report))
-            next_due = rt.next_due()
-            delay = poll
-            if next_due is not None:
-                delay = min(poll, max(0.0, (next_due - rt.clock.now()).total_seconds()))
-                if isinstance(rt.clock, ManualClock):
-                    # a fixed clock ($TINYWF_NOW) is moved to the next due time instead of waited for
-                    rt.clock.sleep(max(delay, 0.001) if delay < poll else poll)
-                    stop.wait(0.01)
-                    continue
-            stop.wait(max(delay, 0.01))
+            stop.wait(next_wait(rt, poll))
     finally:
         for sig, handler in previous.items():
             signals.signal(sig, handler)
@@ -529,6 +579,7 @@ def cancel(
 ) -> None:
     """Cancel RUN if it has not ended; nothing of it stays pending.
 
+    \b
     Example:
         tinywf cancel order-17 --reason "customer asked"
     """
@@ -550,12 +601,98 @@ def retry(
 
     The failed action gets a fresh set of attempts; its idempotency key is unchanged.
 
+    \b
     Example:
         tinywf retry order-17
     """
     session = Session(state_dir, as_json, lock_timeout)
     doc = session.call(lambda: session.runtime.retry(run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+
+
+# -- reading flows ---------------------------------------------------------------------------
+
+FlowSpec = Annotated[str, typer.Argument(metavar="FLOW", help="path.py or path.py:Class", show_default=False)]
+GRAPH_FORMATS = ("mermaid", "dot")
+
+
+@app.command()
+def graph(
+    flow: FlowSpec,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
+                                     help="mermaid (a stateDiagram-v2) or dot (Graphviz).")] = "mermaid",
+    run_id: Annotated[str | None, typer.Option("--run", metavar="RUN",
+                                               help="Mark the steps this run visited, and how often.")] = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Draw FLOW's steps and transitions, read from its source without running it.
+
+    Each step's note lists its actions, sleeps and waits in source order; a transition
+    computed at run time is drawn as "?". With --run, the steps the run visited are
+    marked with their visit counts. Pipe --format dot into Graphviz (`dot -Tsvg`) for
+    an image; --json prints what was read as one document.
+
+    \b
+    Example:
+        tinywf graph flows/guess_game.py --run game-1
+    """
+    if fmt not in GRAPH_FORMATS:
+        raise BadInput(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not {fmt!r}")
+    from tinywf_cli.analysis import RunTrace, flow_document, to_dot, to_mermaid
+    from tinywf_cli.loader import read_flow
+
+    workflow, shown = read_flow(flow)
+    trace = None
+    if run_id is not None:
+        trace = RunTrace.of(Session(state_dir, as_json).runtime.get(run_id))
+        for warning in trace.mismatches(workflow):
+            print(f"warning: {warning}", file=sys.stderr)
+    for problem in workflow.problems:
+        print(f"warning: {shown.rpartition(':')[0]}:{problem.line}: {problem.message}", file=sys.stderr)
+    if as_json:
+        sys.stdout.write(json.dumps(flow_document(workflow, shown, trace), indent=2) + "\n")
+        return
+    sys.stdout.write((to_dot if fmt == "dot" else to_mermaid)(workflow, trace))
+
+
+@app.command()
+def schema(
+    flow: FlowSpec,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Print the JSON schema of FLOW's state model (the pydantic model of Workflow[Model]).
+
+    The flow is imported (unlike `graph`). For an untyped Workflow, whose state is a plain
+    dict, says so; with --json prints {"workflow": ..., "schema": ...}, the schema null then.
+
+    \b
+    Example:
+        tinywf schema flows/interval_payment.py
+    """
+    from tinywf_cli.loader import FlowLoader
+
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the schema, not the flow's prints
+        cls, _, shown = FlowLoader().load(flow)
+    model = cls.__tinywf_model__
+    document: dict[str, Any] | None = None
+    if model is not None:
+        from pydantic.errors import PydanticUserError
+
+        try:
+            document = model.model_json_schema()
+        except PydanticUserError as exc:
+            raise BadInput(f"{shown}: no JSON schema for {model.__name__}: {exc.message}") from None
+    if as_json:
+        sys.stdout.write(json.dumps({"workflow": shown, "schema": document}, indent=2) + "\n")
+    elif document is None:
+        print(f"{shown} is an untyped Workflow: its state is a plain dict, with no schema "
+              "(use Workflow[Model] with a pydantic model for one)")
+    else:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
 # -- the one place errors become exit codes ------------------------------------------------
@@ -596,7 +733,9 @@ def main(argv: list[str] | None = None) -> None:
             code = 0
         elif _usage_error(exc):
             if debug:
-                raise
+                import traceback
+
+                traceback.print_exc()
             message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
             print(f"error: {message} (see `tinywf --help`)", file=sys.stderr)
             code = 2

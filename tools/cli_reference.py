@@ -1,0 +1,115 @@
+"""Render ``tinywf --help`` and ``tinywf COMMAND --help`` into the README's CLI reference.
+
+    python tools/cli_reference.py            # print the reference
+    python tools/cli_reference.py --write    # update README.md between the markers
+    python tools/cli_reference.py --check    # exit 1 when README.md is out of date
+
+The help texts are rendered the way a reader sees them in a plain 100-column terminal
+(``COLUMNS=100``, ``NO_COLOR=1``) by the command's own entry point; only the part of README.md
+between ``<!-- cli-reference:start -->`` and ``<!-- cli-reference:end -->`` is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing: use its tinywf_cli
+    sys.path.insert(0, str(ROOT))
+README = ROOT / "README.md"
+START = "<!-- cli-reference:start -->"
+END = "<!-- cli-reference:end -->"
+WRITE_COMMAND = "python tools/cli_reference.py --write"
+
+
+def command_names() -> list[str]:
+    """The names of the ``tinywf`` commands, in the order ``tinywf --help`` lists them."""
+    import typer
+
+    from tinywf_cli.cli import app
+
+    group = typer.main.get_command(app)
+    commands = getattr(group, "commands", {})
+    return [name for name, command in commands.items() if not getattr(command, "hidden", False)]
+
+
+def help_text(args: list[str]) -> str:
+    """``tinywf ARGS --help`` as printed in a plain 100-column terminal."""
+    from tinywf_cli.cli import main
+
+    out = io.StringIO()
+    with plain_terminal(), contextlib.redirect_stdout(out):
+        try:
+            main([*args, "--help"])
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise SystemExit(f"`tinywf {' '.join(args)} --help` failed (exit {exc.code})") from None
+    return "\n".join(line.rstrip() for line in out.getvalue().strip("\n").splitlines())
+
+
+@contextlib.contextmanager
+def plain_terminal() -> Iterator[None]:
+    """The environment of a plain 100-column terminal, for the time of the ``with``."""
+    saved = dict(os.environ)
+    for name in [n for n in os.environ if n.startswith("TINYWF_") or n in ("FORCE_COLOR", "LINES")]:
+        del os.environ[name]
+    os.environ.update(COLUMNS="100", NO_COLOR="1", TERM="dumb")
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def reference() -> str:
+    """The CLI reference in Markdown: the main help, then each command's."""
+    invocations = [[], *([name] for name in command_names())]
+    parts = [f"Generated from `--help` by `{WRITE_COMMAND}`; edit the commands' docstrings, not this."]
+    for args in invocations:
+        parts.append(f"### `{' '.join(['tinywf', *args])}`\n\n```text\n{help_text(args)}\n```")
+    return "\n\n".join(parts)
+
+
+def with_reference(readme: str, text: str) -> str:
+    """``readme`` with ``text`` between the markers (each must appear exactly once, start first)."""
+    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
+        raise SystemExit(f"README.md must hold {START} and then {END}, once each")
+    head, rest = readme.split(START)
+    _, tail = rest.split(END)
+    return f"{head}{START}\n{text}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line of this tool."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="update README.md in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    args = parser.parse_args(argv)
+    text = reference()
+    if not (args.write or args.check):
+        print(text)
+        return 0
+    current = README.read_text(encoding="utf-8")
+    wanted = with_reference(current, text)
+    if args.check:
+        if wanted != current:
+            print(f"README.md's CLI reference is out of date: run `{WRITE_COMMAND}`", file=sys.stderr)
+            return 1
+        return 0
+    if wanted != current:
+        README.write_text(wanted, encoding="utf-8")
+        print("README.md: CLI reference updated")
+    else:
+        print("README.md: CLI reference already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
