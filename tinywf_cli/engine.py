@@ -66,11 +66,13 @@ class Slot:
     request: dict[str, Any] | None = None
     parts: dict[str, Slot] | None = None
     expects: str | None = None
+    #: Signals received while the run was paused here, replayed when the replay gets here.
+    signals: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The journal form."""
         out: dict[str, Any] = {"index": self.index, "kind": self.kind, "key": self.key, "status": self.status}
-        for name in ("value", "due_at", "error", "resume_id", "request", "expects"):
+        for name in ("value", "due_at", "error", "resume_id", "request", "expects", "signals"):
             item = getattr(self, name)
             if item is not None:
                 out[name] = item
@@ -89,8 +91,13 @@ class Slot:
             value=data.get("value"), due_at=data.get("due_at"), attempt=data.get("attempt", 0),
             error=data.get("error"), resume_id=data.get("resume_id"), request=data.get("request"),
             parts=None if parts is None else {k: cls.from_json(p) for k, p in parts.items()},
-            expects=data.get("expects"),
+            expects=data.get("expects"), signals=data.get("signals"),
         )
+
+    @property
+    def open(self) -> bool:
+        """Whether the run is paused on this slot (not answered yet)."""
+        return self.status not in ("done", "timed_out")
 
     def due(self) -> datetime | None:
         """``due_at`` as a datetime."""
@@ -218,7 +225,11 @@ class Engine:
         """Hand the head and queued entries to the store."""
         head = self.head
         if self.wf is not None:
-            head.state = dump_state(self.cls, self.wf.state)
+            try:
+                head.state = dump_state(self.cls, self.wf.state)
+            except FlowError as exc:
+                if head.status != "failed":  # a run failing for another reason keeps its last saved state
+                    raise _Stop(self.fail(error_of(exc))) from None
         head.updated_at = self.now()
         head.progress += 1
         dues = [p.due_at for p in head.pending if p.due_at is not None]
@@ -315,7 +326,9 @@ class Engine:
                     return stop.outcome
                 index += 1
         finally:
-            with contextlib.suppress(RuntimeError):  # a bare `except:` in the step ignored GeneratorExit
+            # Closing a paused step runs its finally/with blocks; what they raise then (or a bare
+            # `except:` ignoring GeneratorExit) cannot change what the pass recorded.
+            with contextlib.suppress(Exception):
                 gen.close()
 
     def step_raised(self, exc: Exception) -> Outcome:
@@ -383,6 +396,8 @@ class Engine:
         slot = self.slots[index] if index < len(self.slots) else None
         if slot is not None and (slot.kind != command.kind or slot.key != command.key):
             raise _Stop(self.nondeterminism(index, slot, command.describe()))
+        if slot is not None and slot.signals:
+            self.replay_signals(slot)
         if isinstance(command, Action):
             return self.action(command, index, slot)
         if isinstance(command, Sleep):
@@ -391,6 +406,27 @@ class Engine:
             return self.wait_event(command, index, slot)
         assert isinstance(command, Parallel)
         return self.parallel(command, index, slot)
+
+    def replay_signals(self, slot: Slot) -> None:
+        """Apply the signals the run received while paused at ``slot``, as they happened then."""
+        assert self.wf is not None and slot.signals is not None
+        live = self.wf._tinywf
+        self.wf._tinywf = _Context(None, self.head.run_id, self.head.visit, self.head.step)  # logged already
+        try:
+            for received in slot.signals:
+                spec = self.cls.__tinywf_signals__.get(received["name"])
+                if spec is None:
+                    raise _Stop(self.fail(error_of(FlowError(
+                        f"signal '{received['name']}' received at {slot.kind} '{slot.key}' of step "
+                        f"'{self.head.step}' is no longer a signal of {self.cls.__name__}"))))
+                try:
+                    signal_caller(spec.fn)(self.wf, **received["args"])
+                except Exception as exc:
+                    self.stop_failed(FlowError(
+                        f"signal '{received['name']}' received at {slot.kind} '{slot.key}' of step "
+                        f"'{self.head.step}' fails on replay: {type(exc).__name__}: {exc}"))
+        finally:
+            self.wf._tinywf = live
 
     def stop_failed(self, exc: TinyWFError) -> None:
         """Fail the run with a tinywf error and end the pass."""
@@ -519,21 +555,24 @@ class Engine:
         assert parts is not None
         by_key = {a.key: a for a in command.actions.values()}
         while slot.status != "done":
+            # Checked first: a process that died after saving the last part never marked the slot done.
+            if len(parts) == len(by_key) and all(p.status == "done" for p in parts.values()):
+                slot.status = "done"
+                self.put(slot)
+                self.commit()
+                break
             failed = [p for p in parts.values() if p.status == "failed"]
             if failed:
                 raise _Stop(self.action_failed(by_key[failed[0].key], failed[0]))
             now = self.now()
+            # A part still "new" on record was in flight when its process died: run it again.
             todo = [a for a in by_key.values()
-                    if a.key not in parts or (parts[a.key].status == "retrying"
-                                              and (parts[a.key].due() or now) <= now)]
+                    if a.key not in parts or parts[a.key].status == "new"
+                    or (parts[a.key].status == "retrying" and (parts[a.key].due() or now) <= now)]
             if not todo:
                 self.pause()
             self.set_running()
             self.run_concurrently(todo, slot)
-            if all(p.status == "done" for p in parts.values()) and len(parts) == len(by_key):
-                slot.status = "done"
-                self.put(slot)
-                self.commit()
         return {name: self.restore_result(a, parts[a.key]) for name, a in command.actions.items()}
 
     def run_concurrently(self, actions: list[Action], slot: Slot) -> None:
@@ -675,43 +714,80 @@ class Engine:
 
 
 def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[str, Any],
-                 clock: Clock) -> list[Entry]:
-    """Run ``@signal`` method ``name`` on the live state and on the visit's starting state.
+                 clock: Clock, slots: list[dict[str, Any]]) -> list[Entry]:
+    """Run ``@signal`` method ``name`` against the run's latest state; returns the entries to commit.
 
-    Both change, so the signal's effect survives a replay. Returns the audit entries to
-    commit; raises InvalidValue (bad arguments, or the signal refused) with nothing changed.
+    Its change must survive a replay of the current step visit. A run paused on a slot (a
+    wait, a retry delay, a failed action) records the signal on that slot, and the replay
+    calls it again when it gets there — where it first happened. Otherwise the signal also
+    changes the state at the top of the visit. Raises InvalidValue (bad arguments, or the
+    signal refused) with nothing changed.
     """
     spec = cls.__tinywf_signals__.get(name)
     if spec is None:
         raise SignalNotFound(cls.__name__, name, sorted(cls.__tinywf_signals__))
-    call = signal_caller(spec.fn)
-    live = _Context(None, head.run_id, head.visit, head.step)
-    shadow = _Context(None, head.run_id, head.visit, head.step)
-    states = []
-    for ctx, state in ((live, head.state), (shadow, head.visit_state)):
-        wf = new_instance(cls, dumps(state), ctx)
-        try:
-            call(wf, **args)
-        except ValidationError as exc:
-            raise InvalidValue(f"signal '{name}': {validation_message(exc)}") from None
-        except TinyWFError:
-            raise
-        except Exception as exc:
-            raise InvalidValue(f"signal '{name}' refused: {type(exc).__name__}: {exc}") from None
-        try:
-            states.append(dump_state(cls, wf.state))
-        except FlowError as exc:
-            raise InvalidValue(f"signal '{name}': {exc.message}") from None
-    head.state, head.visit_state = states
     try:
-        shown = to_json_value(args)
-    except NotJSON:
-        shown = {k: repr(v) for k, v in args.items()}
+        stored = to_json_value(args)
+    except NotJSON as exc:
+        raise InvalidValue(f"signal '{name}': arguments must be JSON: {exc}") from None
+    paused = Slot.from_json(slots[-1]) if slots else None
+    if paused is not None and not paused.open:
+        paused = None
+    targets = [head.state] if paused is not None else [head.state, head.visit_state]
+    live = _Context(None, head.run_id, head.visit, head.step)
+    states = [run_signal(cls, head, spec.fn, name, stored, state, ctx)
+              for state, ctx in zip(targets, [live, _Context(None, head.run_id, head.visit, head.step)],
+                                    strict=False)]
+    entries: list[Entry] = []
+    if paused is not None:
+        paused.signals = [*(paused.signals or []), {"name": name, "args": stored}]
+        entries.append({"slot": paused.to_json()})
+        head.state = states[0]
+    else:
+        head.state, head.visit_state = states[0], keep_signal_result(head.state, head.visit_state, *states)
     at = format_instant(clock.now())
-    entries: list[Entry] = [{"log": {"at": at, "step": head.step, "type": "signal",
-                                     "values": {"name": name, "args": shown}}}]
+    entries.append({"log": {"at": at, "step": head.step, "type": "signal", "values": {"name": name, "args": stored}}})
     entries += [{"log": {"at": at, "step": head.step, "type": t, "values": v}} for t, v in live.logs]
     return entries
+
+
+def run_signal(cls: type[Workflow[Any]], head: RunHead, fn: Callable[..., Any], name: str,
+               args: dict[str, Any], state: Any, ctx: _Context) -> Any:
+    """Call a signal method on a copy of ``state``; returns the new state's JSON form."""
+    wf = new_instance(cls, dumps(state), ctx)
+    try:
+        signal_caller(fn)(wf, **args)
+    except ValidationError as exc:
+        raise InvalidValue(f"signal '{name}': {validation_message(exc)}") from None
+    except TinyWFError:
+        raise
+    except Exception as exc:
+        raise InvalidValue(f"signal '{name}' refused: {type(exc).__name__}: {exc}") from None
+    try:
+        return dump_state(cls, wf.state)
+    except FlowError as exc:
+        raise InvalidValue(f"signal '{name}': {exc.message}") from None
+
+
+def keep_signal_result(live: Any, visit: Any, live_after: Any, visit_after: Any) -> Any:
+    """The visit's starting state after a signal, agreeing with what the live state shows.
+
+    Fields the visit's code has not changed yet take the signal's result on the live state,
+    so a signal that reads the clock or derives a field from others keeps the value the
+    run's document showed; a field the visit already changed keeps the signal's result on
+    the starting state, which the replay then changes again.
+    """
+    if not all(isinstance(s, dict) for s in (live, visit, live_after, visit_after)):
+        return visit_after
+    kept = dict(visit_after)
+    missing = object()
+    for key in live.keys() | live_after.keys():
+        if visit.get(key, missing) == live.get(key, missing):
+            if key in live_after:
+                kept[key] = live_after[key]
+            else:
+                kept.pop(key, None)
+    return kept
 
 
 def signal_caller(fn: Callable[..., Any]) -> Callable[..., Any]:

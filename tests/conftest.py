@@ -1,0 +1,42 @@
+"""Shared fixtures: an in-memory runtime, and file-store runtimes that can be "restarted"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tinywf_cli import Runtime
+from tinywf_cli.clock import ManualClock
+from tinywf_cli.testing import MemoryRuntime
+
+START = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture
+def rt() -> MemoryRuntime:
+    """A fresh in-memory runtime whose clock stands at 2026-01-01T00:00:00Z."""
+    return MemoryRuntime(START)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The clock shared by every file-store runtime of a test."""
+    return ManualClock(START)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A state directory for the file store (created by the store on first use)."""
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def open_runtime(state_dir: Path, clock: ManualClock) -> Callable[[], Runtime]:
+    """Open a new ``Runtime`` over the same state directory: calling it again is a restart."""
+
+    def open_() -> Runtime:
+        return Runtime(state_dir, clock=clock, lock_timeout=2)
+
+    return open_
