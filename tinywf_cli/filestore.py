@@ -7,10 +7,14 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   directory), so it stays small whatever the history.
 - ``R.journal``  append-only JSON lines: audit entries and the records of step visits.
   Bytes past the committed size (a writer killed mid-append) are ignored by readers and
-  cut off by the next writer.
+  cut off by the next writer; bytes before it never change.
 - ``R.lock``     the ``filelock.FileLock`` that guards every change.
-- ``R~.tmp``     the record being written; a leftover from a killed writer is replaced.
-- ``.due/<ms>~R`` the due index: ``tick`` lists names, it does not read every run.
+- ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
+  the run's next writer (or removed by ``tick`` when the run never got a record).
+- ``.due/<ms>~R`` the due index: ``tick`` lists names, it does not read every run. An
+  entry is added (and synced) before the record that needs it is committed, and removed
+  after, so a crash leaves at most a stale entry, which ``tick`` drops. A missing index
+  is rebuilt from the records.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -30,15 +36,19 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from pydantic import ValidationError
 
-from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError
+from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
 from tinywf_cli.model import RunHead
-from tinywf_cli.store import Entry, LoadedRun, fold_slots, index_due
+from tinywf_cli.store import Entry, LoadedRun, fold_slots, index_due, is_run_id
 from tinywf_cli.values import dumps
 
-#: Records larger than this are refused rather than read.
+#: Records larger than this are refused rather than read (and never written).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 FORMAT = 1
 INDEX_DIR = ".due"
+#: Where a missing due index is rebuilt before it is renamed into place, and the lock for that.
+INDEX_BUILD = ".due~build"
+INDEX_LOCK = ".due.lock"
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass
@@ -47,7 +57,7 @@ class _Meta:
 
     size: int
     visit_start: int
-    due: datetime | None
+    due_name: str | None
 
 
 def _problem(exc: OSError) -> str:
@@ -55,8 +65,14 @@ def _problem(exc: OSError) -> str:
     return f"{exc.strerror or exc} ({name})"
 
 
-def _due_name(due: datetime, run_id: str) -> str:
+def _due_name(due: datetime | None, run_id: str) -> str | None:
+    if due is None:
+        return None
     return f"{max(0, int(due.timestamp() * 1000)):015d}~{run_id}"
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not bool
 
 
 class FileStore:
@@ -65,18 +81,27 @@ class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._meta: dict[str, _Meta] = {}
+        #: Runs whose lock this store holds, and the thread holding it: only that thread's
+        #: reads may be remembered for its next commit (a reader in another thread may
+        #: have read an older record).
+        self._held: dict[str, int] = {}
         self._found: dict[str, list[str]] = {}
         self._checked = False
 
     # -- paths and the directory --------------------------------------------------
 
+    def _file(self, run_id: str, suffix: str) -> Path:
+        if not is_run_id(run_id):  # never turn a bad id into a path
+            raise InvalidRunId(str(run_id))
+        return self.root / f"{run_id}{suffix}"
+
     def record_path(self, run_id: str) -> Path:
         """``R.json``."""
-        return self.root / f"{run_id}.json"
+        return self._file(run_id, ".json")
 
     def journal_path(self, run_id: str) -> Path:
         """``R.journal``."""
-        return self.root / f"{run_id}.journal"
+        return self._file(run_id, ".journal")
 
     def _check_root(self, create: bool) -> bool:
         """Whether the state directory exists (creating it when asked); refuse unsafe ones."""
@@ -90,9 +115,9 @@ class FileStore:
             try:
                 os.makedirs(self.root, mode=0o700, exist_ok=True)
                 os.chmod(self.root, 0o700)
-                os.makedirs(self.root / INDEX_DIR, mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise StorageError(self.root, f"cannot create state directory: {_problem(exc)}") from None
+            self._ensure_index()
             self._checked = True
             return True
         except OSError as exc:
@@ -102,10 +127,7 @@ class FileStore:
         if info.st_mode & 0o022:
             raise StorageError(self.root, "state directory is writable by other users; `chmod go-w` it")
         if create:
-            try:
-                os.makedirs(self.root / INDEX_DIR, mode=0o700, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(self.root, f"cannot create the due index: {_problem(exc)}") from None
+            self._ensure_index()
             self._checked = True
         return True
 
@@ -121,21 +143,32 @@ class FileStore:
     @contextmanager
     def lock(self, run_id: str, timeout: float) -> Iterator[None]:
         """Hold ``R.lock`` (an OS file lock; never a soft lock)."""
+        path = self._file(run_id, ".lock")
         self._check_root(create=True)
-        lock = FileLock(self.root / f"{run_id}.lock", timeout=timeout, mode=0o600,
-                        poll_interval=0.01, fallback_to_soft=False)
+        lock = FileLock(path, timeout=timeout, mode=0o600, poll_interval=0.01, fallback_to_soft=False)
         try:
             lock.acquire()
         except LockTimeout:
             raise RunLocked(run_id, timeout) from None
         except OSError as exc:
-            raise StorageError(self.root / f"{run_id}.lock", f"cannot lock: {_problem(exc)}") from None
+            raise StorageError(path, f"cannot lock: {_problem(exc)}") from None
         self._meta.pop(run_id, None)  # what we know of a run's files holds only under its lock
+        self._held[run_id] = threading.get_ident()
         try:
             yield
         finally:
+            self._held.pop(run_id, None)
             self._meta.pop(run_id, None)
+            if not os.path.lexists(self.record_path(run_id)):
+                # no run (a command on an unknown id, a create that failed): leave no lock file
+                # behind. Removing it while held is safe: filelock re-opens a lock file that
+                # was unlinked before it got the lock.
+                with suppress(OSError):
+                    os.unlink(path)
             lock.release()
+
+    def _holding(self, run_id: str) -> bool:
+        return self._held.get(run_id) == threading.get_ident()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -143,9 +176,8 @@ class FileStore:
         path = self.record_path(run_id)
         if not self._check_root(create=False):
             raise RunNotFound(run_id)
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, READ_FLAGS)
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
         except OSError as exc:
@@ -159,15 +191,20 @@ class FileStore:
             if info.st_size > MAX_RECORD_BYTES:
                 raise StorageError(path, f"is too large ({info.st_size} bytes; the limit is {MAX_RECORD_BYTES})")
             chunks = []
+            total = 0
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
-                if sum(len(c) for c in chunks) > MAX_RECORD_BYTES:
-                    raise StorageError(path, "is too large")
+                total += len(chunk)
+                if total > MAX_RECORD_BYTES:
+                    raise StorageError(path, f"is too large (over {MAX_RECORD_BYTES} bytes)")
         except OSError as exc:
             raise StorageError(path, f"cannot read: {_problem(exc)}") from None
         finally:
             os.close(fd)
-        return self._parse_record(path, run_id, b"".join(chunks))
+        head, meta = self._parse_record(path, run_id, b"".join(chunks))
+        if self._holding(run_id):
+            self._meta[run_id] = meta
+        return head, meta
 
     def _parse_record(self, path: Path, run_id: str, data: bytes) -> tuple[RunHead, _Meta]:
         if not data.strip():
@@ -178,11 +215,15 @@ class FileStore:
             raise StorageError(path, "is not valid UTF-8 (corrupt run record)") from None
         except ValueError as exc:
             raise StorageError(path, f"is not valid JSON (corrupt run record): {exc}") from None
-        if not isinstance(doc, dict) or doc.get("tinywf") != FORMAT or not isinstance(doc.get("run"), dict):
+        except RecursionError:
+            raise StorageError(path, "is nested too deeply (not a run record)") from None
+        if not isinstance(doc, dict) or not _is_int(doc.get("tinywf")) or not isinstance(doc.get("run"), dict):
             raise StorageError(path, "is not a tinywf run record (wrong shape)")
+        if doc["tinywf"] != FORMAT:
+            raise StorageError(path, f"has format {doc['tinywf']}; this tinywf reads format {FORMAT}")
         journal = doc.get("journal")
-        if (not isinstance(journal, dict) or not isinstance(journal.get("size"), int)
-                or not isinstance(journal.get("visit_start"), int)
+        if (not isinstance(journal, dict) or not _is_int(journal.get("size"))
+                or not _is_int(journal.get("visit_start"))
                 or not 0 <= journal["visit_start"] <= journal["size"]):
             raise StorageError(path, "has no valid journal position (corrupt run record)")
         try:
@@ -193,37 +234,45 @@ class FileStore:
             raise StorageError(path, f"is not a valid run record ({where}: {first['msg']})") from None
         if head.run_id != run_id:
             raise StorageError(path, f"holds run '{head.run_id}', not '{run_id}'")
-        meta = _Meta(journal["size"], journal["visit_start"], index_due(head))
-        self._meta[run_id] = meta
-        return head, meta
+        return head, _Meta(journal["size"], journal["visit_start"], _due_name(index_due(head), run_id))
 
     def _read_journal(self, run_id: str, start: int, end: int) -> list[Entry]:
         path = self.journal_path(run_id)
         if end <= start:
             return []
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, READ_FLAGS)
         except OSError as exc:
             raise StorageError(path, f"cannot read the run's journal: {_problem(exc)}") from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StorageError(path, "is not a regular file")
-            data = os.pread(fd, end - start, start)
+            chunks = []
+            offset = start
+            while offset < end and (chunk := os.pread(fd, min(end - offset, 1 << 24), offset)):
+                chunks.append(chunk)
+                offset += len(chunk)
         except OSError as exc:
             raise StorageError(path, f"cannot read: {_problem(exc)}") from None
         finally:
             os.close(fd)
-        if len(data) != end - start:
-            raise StorageError(path, f"is shorter than its record says ({start + len(data)} < {end} bytes)")
+        if offset != end:
+            raise StorageError(path, f"is shorter than its record says ({offset} < {end} bytes)")
+        # split on b"\n" only: str.splitlines() would also split inside strings holding U+2028 etc.
+        lines = b"".join(chunks).split(b"\n")
+        if lines.pop() != b"":
+            raise StorageError(path, f"is corrupt: the entry ending at byte {end} is cut short")
         entries = []
         try:
-            for line in data.decode("utf-8").splitlines():
+            for line in lines:
                 entry = json.loads(line)
                 if not isinstance(entry, dict) or len(entry) != 1:
                     raise ValueError("not a journal entry")
                 entries.append(entry)
         except ValueError as exc:
             raise StorageError(path, f"is corrupt: {exc}") from None
+        except RecursionError:
+            raise StorageError(path, "is corrupt: an entry is nested too deeply") from None
         return entries
 
     def head(self, run_id: str) -> RunHead:
@@ -246,78 +295,99 @@ class FileStore:
         return [e["log"] for e in self._read_journal(run_id, 0, meta.size) if "log" in e]
 
     def run_ids(self) -> list[str]:
-        """Ids of every ``*.json`` record in the state directory."""
+        """Ids of every ``*.json`` record in the state directory (names outside the run-id charset are no runs)."""
         if not self._check_root(create=False):
             return []
         try:
             names = os.listdir(self.root)
         except OSError as exc:
             raise StorageError(self.root, f"cannot list: {_problem(exc)}") from None
-        return [n[:-5] for n in names if n.endswith(".json") and "~" not in n and not n.startswith(".")]
+        return [n[:-5] for n in names if n.endswith(".json") and is_run_id(n[:-5])]
 
     # -- writing ----------------------------------------------------------------------------
 
     def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Store a new run; the caller holds its lock."""
         path = self.record_path(head.run_id)
+        self._check_root(create=True)
         if os.path.lexists(path):
             raise RunExists(head.run_id)
-        # a journal without a record is a leftover of a create that never committed
-        self._meta[head.run_id] = _Meta(0, 0, None)
-        self.commit(head, entries)
+        # a journal without a record is a leftover of a create that never committed: size 0 cuts it off
+        self._commit(head, entries, _Meta(0, 0, None))
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Append ``entries`` to the journal, then atomically replace the record."""
         run_id = head.run_id
-        meta = self._meta.get(run_id)
+        meta = self._meta.get(run_id) if self._holding(run_id) else None
         if meta is None:
             meta = self._read_record(run_id)[1]
-        size, visit_start = meta.size, meta.visit_start
-        if entries:
-            size, visit_start = self._append(run_id, size, visit_start, entries)
-        due = index_due(head)
-        if due != meta.due and due is not None:
-            self._index_add(run_id, due)
+        self._commit(head, entries, meta)
+
+    def _commit(self, head: RunHead, entries: Sequence[Entry], meta: _Meta) -> None:
+        run_id = head.run_id
+        path = self.record_path(run_id)
+        lines, size, visit_start = self._journal_lines(meta, entries)
         record = (f'{{"tinywf":{FORMAT},"journal":{{"size":{size},"visit_start":{visit_start}}},'
                   f'"run":{head.model_dump_json()}}}\n').encode()
-        self._replace(self.record_path(run_id), run_id, record)
-        old_due = meta.due
-        self._meta[run_id] = _Meta(size, visit_start, due)
-        if old_due != due and old_due is not None:
-            self._index_remove(_due_name(old_due, run_id))
+        if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
+            raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
+                                     f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")
+        due_name = _due_name(index_due(head), run_id)
+        if due_name is not None and due_name != meta.due_name:
+            self._index_add(run_id, due_name)
+        if lines:
+            self._append(run_id, meta.size, lines)
+        self._replace(path, run_id, record)
+        old = meta.due_name
+        new = _Meta(size, visit_start, due_name)
+        if self._holding(run_id):
+            self._meta[run_id] = new
+        if old is not None and old != due_name:
+            self._index_remove(old)
 
-    def _append(self, run_id: str, size: int, visit_start: int, entries: Sequence[Entry]) -> tuple[int, int]:
-        path = self.journal_path(run_id)
+    @staticmethod
+    def _journal_lines(meta: _Meta, entries: Sequence[Entry]) -> tuple[bytes, int, int]:
+        """The bytes to append, the journal's new size and where the current visit starts."""
         lines = []
-        offset = size
+        offset, visit_start = meta.size, meta.visit_start
         for entry in entries:
             line = (dumps(entry) + "\n").encode()
             if "visit" in entry:
                 visit_start = offset
             offset += len(line)
             lines.append(line)
+        return b"".join(lines), offset, visit_start
+
+    def _append(self, run_id: str, size: int, data: bytes) -> None:
+        path = self.journal_path(run_id)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StorageError(path, f"cannot write: {_problem(exc)}") from None
+            raise StorageError(path, f"cannot write: {_problem(exc)}; the run is unchanged") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise StorageError(path, "is not a regular file")
-            os.ftruncate(fd, size)  # drop what a killed writer appended but never committed
-            data = b"".join(lines)
-            written = 0
-            while written < len(data):
-                written += os.pwrite(fd, data[written:], size + written)
-            os.fdatasync(fd)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise StorageError(path, "is not a regular file; the run is unchanged")
+            if info.st_size < size:  # never pad a damaged journal with zeros
+                raise StorageError(path, f"is shorter than its record says ({info.st_size} < {size} bytes); "
+                                         "the run is unchanged")
+            if info.st_size > size:
+                os.ftruncate(fd, size)  # drop what a killed writer appended but never committed
+            view = memoryview(data)
+            offset = size
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+            os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
         except OSError as exc:
             raise StorageError(path, f"cannot write: {_problem(exc)}; the run is unchanged") from None
         finally:
             os.close(fd)
-        return offset, visit_start
 
     def _replace(self, path: Path, run_id: str, data: bytes) -> None:
-        """Write ``data`` to ``path`` atomically and durably; on any error the old file stays."""
-        tmp = self.root / f"{run_id}~.tmp"
+        """Write ``data`` to ``path`` atomically and durably; on any error before the rename the old file stays."""
+        tmp = self._file(run_id, "~.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             try:
@@ -343,40 +413,101 @@ class FileStore:
         try:
             self._fsync_dir(self.root)
         except OSError as exc:
-            raise StorageError(self.root, f"cannot sync the state directory: {_problem(exc)}") from None
+            raise StorageError(self.root, f"cannot sync the state directory after writing {path.name}: "
+                                          f"{_problem(exc)}; the change may not survive a power loss") from None
+
+    def forget(self, run_id: str) -> None:
+        """Remove what a create that never committed left (index entries, journal, temp file).
+
+        Called under the run's lock after ``load`` found no record: no run owns these files.
+        """
+        if os.path.lexists(self.record_path(run_id)):
+            return
+        names = self._found.get(run_id)
+        if names is None:
+            names = [n for _, n in self._scan().get(run_id, [])]
+        for name in names:
+            self._index_remove(name)
+        for suffix in ("~.tmp", ".journal"):
+            with suppress(OSError):
+                os.unlink(self._file(run_id, suffix))
 
     # -- the due index -------------------------------------------------------------------------
 
-    def _index_add(self, run_id: str, due: datetime) -> None:
+    def _ensure_index(self) -> None:
+        """Create the due index, from the records when there are any (it was lost or never made)."""
         folder = self.root / INDEX_DIR
         try:
-            fd = os.open(folder / _due_name(due, run_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if stat.S_ISDIR(os.lstat(folder).st_mode):
+                return
+            raise StorageError(folder, "is not a directory (the due index)")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(folder, f"cannot use the due index: {_problem(exc)}") from None
+        guard = FileLock(self.root / INDEX_LOCK, timeout=60, mode=0o600, fallback_to_soft=False)
+        build = self.root / INDEX_BUILD
+        try:
+            with guard:
+                if os.path.isdir(folder):
+                    return
+                shutil.rmtree(build, ignore_errors=True)  # left by a rebuild that was killed
+                os.mkdir(build, 0o700)
+                for run_id in self.run_ids():
+                    try:
+                        name = self._parse_due(run_id)
+                    except TinyWFError:
+                        continue  # unreadable or gone: nothing to index
+                    if name is not None:
+                        os.close(os.open(build / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                self._fsync_dir(build)
+                os.rename(build, folder)  # the index appears whole or not at all
+                self._fsync_dir(self.root)
+        except LockTimeout:
+            raise StorageError(self.root / INDEX_LOCK, "another process has been rebuilding the due index "
+                                                       "for over 60 s") from None
+        except OSError as exc:
+            raise StorageError(folder, f"cannot create the due index: {_problem(exc)}") from None
+
+    def _parse_due(self, run_id: str) -> str | None:
+        return self._read_record(run_id)[1].due_name
+
+    def _index_add(self, run_id: str, name: str) -> None:
+        folder = self.root / INDEX_DIR
+        try:
+            try:
+                fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the index was removed under us: rebuild it
+                self._ensure_index()
+                fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             os.close(fd)
             self._fsync_dir(folder)
         except OSError as exc:
-            raise StorageError(folder, f"cannot update the due index: {_problem(exc)}") from None
+            raise StorageError(folder, f"cannot update the due index: {_problem(exc)}; "
+                                       "the run is unchanged") from None
 
     def _index_remove(self, name: str) -> None:
-        try:
+        with suppress(OSError):  # a stale entry only costs a later tick one look at the run
             os.unlink(self.root / INDEX_DIR / name)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass  # a stale entry only costs a later tick one look at the run
 
     def _scan(self) -> dict[str, list[tuple[datetime, str]]]:
         found: dict[str, list[tuple[datetime, str]]] = {}
         if not self._check_root(create=False):
             return found
+        folder = self.root / INDEX_DIR
         try:
-            names = os.listdir(self.root / INDEX_DIR)
+            names = os.listdir(folder)
         except FileNotFoundError:
-            return found
+            self._ensure_index()
+            try:
+                names = os.listdir(folder)
+            except OSError as exc:
+                raise StorageError(folder, f"cannot list: {_problem(exc)}") from None
         except OSError as exc:
-            raise StorageError(self.root / INDEX_DIR, f"cannot list: {_problem(exc)}") from None
+            raise StorageError(folder, f"cannot list: {_problem(exc)}") from None
         for name in names:
             ms, sep, run_id = name.partition("~")
-            if not sep or not ms.isdigit() or not run_id:
+            if not sep or not ms.isdigit() or not is_run_id(run_id):
                 continue
             when = datetime.fromtimestamp(int(ms) / 1000, UTC)
             found.setdefault(run_id, []).append((when, name))
@@ -396,10 +527,12 @@ class FileStore:
 
     def sync_index(self, head: RunHead) -> None:
         """Drop index entries of ``head``'s run that its record no longer backs."""
-        due = index_due(head)
-        keep = None if due is None else _due_name(due, head.run_id)
-        for name in self._found.get(head.run_id, []):
+        keep = _due_name(index_due(head), head.run_id)
+        found = self._found.get(head.run_id)
+        if found is None:
+            found = [n for _, n in self._scan().get(head.run_id, [])]
+        for name in found:
             if name != keep:
                 self._index_remove(name)
-        if keep is not None and keep not in self._found.get(head.run_id, []):
-            self._index_add(head.run_id, due)  # type: ignore[arg-type]
+        if keep is not None and keep not in found:
+            self._index_add(head.run_id, keep)

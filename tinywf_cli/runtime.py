@@ -176,10 +176,11 @@ class Runtime:
     def signal(self, run_id: str, name: str, /, **args: Any) -> RunDocument:
         """Call the ``@signal`` method ``name`` on the run's latest state, under its lock."""
         with self._locked(run_id):
-            head = self.store.head(run_id)
+            run = self.store.load(run_id)
+            head = run.head
             if head.status in ENDED:
                 raise StatusConflict(run_id, head.status, f"signal '{name}'")
-            entries = apply_signal(self._class_of(head), head, name, args, self.clock)
+            entries = apply_signal(self._class_of(head), head, name, args, self.clock, run.slots)
             self._commit(head, entries)
         return RunDocument.of(head)
 
@@ -242,7 +243,11 @@ class Runtime:
                 break
             try:
                 with self.store.lock(run_id, 0):
-                    run = self.store.load(run_id)
+                    try:
+                        run = self.store.load(run_id)
+                    except RunNotFound:  # a create that never committed left an index entry
+                        self.store.forget(run_id)
+                        continue
                     head = run.head
                     recover = head.status == "running"
                     if not recover and not (head.status == "waiting" and head.wake_at is not None

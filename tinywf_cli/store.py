@@ -12,6 +12,7 @@ A second backend (say PostgreSQL) implements :class:`Store`; nothing else change
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,14 @@ Entry = dict[str, Any]
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The contract's run-id charset. ASCII classes and ``fullmatch``: no ``ü``, no trailing newline.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+
+
+def is_run_id(run_id: object) -> bool:
+    """Whether ``run_id`` is a run id a store may turn into a file name or key."""
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
 
 
 @dataclass
@@ -105,6 +114,11 @@ class Store(Protocol):
 
     def sync_index(self, head: RunHead) -> None:
         """Make the due index agree with ``head`` (drop stale entries); called under the lock."""
+        ...
+
+    def forget(self, run_id: str) -> None:
+        """Drop what a run without a record left behind (index entries of a create that never
+        committed); called under the run's lock once ``load`` said RunNotFound."""
         ...
 
 
@@ -192,3 +206,8 @@ class MemoryStore:
             self._due.pop(head.run_id, None)
         else:
             self._due[head.run_id] = due
+
+    def forget(self, run_id: str) -> None:
+        """Drop the index entry of a run that has no head."""
+        if run_id not in self._heads:
+            self._due.pop(run_id, None)
