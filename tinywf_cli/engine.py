@@ -8,7 +8,6 @@ runtime gives it a store callback and a clock.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import inspect
@@ -176,6 +175,7 @@ def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     result = fn(*args, **kwargs)
     if not inspect.isawaitable(result):
         return result
+    import asyncio  # only flows with async actions pay for it
 
     async def wait() -> Any:
         return await result
@@ -641,8 +641,10 @@ class Engine:
                         resume_id=f"{command.key}@{head.visit}", request=request,
                         expects=describe_type(command.type))
             self.put(slot)
-            self.audit("wait_begin", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
-                                      "due_at": deadline})
+            begun: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
+            if deadline is not None:
+                begun["due_at"] = deadline
+            self.audit("wait_begin", begun)
         if slot.status == "waiting":
             self.settle_event(command, slot, adapter)
         if slot.status == "timed_out":

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import typing
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -59,14 +60,18 @@ def adapter_for_type(tp: Any) -> TypeAdapter[Any] | None:
         return None if tp is object or tp is Any else TypeAdapter(tp)
 
 
-@functools.lru_cache(maxsize=1024)
-def _return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+_NO_ADAPTER = object()
+# Keyed weakly by function: flows that build lambdas on every pass must not fill it for good.
+_return_adapters: weakref.WeakKeyDictionary[Callable[..., Any], Any] = weakref.WeakKeyDictionary()
+
+
+def _build_return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable forward references: fall back to the raw annotation
         hints = dict(getattr(fn, "__annotations__", {}) or {})
-    annotation = hints.get("return", inspect_empty)
-    if annotation is inspect_empty or isinstance(annotation, str) or annotation in (Any, object):
+    annotation = hints.get("return", _NO_ADAPTER)
+    if annotation is _NO_ADAPTER or isinstance(annotation, str) or annotation in (Any, object):
         return None
     if annotation is None or annotation is type(None):
         return None
@@ -76,16 +81,16 @@ def _return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
         return None
 
 
-inspect_empty = object()
-
-
 def return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
-    """The adapter of ``fn``'s return annotation, when pydantic understands it."""
+    """The adapter of ``fn``'s return annotation, when pydantic understands it (cached)."""
     target = getattr(fn, "__func__", fn)
     try:
-        return _return_adapter(target)
-    except TypeError:  # unhashable callable
-        return None
+        cached = _return_adapters.get(target, _NO_ADAPTER)
+    except TypeError:  # neither hashable nor weak-referenceable: no cache
+        return _build_return_adapter(target)
+    if cached is _NO_ADAPTER:
+        cached = _return_adapters[target] = _build_return_adapter(target)
+    return cached  # type: ignore[no-any-return]
 
 
 def restore(adapter: TypeAdapter[Any] | None, stored: Any) -> Any:

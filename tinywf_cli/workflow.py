@@ -8,6 +8,7 @@ each side effect once and answering replays from the run's records.
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -164,7 +165,8 @@ class Parallel(Command):
         keys = [a.key for a in actions.values()]
         if len(set(keys)) != len(keys):
             raise TypeError(f"self.parallel(): action keys must differ, got {keys}")
-        super().__init__("parallel(" + ",".join(sorted(keys)) + ")")
+        # JSON, not a joined string: {"a,b": ...} and {"a": ..., "b": ...} must not look alike
+        super().__init__("parallel" + json.dumps(sorted(keys), ensure_ascii=False))
         self.actions = dict(actions)
 
     def describe(self) -> str:
