@@ -131,8 +131,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._heads: dict[str, str] = {}
+        # one JSON array of entries per commit; the visit starts at (commit, entry)
         self._journals: dict[str, list[str]] = {}
-        self._visit_start: dict[str, int] = {}
+        self._visit_start: dict[str, tuple[int, int]] = {}
         self._due: dict[str, datetime] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -159,19 +160,20 @@ class MemoryStore:
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Replace the head, append the entries."""
         journal = self._journals[head.run_id]
-        for entry in entries:
-            if "visit" in entry:
-                self._visit_start[head.run_id] = len(journal)
-            journal.append(dumps(entry))
+        if entries:
+            for position, entry in enumerate(entries):
+                if "visit" in entry:
+                    self._visit_start[head.run_id] = (len(journal), position)
+            journal.append(dumps(list(entries)))
         self._heads[head.run_id] = head.model_dump_json()
         self.sync_index(head)
 
     def load(self, run_id: str) -> LoadedRun:
         """Head and current visit's slots."""
         head = self.head(run_id)
-        journal = self._journals[run_id]
-        start = self._visit_start.get(run_id, 0)
-        return LoadedRun(head, fold_slots([json.loads(e) for e in journal[start:]]))
+        commit, position = self._visit_start.get(run_id, (0, 0))
+        entries = [e for text in self._journals[run_id][commit:] for e in json.loads(text)]
+        return LoadedRun(head, fold_slots(entries[position:]))
 
     def head(self, run_id: str) -> RunHead:
         """Just the head."""
@@ -184,7 +186,7 @@ class MemoryStore:
         """All audit entries."""
         if run_id not in self._journals:
             raise RunNotFound(run_id)
-        entries = (json.loads(e) for e in self._journals[run_id])
+        entries = (e for text in self._journals[run_id] for e in json.loads(text))
         return [e["log"] for e in entries if "log" in e]
 
     def run_ids(self) -> list[str]:

@@ -18,31 +18,58 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-_PLAIN = (str, int, bool, type(None))
-
 
 class NotJSON(ValueError):
     """A value that cannot be stored as JSON."""
 
 
-def to_json_value(value: Any) -> Any:
-    """The value as it comes back from JSON (tuples become lists, models dicts); raises NotJSON."""
+class _NotPlain(Exception):
+    """Raised inside ``_plain_copy`` for anything JSON would change."""
+
+
+def _plain_copy(value: Any) -> Any:
+    """A deep copy of a value made only of what JSON keeps as it is; raises _NotPlain otherwise."""
     kind = type(value)
-    if kind in _PLAIN:
+    if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is float:
         if math.isfinite(value):
             return value
-        raise NotJSON(f"{value!r} is not a JSON number")
+        raise _NotPlain
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _plain_copy(item)
+        return out
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    raise _NotPlain
+
+
+def to_json_value(value: Any) -> Any:
+    """The value as it comes back from JSON (tuples become lists, models dicts); raises NotJSON.
+
+    Values already made of JSON's own types are copied directly; anything else goes
+    through pydantic's encoder and a real JSON round trip.
+    """
     try:
-        return json.loads(json.dumps(to_jsonable_python(value), allow_nan=False))
-    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        return _plain_copy(value)
+    except (_NotPlain, RecursionError):
+        pass
+    try:
+        return json.loads(dumps(to_jsonable_python(value)))
+    except (PydanticSerializationError, TypeError, ValueError, RecursionError) as exc:
         raise NotJSON(f"{type(value).__name__} value is not JSON: {exc}") from None
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON text of a JSON value."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON text of a JSON value (one shared encoder: this is on every checkpoint)."""
+    return _ENCODER.encode(value)
 
 
 @functools.lru_cache(maxsize=1024)
