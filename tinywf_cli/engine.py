@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import json
 from collections.abc import Callable
@@ -203,6 +204,7 @@ class Engine:
         self.wf: Workflow[Any] | None = None
         self.resolving: tuple[str, Any] | None = None
         self._visit_json: str | None = None
+        self._stamp: tuple[datetime | None, str] = (None, "")
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -212,8 +214,11 @@ class Engine:
 
     def audit(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry for the next commit."""
-        self.entries.append({"log": {"at": format_instant(self.now()), "step": self.head.step,
-                                     "type": type_, "values": values}})
+        now = self.now()
+        if now is not self._stamp[0]:  # a manual clock hands out the same instant until moved
+            self._stamp = (now, format_instant(now))
+        self.entries.append({"log": {"at": self._stamp[1], "step": self.head.step, "type": type_,
+                                     "values": values}})
 
     def put(self, slot: Slot) -> None:
         """Record a slot (new or changed) for the next commit."""
@@ -834,9 +839,7 @@ def encode_state_input(cls: type[Workflow[Any]], data: Any) -> Any:
         except NotJSON as exc:
             raise InvalidValue(f"input: {exc}") from None
     if model.model_config.get("extra") != "allow":
-        known = set(model.model_fields)
-        known |= {f.alias for f in model.model_fields.values() if f.alias}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - input_keys(model))
         if unknown:
             raise InvalidValue(
                 f"input key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
@@ -847,3 +850,10 @@ def encode_state_input(cls: type[Workflow[Any]], data: Any) -> Any:
     except ValidationError as exc:
         raise InvalidValue(f"input does not fit {model.__name__}: {validation_message(exc)}") from None
     return state.model_dump(mode="json")
+
+
+@functools.lru_cache(maxsize=256)
+def input_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The keys a model's input may use: its field names and their aliases."""
+    fields = model.model_fields
+    return frozenset(fields) | {f.alias for f in fields.values() if f.alias}

@@ -37,7 +37,7 @@ from filelock import Timeout as LockTimeout
 from pydantic import ValidationError
 
 from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
-from tinywf_cli.model import RunHead
+from tinywf_cli.model import RunHead, head_from_json, head_to_json
 from tinywf_cli.store import Entry, LoadedRun, fold_slots, index_due, is_run_id
 from tinywf_cli.values import dumps
 
@@ -227,7 +227,7 @@ class FileStore:
                 or not 0 <= journal["visit_start"] <= journal["size"]):
             raise StorageError(path, "has no valid journal position (corrupt run record)")
         try:
-            head = RunHead.model_validate(doc["run"])
+            head = head_from_json(doc["run"])
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
@@ -328,7 +328,7 @@ class FileStore:
         path = self.record_path(run_id)
         lines, size, visit_start = self._journal_lines(meta, entries)
         record = (f'{{"tinywf":{FORMAT},"journal":{{"size":{size},"visit_start":{visit_start}}},'
-                  f'"run":{head.model_dump_json()}}}\n').encode()
+                  f'"run":{head_to_json(head)}}}\n').encode()
         if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
             raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
                                      f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")

@@ -7,10 +7,11 @@ the CLI's ``--json`` output and what ``Runtime`` returns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 ResumeKind = Literal["event", "timer", "retry"]
@@ -60,31 +61,51 @@ class Recovery(BaseModel):
     at: int = 0
 
 
-class RunHead(BaseModel):
-    """The rewritten part of a run record. History and visit records live in the store's journal."""
+@dataclass(slots=True)
+class RunHead:
+    """The rewritten part of a run record. History and visit records live in the store's journal.
 
-    model_config = ConfigDict(extra="forbid")
+    A plain dataclass, because the engine assigns its fields at every step; pydantic
+    validates and serialises it through ``HEAD`` (``head_from_json``, ``head_to_json``).
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     run_id: str
     workflow: str
     flow: FlowRef
-    doc: str | None = None
     status: Status
     step: str
-    visit: int = 1
     state: Any
     visit_state: Any
-    visit_logs: int = 0
-    pending: list[PendingResume] = Field(default_factory=list)
-    #: What each pending event accepts, described for people (resume id -> description).
-    expects: dict[str, str] = Field(default_factory=dict)
-    inbox: dict[str, list[Any]] = Field(default_factory=dict)
-    error: ErrorInfo | None = None
     created_at: datetime
     updated_at: datetime
+    doc: str | None = None
+    visit: int = 1
+    visit_logs: int = 0
+    pending: list[PendingResume] = field(default_factory=list)
+    #: What each pending event accepts, described for people (resume id -> description).
+    expects: dict[str, str] = field(default_factory=dict)
+    inbox: dict[str, list[Any]] = field(default_factory=dict)
+    error: ErrorInfo | None = None
     wake_at: datetime | None = None
     progress: int = 0
-    recovery: Recovery = Field(default_factory=Recovery)
+    recovery: Recovery = field(default_factory=Recovery)
+
+
+HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)
+
+
+def head_from_json(data: str | bytes | dict[str, Any]) -> RunHead:
+    """Validate a stored head (JSON text or parsed JSON); raises pydantic's ValidationError."""
+    if isinstance(data, dict):
+        return HEAD.validate_python(data)
+    return HEAD.validate_json(data)
+
+
+def head_to_json(head: RunHead) -> str:
+    """The JSON text a store keeps for a head."""
+    return HEAD.dump_json(head).decode()
 
 
 class RunDocument(BaseModel):

@@ -6,6 +6,7 @@ document the CLI prints with ``--json``. Errors are the typed ``TinyWFError`` fa
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import secrets
@@ -42,25 +43,33 @@ from tinywf_cli.model import (
     TickReport,
     TickSkipped,
 )
-from tinywf_cli.store import Entry, LoadedRun, Store, fold_slots
+from tinywf_cli.store import Entry, LoadedRun, Store, fold_slots, is_run_id
 from tinywf_cli.values import NotJSON, to_json_value
 from tinywf_cli.workflow import Workflow
-
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 
 
 def check_run_id(run_id: str) -> str:
     """``run_id`` if it is in the contract's charset; raises InvalidRunId."""
-    if not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
+    if not is_run_id(run_id):
         raise InvalidRunId(str(run_id))
     return run_id
 
 
+@functools.lru_cache(maxsize=256)
+def _run_id_prefix(class_name: str) -> str:
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
+    return re.sub(r"[^a-z0-9_]", "", name)[:40] or "run"
+
+
 def new_run_id(cls: type) -> str:
     """A fresh run id: the workflow's name in snake case and 8 random hex digits."""
-    name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-    name = re.sub(r"[^a-z0-9_]", "", name)[:40] or "run"
-    return f"{name}-{secrets.token_hex(4)}"
+    return f"{_run_id_prefix(cls.__name__)}-{secrets.token_hex(4)}"
+
+
+def own_doc(cls: type) -> str | None:
+    """The class's own docstring, cleaned (not one inherited from ``Workflow``)."""
+    text = cls.__dict__.get("__doc__")
+    return inspect.cleandoc(text) if isinstance(text, str) and text.strip() else None
 
 
 class Runtime:
@@ -132,7 +141,7 @@ class Runtime:
         assert start is not None
         rid = run_id or new_run_id(cls)
         now = self.clock.now()
-        head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=inspect.getdoc(cls), status="running",
+        head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
                        step=start, state=state, visit_state=state, created_at=now, updated_at=now)
         with self._locked(rid):
             self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])

@@ -11,7 +11,7 @@ A second backend (say PostgreSQL) implements :class:`Store`; nothing else change
 
 from __future__ import annotations
 
-import json
+import marshal
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound
-from tinywf_cli.model import RunHead
-from tinywf_cli.values import dumps
+from tinywf_cli.model import RunHead, head_from_json, head_to_json
 
 #: A journal entry: exactly one of ``{"log": …}``, ``{"slot": …}``, ``{"visit": n}``.
 Entry = dict[str, Any]
@@ -125,14 +124,15 @@ class Store(Protocol):
 class MemoryStore:
     """A store in memory, for tests and embedding: same semantics, no files.
 
-    Heads and entries are kept as JSON text, so what is loaded never aliases what the
+    Heads and entries are kept serialised, so what is loaded never aliases what the
     engine holds — as with a real store.
     """
 
     def __init__(self) -> None:
         self._heads: dict[str, str] = {}
-        # one JSON array of entries per commit; the visit starts at (commit, entry)
-        self._journals: dict[str, list[str]] = {}
+        # one serialised list of entries per commit (marshal: C-fast, and the engine only hands
+        # over JSON values); the visit starts at (commit, entry)
+        self._journals: dict[str, list[bytes]] = {}
         self._visit_start: dict[str, tuple[int, int]] = {}
         self._due: dict[str, datetime] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -164,15 +164,15 @@ class MemoryStore:
             for position, entry in enumerate(entries):
                 if "visit" in entry:
                     self._visit_start[head.run_id] = (len(journal), position)
-            journal.append(dumps(list(entries)))
-        self._heads[head.run_id] = head.model_dump_json()
+            journal.append(marshal.dumps(list(entries)))
+        self._heads[head.run_id] = head_to_json(head)
         self.sync_index(head)
 
     def load(self, run_id: str) -> LoadedRun:
         """Head and current visit's slots."""
         head = self.head(run_id)
         commit, position = self._visit_start.get(run_id, (0, 0))
-        entries = [e for text in self._journals[run_id][commit:] for e in json.loads(text)]
+        entries = [e for data in self._journals[run_id][commit:] for e in marshal.loads(data)]
         return LoadedRun(head, fold_slots(entries[position:]))
 
     def head(self, run_id: str) -> RunHead:
@@ -180,13 +180,13 @@ class MemoryStore:
         text = self._heads.get(run_id)
         if text is None:
             raise RunNotFound(run_id)
-        return RunHead.model_validate_json(text)
+        return head_from_json(text)
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """All audit entries."""
         if run_id not in self._journals:
             raise RunNotFound(run_id)
-        entries = (e for text in self._journals[run_id] for e in json.loads(text))
+        entries = (e for data in self._journals[run_id] for e in marshal.loads(data))
         return [e["log"] for e in entries if "log" in e]
 
     def run_ids(self) -> list[str]:
