@@ -117,6 +117,7 @@ def test_the_lock_excludes_other_processes(tmp_path: Path, exists: bool) -> None
     Without a run record each release removes the lock file while others wait on it.
     """
     root = start(tmp_path, "Counter") if exists else tmp_path / "state"
+    root.mkdir(mode=0o700, exist_ok=True)  # an empty state directory: the lock guards no record
     counter = tmp_path / "counter"
     counter.write_text("0")
     wait, release = barrier()

@@ -141,10 +141,15 @@ class FileStore:
     # -- locking -----------------------------------------------------------------------
 
     @contextmanager
-    def lock(self, run_id: str, timeout: float) -> Iterator[None]:
-        """Hold ``R.lock`` (an OS file lock; never a soft lock)."""
+    def lock(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[None]:
+        """Hold ``R.lock`` (an OS file lock; never a soft lock).
+
+        Only ``create=True`` (a new run) makes a missing state directory; for anything
+        else a missing directory means the run does not exist.
+        """
         path = self._file(run_id, ".lock")
-        self._check_root(create=True)
+        if not self._check_root(create=create):
+            raise RunNotFound(run_id)
         lock = FileLock(path, timeout=timeout, mode=0o600, poll_interval=0.01, fallback_to_soft=False)
         try:
             lock.acquire()

@@ -96,9 +96,9 @@ class Runtime:
     # -- helpers -------------------------------------------------------------------
 
     @contextmanager
-    def _locked(self, run_id: str, timeout: float | None = None) -> Iterator[None]:
+    def _locked(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[None]:
         check_run_id(run_id)
-        with self.store.lock(run_id, self.lock_timeout if timeout is None else timeout):
+        with self.store.lock(run_id, self.lock_timeout if timeout is None else timeout, create=create):
             yield
 
     def _class_of(self, head: RunHead) -> WorkflowClass:
@@ -143,7 +143,7 @@ class Runtime:
         now = self.clock.now()
         head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
                        step=start, state=state, visit_state=state, created_at=now, updated_at=now)
-        with self._locked(rid):
+        with self._locked(rid, create=True):
             self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])
             Engine(cls, head, [], self.clock, self.store.commit).advance()
         return RunDocument.of(head)

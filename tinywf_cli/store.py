@@ -75,8 +75,11 @@ def fold_slots(entries: Sequence[Entry]) -> list[dict[str, Any]]:
 class Store(Protocol):
     """Where runs live. Every change to a run happens inside ``lock(run_id)``."""
 
-    def lock(self, run_id: str, timeout: float) -> Any:
-        """A context manager holding the run's lock; raises RunLocked after ``timeout`` s."""
+    def lock(self, run_id: str, timeout: float, *, create: bool = False) -> Any:
+        """A context manager holding the run's lock; raises RunLocked after ``timeout`` s.
+
+        ``create=True`` when the lock guards the creation of a new run.
+        """
         ...
 
     def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
@@ -139,7 +142,7 @@ class MemoryStore:
         self._guard = threading.Lock()
 
     @contextmanager
-    def lock(self, run_id: str, timeout: float) -> Iterator[None]:
+    def lock(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[None]:
         """Hold the run's in-process lock."""
         with self._guard:
             lock = self._locks.setdefault(run_id, threading.Lock())

@@ -209,8 +209,8 @@ class KillSwitch:
         real_lock = FileStore.lock
 
         @contextmanager
-        def lock(store: FileStore, run_id: str, timeout: float) -> Iterator[None]:
-            with real_lock(store, run_id, timeout):
+        def lock(store: FileStore, run_id: str, timeout: float, *, create: bool = False) -> Iterator[None]:
+            with real_lock(store, run_id, timeout, create=create):
                 self.event("lock", run_id)
                 yield
 
