@@ -32,8 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 from pydantic import ValidationError
 
 from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
@@ -150,6 +148,9 @@ class FileStore:
         path = self._file(run_id, ".lock")
         if not self._check_root(create=create):
             raise RunNotFound(run_id)
+        from filelock import FileLock  # imported here: reading runs takes no lock
+        from filelock import Timeout as LockTimeout
+
         lock = FileLock(path, timeout=timeout, mode=0o600, poll_interval=0.01, fallback_to_soft=False)
         try:
             lock.acquire()
@@ -450,6 +451,9 @@ class FileStore:
             pass
         except OSError as exc:
             raise StorageError(folder, f"cannot use the due index: {_problem(exc)}") from None
+        from filelock import FileLock
+        from filelock import Timeout as LockTimeout
+
         guard = FileLock(self.root / INDEX_LOCK, timeout=60, mode=0o600, fallback_to_soft=False)
         build = self.root / INDEX_BUILD
         try:

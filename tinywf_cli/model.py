@@ -18,14 +18,20 @@ ResumeKind = Literal["event", "timer", "retry"]
 ENDED: frozenset[str] = frozenset({"finished", "cancelled"})
 
 
-class ErrorInfo(BaseModel):
+class _Model(BaseModel):
+    """Base of the documents: schemas are built on first use, so a command pays only for its own."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class ErrorInfo(_Model):
     """Why a run failed: the error's type name and a message for people."""
 
     type: str
     message: str
 
 
-class PendingResume(BaseModel):
+class PendingResume(_Model):
     """Something the run waits for: an event to resolve, a timer or a retry delay to pass."""
 
     resume_id: str
@@ -35,7 +41,7 @@ class PendingResume(BaseModel):
     due_at: datetime | None = None
 
 
-class LogEntry(BaseModel):
+class LogEntry(_Model):
     """One entry of a run's audit log."""
 
     at: datetime
@@ -44,17 +50,17 @@ class LogEntry(BaseModel):
     values: dict[str, Any] = Field(default_factory=dict)
 
 
-class FlowRef(BaseModel):
+class FlowRef(_Model):
     """Where a run's workflow class lives, so later commands find it untold."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     file: str | None = None
     module: str | None = None
     cls: str
 
 
-class Recovery(BaseModel):
+class Recovery(_Model):
     """How often a run was recovered from a dead process at the same point."""
 
     count: int = 0
@@ -69,7 +75,7 @@ class RunHead:
     validates and serialises it through ``HEAD`` (``head_from_json``, ``head_to_json``).
     """
 
-    __pydantic_config__ = ConfigDict(extra="forbid")
+    __pydantic_config__ = ConfigDict(extra="forbid", defer_build=True)
 
     run_id: str
     workflow: str
@@ -108,7 +114,7 @@ def head_to_json(head: RunHead) -> str:
     return HEAD.dump_json(head).decode()
 
 
-class RunDocument(BaseModel):
+class RunDocument(_Model):
     """A run as ``run``, ``resolve``, ``send``, ``signal``, ``cancel`` and ``retry`` print it."""
 
     run_id: str
@@ -141,7 +147,7 @@ class ShowDocument(RunDocument):
     doc: str | None = Field(default=None, exclude=True)
 
 
-class RunSummary(BaseModel):
+class RunSummary(_Model):
     """One row of ``tinywf list``."""
 
     run_id: str
@@ -151,7 +157,7 @@ class RunSummary(BaseModel):
     updated_at: datetime | None
 
 
-class RunList(BaseModel):
+class RunList(_Model):
     """``tinywf list --json``."""
 
     runs: list[RunSummary]
@@ -159,21 +165,21 @@ class RunList(BaseModel):
     problems: list[str] = Field(default_factory=list, exclude=True)
 
 
-class TickAdvanced(BaseModel):
+class TickAdvanced(_Model):
     """A run ``tick`` advanced, and the status it was left in."""
 
     run_id: str
     status: Status
 
 
-class TickSkipped(BaseModel):
+class TickSkipped(_Model):
     """A due run ``tick`` did not advance, and why."""
 
     run_id: str
     reason: str
 
 
-class TickReport(BaseModel):
+class TickReport(_Model):
     """``tinywf tick --json``: how many runs were due, which advanced, which were skipped."""
 
     due: int

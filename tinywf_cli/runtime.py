@@ -9,15 +9,13 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.clock import Clock, clock_from_env, format_instant
-from tinywf_cli.engine import Engine, apply_signal, encode_state_input, reset_failed_slots
 from tinywf_cli.errors import (
     FlowLoadError,
     InvalidRunId,
@@ -29,7 +27,6 @@ from tinywf_cli.errors import (
     StatusConflict,
     TinyWFError,
 )
-from tinywf_cli.loader import FlowLoader, WorkflowClass
 from tinywf_cli.model import (
     ENDED,
     LogEntry,
@@ -45,7 +42,11 @@ from tinywf_cli.model import (
 )
 from tinywf_cli.store import Entry, LoadedRun, Store, fold_slots, is_run_id
 from tinywf_cli.values import NotJSON, to_json_value
-from tinywf_cli.workflow import Workflow
+
+if TYPE_CHECKING:
+    from tinywf_cli.engine import Engine
+    from tinywf_cli.loader import FlowLoader, WorkflowClass
+    from tinywf_cli.workflow import Workflow
 
 
 def check_run_id(run_id: str) -> str:
@@ -63,6 +64,8 @@ def _run_id_prefix(class_name: str) -> str:
 
 def new_run_id(cls: type) -> str:
     """A fresh run id: the workflow's name in snake case and 8 random hex digits."""
+    import secrets  # only new runs need it
+
     return f"{_run_id_prefix(cls.__name__)}-{secrets.token_hex(4)}"
 
 
@@ -91,7 +94,17 @@ class Runtime:
         self.store: Store = store
         self.clock: Clock = clock if clock is not None else clock_from_env()
         self.lock_timeout = lock_timeout
-        self.loader = FlowLoader()
+        self._loader: FlowLoader | None = None
+
+    @property
+    def loader(self) -> FlowLoader:
+        """Loads flow files and finds the class of a stored run (made on first use, so that
+        reading runs never imports the engine)."""
+        if self._loader is None:
+            from tinywf_cli.loader import FlowLoader
+
+            self._loader = FlowLoader()
+        return self._loader
 
     # -- helpers -------------------------------------------------------------------
 
@@ -105,6 +118,8 @@ class Runtime:
         return self.loader.resolve(head.flow, head.run_id)
 
     def _engine(self, cls: WorkflowClass, run: LoadedRun) -> Engine:
+        from tinywf_cli.engine import Engine
+
         return Engine(cls, run.head, run.slots, self.clock, self.store.commit)
 
     def _commit(self, head: RunHead, entries: list[Entry]) -> None:
@@ -127,6 +142,9 @@ class Runtime:
     def start(self, flow: str | Path | type[Workflow[Any]], input: dict[str, Any] | None = None,
               run_id: str | None = None) -> RunDocument:
         """Create a run of ``flow`` (``path.py[:Class]`` or a class) and advance it until it waits or ends."""
+        from tinywf_cli.engine import encode_state_input
+        from tinywf_cli.workflow import Workflow
+
         if isinstance(flow, type):
             if not issubclass(flow, Workflow) or not flow.__tinywf_steps__:
                 raise FlowLoadError(f"{flow!r} is not a workflow class with @step methods")
@@ -145,7 +163,7 @@ class Runtime:
                        step=start, state=state, visit_state=state, created_at=now, updated_at=now)
         with self._locked(rid, create=True):
             self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])
-            Engine(cls, head, [], self.clock, self.store.commit).advance()
+            self._engine(cls, LoadedRun(head)).advance()
         return RunDocument.of(head)
 
     def resolve(self, run_id: str, resume: str, value: Any) -> RunDocument:
@@ -189,6 +207,8 @@ class Runtime:
             head = run.head
             if head.status in ENDED:
                 raise StatusConflict(run_id, head.status, f"signal '{name}'")
+            from tinywf_cli.engine import apply_signal
+
             entries = apply_signal(self._class_of(head), head, name, args, self.clock, run.slots)
             self._commit(head, entries)
         return RunDocument.of(head)
@@ -213,6 +233,8 @@ class Runtime:
             if head.status != "failed":
                 raise StatusConflict(run_id, head.status, "retry")
             cls = self._class_of(head)
+            from tinywf_cli.engine import reset_failed_slots
+
             entries = reset_failed_slots(run.slots, self.clock.now())
             head.status = "running"
             head.error = None
