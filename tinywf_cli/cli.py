@@ -93,7 +93,8 @@ class Session:
     @property
     def state_hint(self) -> str:
         """``--state-dir X`` for ready-to-paste commands, when X is not what they would find anyway."""
-        if os.environ.get("TINYWF_STATE_DIR") or self.state_dir == Path("state"):
+        # a pasted command finds $TINYWF_STATE_DIR, else ./state: name any other directory
+        if self.state_dir == Path(os.environ.get("TINYWF_STATE_DIR") or "state"):
             return ""
         import shlex
 

@@ -35,9 +35,14 @@ STATUS_STYLE = {
 
 def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
     """The one place that decides colour and width: rich's own detection of a terminal,
-    ``NO_COLOR`` and ``COLUMNS``; highlighting off so values are shown as they are."""
+    ``NO_COLOR`` and ``COLUMNS``; highlighting off so values are shown as they are.
+
+    ``NO_COLOR`` (set and not empty) turns off every ANSI style, bold and dim included:
+    rich's own ``no_color`` drops only the colours.
+    """
+    plain = bool(os.environ.get("NO_COLOR"))
     return Console(file=file or (sys.stderr if stderr else sys.stdout), highlight=False,
-                   no_color="NO_COLOR" in os.environ or None)
+                   no_color=plain or None, color_system=None if plain else "auto")
 
 
 def ago(when: datetime | None, now: datetime) -> str:
@@ -102,7 +107,8 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
                 line.append(f"  times out {ago(pending.due_at, now)}", style="dim")
             out.append(line)
             command = resolve_command(doc.run_id, pending, state_hint, placeholder_for(expects))
-            out.append(Text.assemble(("    answer: ", "dim"), (command, "cyan")))
+            # one line however narrow the terminal: a wrapped command does not paste
+            out.append(Text.assemble(("    answer: ", "dim"), (command, "cyan"), no_wrap=True, overflow="ignore"))
         else:
             what = "timer" if pending.kind == "timer" else "retry of action"
             due = format_instant(pending.due_at) if pending.due_at else "?"

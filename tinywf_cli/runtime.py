@@ -172,8 +172,9 @@ class Runtime:
             run = self._load_for_change(run_id, "resolve")
             head = run.head
             pending = next((p for p in head.pending if p.resume_id == resume), None)
-            if pending is None:
-                pending = next((p for p in head.pending if p.kind == "event" and p.key == resume), None)
+            if pending is None:  # an event's key, else (to refuse it clearly) a timer's or retry's
+                pending = next((p for p in head.pending if p.kind == "event" and p.key == resume), None) \
+                    or next((p for p in head.pending if p.key == resume), None)
             if pending is None:
                 raise ResumeNotFound(run_id, resume, [p.resume_id for p in head.pending])
             if pending.kind != "event":
