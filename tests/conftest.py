@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clihelpers import Cli, InProcessCli, make_workspace
 
 from tinywf_cli import Runtime
 from tinywf_cli.clock import ManualClock
@@ -40,3 +41,15 @@ def open_runtime(state_dir: Path, clock: ManualClock) -> Callable[[], Runtime]:
         return Runtime(state_dir, clock=clock, lock_timeout=2)
 
     return open_
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """A workspace with the example and test flows, driven through the installed ``tinywf``."""
+    return Cli(make_workspace(tmp_path))
+
+
+@pytest.fixture
+def fast(cli: Cli) -> InProcessCli:
+    """The same workspace through ``main`` in this process: for setting runs up quickly."""
+    return InProcessCli(cli.workspace, cli.state_dir)

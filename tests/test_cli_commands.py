@@ -35,17 +35,6 @@ from clihelpers import (
 
 from tinywf_cli import __version__
 
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(make_workspace(tmp_path))
-
-
-@pytest.fixture
-def fast(cli: Cli) -> InProcessCli:
-    return InProcessCli(cli.workspace, cli.state_dir)
-
-
 # -- list -----------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ from clihelpers import (
     assert_error,
     at,
     describe,
-    make_workspace,
     snapshot,
 )
 
@@ -29,17 +28,6 @@ with Runtime(sys.argv[1]).store.lock(sys.argv[2], 5):
     print("locked", flush=True)
     sys.stdin.read()
 """
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(make_workspace(tmp_path))
-
-
-@pytest.fixture
-def fast(cli: Cli) -> InProcessCli:
-    """The same workspace, driven through ``main`` in this process."""
-    return InProcessCli(cli.workspace, cli.state_dir)
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ stdout with exactly the contract's keys, times in UTC, through the installed com
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from clihelpers import (
     ADVANCED_KEYS,
     LIST_KEYS,
@@ -20,20 +17,8 @@ from clihelpers import (
     assert_times,
     at,
     describe,
-    make_workspace,
     one_document,
 )
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(make_workspace(tmp_path))
-
-
-@pytest.fixture
-def fast(cli: Cli) -> InProcessCli:
-    """The same workspace through ``main`` in this process: for setting runs up quickly."""
-    return InProcessCli(cli.workspace, cli.state_dir)
 
 
 def test_run_prints_the_run_document(cli: Cli) -> None:

@@ -7,23 +7,10 @@ import json
 import math
 import subprocess
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-from clihelpers import Cli, InProcessCli, at, clean_env, describe, make_workspace
+from clihelpers import Cli, InProcessCli, at, clean_env, describe
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(make_workspace(tmp_path))
-
-
-@pytest.fixture
-def fast(cli: Cli) -> InProcessCli:
-    """The same workspace through ``main`` in this process: for reading runs back."""
-    return InProcessCli(cli.workspace, cli.state_dir)
 
 
 def test_simple_finishes_with_its_computation(cli: Cli, fast: InProcessCli) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clihelpers import NOW, TINYWF, Cli, InProcessCli, clean_env, describe, make_workspace, run_in_pty
+from clihelpers import NOW, TINYWF, Cli, InProcessCli, clean_env, describe, run_in_pty
 
 pytestmark = pytest.mark.skipif(not hasattr(pty, "openpty"), reason="needs pseudo-terminals")
 
@@ -79,11 +79,6 @@ class Terminal:
             self.proc.kill()
             self.proc.wait()
         os.close(self.leader)
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(make_workspace(tmp_path))
 
 
 @pytest.fixture
