@@ -1,0 +1,99 @@
+"""The DBOS Transact side of the comparison: the same workloads as DBOS workflows and steps.
+
+DBOS keeps its state in a SQLite system database at its default settings (rollback
+journal ``journal_mode=DELETE``, ``synchronous=FULL``); only the log level is lowered so
+that it prints as little as tinywf does.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dbos import DBOS, DBOSConfig
+
+from effects import effect
+
+
+def config(database: Path) -> DBOSConfig:
+    """DBOS configured in code: a SQLite system database at ``database``, offline, quiet."""
+    return {
+        "name": "tinywf-bench",
+        "system_database_url": f"sqlite:///{database}",
+        "log_level": "WARNING",
+    }
+
+
+def launch(database: Path) -> None:
+    """Create and launch DBOS on ``database`` (launching recovers workflows left pending)."""
+    DBOS(config=config(database))
+    DBOS.launch()
+
+
+def shutdown() -> None:
+    """Stop DBOS, keeping the registered workflows for the next launch."""
+    DBOS.destroy(destroy_registry=False)
+
+
+@DBOS.step()
+def echo(value: int) -> int:
+    """A step that does nothing but return its input."""
+    return value
+
+
+@DBOS.workflow()
+def one_step() -> int:
+    """A workflow of one step."""
+    return echo(1)
+
+
+@DBOS.workflow()
+def three_steps() -> int:
+    """A workflow of three steps."""
+    echo(1)
+    echo(2)
+    return echo(3)
+
+
+@DBOS.workflow()
+def n_steps(n: int) -> int:
+    """A workflow of ``n`` sequential steps."""
+    total = 0
+    for i in range(n):
+        total += echo(i)
+    return total
+
+
+@DBOS.workflow()
+def await_answer() -> float:
+    """Waits for a message on topic ``go``; returns ``perf_counter()`` when it arrived."""
+    DBOS.recv("go", timeout_seconds=60)
+    return time.perf_counter()
+
+
+@DBOS.step()
+def effect_step(number: int, log_path: str) -> int:
+    """``effects.effect`` as a DBOS step."""
+    return effect(number, log_path)
+
+
+@DBOS.workflow()
+def five_steps(log_path: str) -> int:
+    """Five steps, for the crash-recovery workload."""
+    for number in range(1, 6):
+        effect_step(number, log_path)
+    return 5
+
+
+def sqlite_settings(database: Path) -> str:
+    """``journal_mode`` and ``synchronous`` as a fresh connection to ``database`` sees them."""
+    import sqlite3
+
+    connection = sqlite3.connect(database)
+    try:
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = connection.execute("PRAGMA synchronous").fetchone()[0]
+    finally:
+        connection.close()
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return f"journal_mode={str(mode).upper()}, synchronous={names.get(sync, sync)}"
