@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "procs"))
 import store_flows
 from proc_harness import snapshot
 
-from tinywf_cli import InvalidRunId, Runtime, StorageError
+from tinywf_cli import InvalidRunId, Runtime, StorageError, filestore
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.filestore import MAX_RECORD_BYTES, FileStore
 
@@ -116,12 +116,18 @@ def run_files(state: Path, run_id: str = "r1") -> dict[str, object]:
 
 
 @pytest.fixture
-def two_runs(tmp_path: Path) -> tuple[Path, bytes]:
-    """``r1`` and ``r2``, both waiting on a timer that is due at LATER; returns the state dir and r1's record."""
+def two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, bytes]:
+    """``r1`` and ``r2``, both waiting on a timer that is due at LATER; returns the state dir and r1's record.
+
+    Their entries are written to their journals (no tail kept in the records), so that the
+    journals have something to damage.
+    """
     state = tmp_path / "state"
     rt = Runtime(state, clock=ManualClock(T0))
-    rt.start(f"{FLOWS}:Alarm", run_id="r1")
-    rt.start(f"{FLOWS}:Alarm", run_id="r2")
+    with monkeypatch.context() as patch:
+        patch.setattr(filestore, "TAIL_BYTES", 0)
+        rt.start(f"{FLOWS}:Alarm", run_id="r1")
+        rt.start(f"{FLOWS}:Alarm", run_id="r2")
     return state, (state / "r1.json").read_bytes()
 
 

@@ -2,12 +2,15 @@
 
 Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files collide):
 
-- ``R.json``     the record: the run's head and how much of its journal is committed.
-  Replaced atomically at every checkpoint (temp file, fsync, rename, fsync of the
-  directory), so it stays small whatever the history.
+- ``R.json``     the record: the run's head, how much of its journal is committed, and the
+  *tail*: the latest journal entries, not yet moved to the journal. Replaced atomically at
+  every checkpoint (temp file, fsync, rename, fsync of the directory), so a checkpoint is
+  one atomic write; the tail is bounded (``TAIL_BYTES``), so the record stays small
+  whatever the history.
 - ``R.journal``  append-only JSON lines: audit entries and the records of step visits.
-  Bytes past the committed size (a writer killed mid-append) are ignored by readers and
-  cut off by the next writer; bytes before it never change.
+  When the tail outgrows its bound, it is appended here (and synced) before the record
+  that empties it is written. Bytes past the committed size (a writer killed between the
+  two) are ignored by readers and cut off by the next writer; bytes before it never change.
 - ``R.lock``     the ``filelock.FileLock`` that guards every change.
 - ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
   the run's next writer (or removed by ``tick`` when the run never got a record).
@@ -41,6 +44,8 @@ from tinywf_cli.values import dumps
 
 #: Records larger than this are refused rather than read (and never written).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: Journal entries kept in the record until they outgrow this; then they go to the journal.
+TAIL_BYTES = 8 * 1024
 FORMAT = 1
 INDEX_DIR = ".due"
 #: Where a missing due index is rebuilt before it is renamed into place, and the lock for that.
@@ -56,6 +61,8 @@ class _Meta:
     size: int
     visit_start: int
     due_name: str | None
+    #: The record's tail: encoded journal entries not yet in the journal (one JSON text each).
+    tail: list[bytes]
 
 
 def _problem(exc: OSError) -> str:
@@ -208,7 +215,8 @@ class FileStore:
         finally:
             os.close(fd)
         head, meta = self._parse_record(path, run_id, b"".join(chunks))
-        if self._holding(run_id):
+        if self._holding(run_id):  # a writer's read: what it commits next must agree with the journal
+            self._check_journal(run_id, meta.size)
             self._meta[run_id] = meta
         return head, meta
 
@@ -232,6 +240,9 @@ class FileStore:
                 or not _is_int(journal.get("visit_start"))
                 or not 0 <= journal["visit_start"] <= journal["size"]):
             raise StorageError(path, "has no valid journal position (corrupt run record)")
+        tail = doc.get("tail", [])
+        if not isinstance(tail, list) or not all(isinstance(e, dict) and len(e) == 1 for e in tail):
+            raise StorageError(path, "has a malformed tail of journal entries (corrupt run record)")
         try:
             head = head_from_json(doc["run"])
         except ValidationError as exc:
@@ -240,7 +251,8 @@ class FileStore:
             raise StorageError(path, f"is not a valid run record ({where}: {first['msg']})") from None
         if head.run_id != run_id:
             raise StorageError(path, f"holds run '{head.run_id}', not '{run_id}'")
-        return head, _Meta(journal["size"], journal["visit_start"], _due_name(index_due(head), run_id))
+        return head, _Meta(journal["size"], journal["visit_start"], _due_name(index_due(head), run_id),
+                           [dumps(e).encode() for e in tail])
 
     def _read_journal(self, run_id: str, start: int, end: int) -> list[Entry]:
         path = self.journal_path(run_id)
@@ -281,14 +293,35 @@ class FileStore:
             raise StorageError(path, "is corrupt: an entry is nested too deeply") from None
         return entries
 
+    def _check_journal(self, run_id: str, size: int) -> None:
+        """Refuse a journal the record does not agree with, without reading it."""
+        path = self.journal_path(run_id)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            if size == 0:
+                return
+            raise StorageError(path, f"is missing, but its record says it holds {size} bytes") from None
+        except OSError as exc:
+            raise StorageError(path, f"cannot read the run's journal: {_problem(exc)}") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise StorageError(path, "cannot read the run's journal: it is a symlink; refusing to follow it (ELOOP)")
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(path, "is not a regular file")
+        if info.st_size < size:
+            raise StorageError(path, f"is shorter than its record says ({info.st_size} < {size} bytes)")
+
     def head(self, run_id: str) -> RunHead:
         """The run's head (record only)."""
         return self._read_record(run_id)[0]
 
     def load(self, run_id: str) -> LoadedRun:
-        """Head and current visit's slots."""
+        """Head and current visit's slots (from the journal and the record's tail)."""
         head, meta = self._read_record(run_id)
-        entries = self._read_journal(run_id, meta.visit_start, meta.size)
+        tail = [json.loads(line) for line in meta.tail]
+        starts = [i for i, entry in enumerate(tail) if "visit" in entry]
+        # a visit that began after the journal's last entry lies wholly in the tail
+        entries = tail[starts[-1]:] if starts else self._read_journal(run_id, meta.visit_start, meta.size) + tail
         try:
             slots = fold_slots(entries)
         except (KeyError, TypeError, ValueError) as exc:
@@ -298,7 +331,8 @@ class FileStore:
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """Every audit entry, oldest first."""
         _, meta = self._read_record(run_id)
-        return [e["log"] for e in self._read_journal(run_id, 0, meta.size) if "log" in e]
+        entries = self._read_journal(run_id, 0, meta.size) + [json.loads(line) for line in meta.tail]
+        return [e["log"] for e in entries if "log" in e]
 
     def run_ids(self) -> list[str]:
         """Ids of every ``*.json`` record in the state directory (names outside the run-id charset are no runs)."""
@@ -319,10 +353,13 @@ class FileStore:
         if os.path.lexists(path):
             raise RunExists(head.run_id)
         # a journal without a record is a leftover of a create that never committed: size 0 cuts it off
-        self._commit(head, entries, _Meta(0, 0, None))
+        self._commit(head, entries, _Meta(0, 0, None, []))
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Append ``entries`` to the journal, then atomically replace the record."""
+        """Atomically replace the record with ``head`` and ``entries`` added to its tail.
+
+        A tail grown past ``TAIL_BYTES`` is first appended to the journal and synced.
+        """
         run_id = head.run_id
         meta = self._meta.get(run_id) if self._holding(run_id) else None
         if meta is None:
@@ -332,37 +369,39 @@ class FileStore:
     def _commit(self, head: RunHead, entries: Sequence[Entry], meta: _Meta) -> None:
         run_id = head.run_id
         path = self.record_path(run_id)
-        lines, size, visit_start = self._journal_lines(meta, entries)
-        record = (f'{{"tinywf":{FORMAT},"journal":{{"size":{size},"visit_start":{visit_start}}},'
-                  f'"run":{head_to_json(head)}}}\n').encode()
+        tail = meta.tail + [dumps(entry).encode() for entry in entries]
+        size, visit_start = meta.size, meta.visit_start
+        flush = sum(len(line) + 1 for line in tail) > TAIL_BYTES
+        if flush:
+            data, size, visit_start = self._journal_bytes(meta, tail)
+            tail = []
+        record = (b'{"tinywf":%d,"journal":{"size":%d,"visit_start":%d},"tail":[%b],"run":%b}\n'
+                  % (FORMAT, size, visit_start, b",".join(tail), head_to_json(head).encode()))
         if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
             raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
                                      f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")
         due_name = _due_name(index_due(head), run_id)
         if due_name is not None and due_name != meta.due_name:
             self._index_add(run_id, due_name)
-        if lines:
-            self._append(run_id, meta.size, lines)
+        if flush:
+            self._append(run_id, meta.size, data)
         self._replace(path, run_id, record)
         old = meta.due_name
-        new = _Meta(size, visit_start, due_name)
+        new = _Meta(size, visit_start, due_name, tail)
         if self._holding(run_id):
             self._meta[run_id] = new
         if old is not None and old != due_name:
             self._index_remove(old)
 
     @staticmethod
-    def _journal_lines(meta: _Meta, entries: Sequence[Entry]) -> tuple[bytes, int, int]:
-        """The bytes to append, the journal's new size and where the current visit starts."""
-        lines = []
+    def _journal_bytes(meta: _Meta, tail: list[bytes]) -> tuple[bytes, int, int]:
+        """The tail as journal lines: the bytes to append, the new size, where the visit starts."""
         offset, visit_start = meta.size, meta.visit_start
-        for entry in entries:
-            line = (dumps(entry) + "\n").encode()
-            if "visit" in entry:
+        for line in tail:
+            if line.startswith(b'{"visit":'):
                 visit_start = offset
-            offset += len(line)
-            lines.append(line)
-        return b"".join(lines), offset, visit_start
+            offset += len(line) + 1
+        return b"".join(line + b"\n" for line in tail), offset, visit_start
 
     def _append(self, run_id: str, size: int, data: bytes) -> None:
         path = self.journal_path(run_id)
