@@ -31,7 +31,8 @@ from sample_flows import AwaitAnswer, Loop, ManyActions, ThreeActions, ThreeStep
 from tinywf_cli import Runtime, Workflow
 from tinywf_cli.testing import ManualClock
 
-TINYWF_DURABILITY = "FileStore: fsync per checkpoint (journal fdatasync; record fsync, rename, dir fsync)"
+TINYWF_DURABILITY = ("FileStore: every checkpoint an atomic, fsynced record write (temp fsync, rename, dir "
+                     "fsync); its tail of entries appended to the journal + fdatasync every ~8 KiB")
 THROUGHPUT_GOAL = 4.0
 FLAT_GOAL = 1.3
 FLOOR_GOAL = 2.0
@@ -170,9 +171,10 @@ def sequential_steps(bench: Bench, dbos: Dbos, section: Section) -> None:
         table.add(f"{n:,}", row["loop"].cell(3), row["actions"].cell(3), row["dbos"].cell(3),
                   row["floor"].cell(3), ratio(row["loop"].median, row["dbos"].median),
                   ratio(row["loop"].median, row["floor"].median))
-    section.note(f"**C2. One workflow of N sequential durable steps.** tinywf's flat form is one step visited "
-                 "N times with one action per visit (two checkpoints per visit: the action, then the "
-                 "transition); the other form is one visit with N actions (one checkpoint per action). "
+    section.note(f"**C2. One workflow of N sequential durable steps.** tinywf runs it two ways: one step "
+                 "visit with N actions (one checkpoint per action; what a DBOS workflow of N steps is), and "
+                 "one step visited N times with one action per visit (two checkpoints per visit: the "
+                 "action, then the transition). "
                  f"Durability: tinywf {TINYWF_DURABILITY}; DBOS {dbos.durability}. The floor is one atomic "
                  f"replace ({len(record):,} bytes, tinywf's record) per step. {bench.reps} samples, alternating.")
     section.table(table)
@@ -183,13 +185,16 @@ def sequential_steps(bench: Bench, dbos: Dbos, section: Section) -> None:
                       ("dbos", "DBOS"), ("engine", "tinywf engine, no store")):
         flat.add(name, small[key].cell(3), large[key].cell(3), ratio(large[key].median, small[key].median))
     section.table(flat)
-    growth = large["loop"].median / small["loop"].median
-    section.goal(f"C2 flat: {sizes[-1]:,} within {FLAT_GOAL}× of {base_n:,} (N visits × 1 action)",
-                 growth <= FLAT_GOAL, f"{growth:.2f}×")
-    to_floor = large["loop"].median / large["floor"].median
-    section.goal(f"C2 ≤ {FLOOR_GOAL:.0f}× the floor per step (N = {sizes[-1]:,}, N visits × 1 action)",
-                 to_floor <= FLOOR_GOAL,
-                 f"{num(large['loop'].median, 3)} vs {num(large['floor'].median, 3)} ms = {to_floor:.2f}×")
+    # One visit with N actions is what a DBOS workflow of N steps is (one function, N durable
+    # steps); the loop form adds a transition checkpoint per step. Both are held to the goals.
+    for key, form in (("actions", "1 visit × N actions"), ("loop", "N visits × 1 action")):
+        growth = large[key].median / small[key].median
+        section.goal(f"C2 flat: {sizes[-1]:,} within {FLAT_GOAL}× of {base_n:,} ({form})",
+                     growth <= FLAT_GOAL, f"{growth:.2f}×")
+        to_floor = large[key].median / large["floor"].median
+        section.goal(f"C2 ≤ {FLOOR_GOAL:.0f}× the floor per step (N = {sizes[-1]:,}, {form})",
+                     to_floor <= FLOOR_GOAL,
+                     f"{num(large[key].median, 3)} vs {num(large['floor'].median, 3)} ms = {to_floor:.2f}×")
 
     floor_table = Table([f"per step, N = {sizes[-1]:,}", "durability", "checkpoints per step", "ms",
                          "vs disk floor"])

@@ -69,6 +69,14 @@ def new_run_id(cls: type) -> str:
     return f"{_run_id_prefix(cls.__name__)}-{secrets.token_hex(4)}"
 
 
+def due_now(head: RunHead, now: datetime) -> bool:
+    """Whether a run (read under its lock) is for ``tick`` to advance: left running by a dead
+    process, or waiting on something due by ``now``."""
+    if head.status == "running":
+        return True
+    return head.status == "waiting" and head.wake_at is not None and head.wake_at <= now
+
+
 def own_doc(cls: type) -> str | None:
     """The class's own docstring, cleaned (not one inherited from ``Workflow``)."""
     text = cls.__dict__.get("__doc__")
@@ -256,12 +264,9 @@ class Runtime:
 
     def _advance_locked(self, run_id: str, now: datetime) -> RunHead:
         run = self.store.load(run_id)
-        head = run.head
-        if head.status == "running":
-            self._engine(self._class_of(head), run).advance(recover=True)
-        elif head.status == "waiting" and head.wake_at is not None and head.wake_at <= now:
-            self._engine(self._class_of(head), run).advance()
-        return head
+        if due_now(run.head, now):
+            self._engine(self._class_of(run.head), run).advance(recover=run.head.status == "running")
+        return run.head
 
     def tick(self, limit: int | None = None) -> TickReport:
         """Advance every due run (timers, retry delays, event timeouts) and recover dead ones.
@@ -281,13 +286,11 @@ class Runtime:
                         self.store.forget(run_id)
                         continue
                     head = run.head
-                    recover = head.status == "running"
-                    if not recover and not (head.status == "waiting" and head.wake_at is not None
-                                            and head.wake_at <= now):
+                    if not due_now(head, now):
                         self.store.sync_index(head)  # stale entry: the run is not due
                         continue
                     report.due += 1
-                    self._engine(self._class_of(head), run).advance(recover=recover)
+                    self._engine(self._class_of(head), run).advance(recover=head.status == "running")
                 report.advanced.append(TickAdvanced(run_id=run_id, status=head.status))
             except RunLocked:
                 report.due += 1
