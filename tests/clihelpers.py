@@ -250,12 +250,17 @@ class Cli:
                  env: Mapping[str, str] | None = None, state_dir: bool = True,
                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run ``tinywf ARGS`` (``--state-dir`` goes right after the command's name)."""
+        argv, environment = self.prepare(args, now, env, state_dir)
+        return subprocess.run([TINYWF, *argv], cwd=self.workspace, env=environment, input=input,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def prepare(self, args: tuple[str, ...], now: str | None, env: Mapping[str, str] | None,
+                state_dir: bool) -> tuple[list[str], dict[str, str]]:
+        """The command line (with ``--state-dir`` after the command's name) and its environment."""
         argv = list(args)
         if state_dir and argv and not argv[0].startswith("-"):
             argv[1:1] = ["--state-dir", str(self.state_dir)]
-        environment = clean_env(TINYWF_NOW=now or self.now, **dict(env or {}))
-        return subprocess.run([TINYWF, *argv], cwd=self.workspace, env=environment, input=input,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return argv, clean_env(TINYWF_NOW=now or self.now, **dict(env or {}))
 
     def json(self, *args: str, code: int = 0, **kwargs: Any) -> Any:
         """Run a command with ``--json``; check its exit code and return its one document."""
@@ -279,10 +284,7 @@ class InProcessCli(Cli):
                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
         from tinywf_cli.cli import main
 
-        argv = list(args)
-        if state_dir and argv and not argv[0].startswith("-"):
-            argv[1:1] = ["--state-dir", str(self.state_dir)]
-        environment = clean_env(TINYWF_NOW=now or self.now, **dict(env or {}))
+        argv, environment = self.prepare(args, now, env, state_dir)
         out, err = io.StringIO(), io.StringIO()
         saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
         os.environ.clear()
