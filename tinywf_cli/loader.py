@@ -152,6 +152,7 @@ class FlowLoader:
     def __init__(self) -> None:
         self._modules: dict[Path, types.ModuleType] = {}
         self._classes: dict[tuple[str | None, str | None, str], WorkflowClass] = {}
+        self._registered: dict[WorkflowClass, tuple[FlowRef, str]] = {}
 
     def load(self, spec: str) -> tuple[WorkflowClass, FlowRef, str]:
         """``path.py[:Class]`` -> (class, reference to store, name to show)."""
@@ -169,6 +170,9 @@ class FlowLoader:
 
     def register(self, cls: WorkflowClass) -> tuple[FlowRef, str]:
         """Remember a class given directly; returns its reference and display name."""
+        known = self._registered.get(cls)
+        if known is not None:
+            return known
         file = getattr(sys.modules.get(cls.__module__), "__file__", None)
         if cls.__module__.startswith("tinywf_flow_") and file:
             ref = FlowRef(file=file, cls=cls.__qualname__)
@@ -177,6 +181,7 @@ class FlowLoader:
             ref = FlowRef(module=cls.__module__, cls=cls.__qualname__)
             shown = f"{cls.__module__}:{cls.__qualname__}"
         self._classes[(ref.file, ref.module, ref.cls)] = cls
+        self._registered[cls] = ref, shown
         return ref, shown
 
     def resolve(self, ref: FlowRef, run_id: str) -> WorkflowClass:

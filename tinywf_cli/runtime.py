@@ -80,7 +80,13 @@ def due_now(head: RunHead, now: datetime) -> bool:
 def own_doc(cls: type) -> str | None:
     """The class's own docstring, cleaned (not one inherited from ``Workflow``)."""
     text = cls.__dict__.get("__doc__")
-    return inspect.cleandoc(text) if isinstance(text, str) and text.strip() else None
+    return clean_doc(text) if isinstance(text, str) and text.strip() else None
+
+
+@functools.lru_cache(maxsize=256)
+def clean_doc(text: str) -> str:
+    """``inspect.cleandoc``, remembered: a flow's docstring is stored with every run it starts."""
+    return inspect.cleandoc(text)
 
 
 class Runtime:
