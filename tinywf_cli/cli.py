@@ -57,6 +57,11 @@ LockTimeout = Annotated[
                  help="How long to wait for a run's lock before exiting 4."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+ReadLockTimeout = Annotated[
+    float,
+    typer.Option("--lock-timeout", min=0, metavar="SECONDS",
+                 help="Accepted like every command that touches a run; reading takes no lock, so it never waits."),
+]
 RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)]
 NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt, even with a terminal on stdin.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait out timers and retry delays in this process, "
@@ -419,6 +424,7 @@ def show(
     run_id: RunId,
     state_dir: StateDir = None,
     as_json: Json = False,
+    lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
     debug: Debug = False,
 ) -> None:
     """Show RUN: workflow, status, step, state, pending resumes, error and audit timeline.
@@ -447,6 +453,7 @@ def list_runs(
                                                help="Only runs in this status: " + ", ".join(STATUSES))] = None,
     state_dir: StateDir = None,
     as_json: Json = False,
+    lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
     debug: Debug = False,
 ) -> None:
     """List all runs, newest first: id, workflow, status, step, updated.
@@ -626,6 +633,7 @@ def graph(
                                                help="Mark the steps this run visited, and how often.")] = None,
     state_dir: StateDir = None,
     as_json: Json = False,
+    lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
     debug: Debug = False,
 ) -> None:
     """Draw FLOW's steps and transitions, read from its source without running it.
