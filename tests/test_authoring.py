@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from tinywf_cli import FlowDefinitionError, InvalidValue, Workflow, signal, step
+from tinywf_cli import FlowDefinitionError, InvalidValue, RunExists, Workflow, signal, step
 from tinywf_cli.testing import MemoryRuntime
 from tinywf_cli.workflow import Command
 
@@ -464,3 +464,19 @@ def test_engine_logs_its_own_entries(rt: MemoryRuntime) -> None:
     assert log_types(rt, run.run_id) == [
         "start", "action", "wait_begin", "signal", "wait_end", "transition", "finish",
     ]
+
+
+def test_a_generated_run_id_that_is_taken_is_drawn_again(rt: MemoryRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinywf_cli import runtime
+
+    class Once(Workflow):
+        @step
+        def only(self) -> None:
+            return None
+
+    ids = iter(["once-taken", "once-taken", "once-fresh"])
+    monkeypatch.setattr(runtime, "new_run_id", lambda cls: next(ids))
+    assert rt.start(Once).run_id == "once-taken"
+    assert rt.start(Once).run_id == "once-fresh"  # the second draw collided, the third did not
+    with pytest.raises(RunExists):
+        rt.start(Once, run_id="once-taken")  # an id the user gave is never replaced

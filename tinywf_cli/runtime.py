@@ -22,6 +22,7 @@ from tinywf_cli.errors import (
     InvalidValue,
     NotAnEvent,
     ResumeNotFound,
+    RunExists,
     RunLocked,
     RunNotFound,
     StatusConflict,
@@ -171,14 +172,22 @@ class Runtime:
         state = encode_state_input(cls, input)
         start = cls.__tinywf_start__
         assert start is not None
-        rid = run_id or new_run_id(cls)
-        now = self.clock.now()
-        head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
-                       step=start, state=state, visit_state=state, created_at=now, updated_at=now)
-        with self._locked(rid, create=True):
-            self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])
-            self._engine(cls, LoadedRun(head)).advance()
-        return RunDocument.of(head)
+        drawn = 0
+        while True:
+            rid = run_id or new_run_id(cls)
+            now = self.clock.now()
+            head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
+                           step=start, state=state, visit_state=state, created_at=now, updated_at=now)
+            with self._locked(rid, create=True):
+                try:
+                    self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])
+                except RunExists:
+                    drawn += 1
+                    if run_id or drawn == 8:
+                        raise
+                    continue  # a generated id that is taken: draw another
+                self._engine(cls, LoadedRun(head)).advance()
+            return RunDocument.of(head)
 
     def resolve(self, run_id: str, resume: str, value: Any) -> RunDocument:
         """Answer a pending event (by resume id or event key) and advance the run."""
