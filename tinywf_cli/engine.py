@@ -466,33 +466,35 @@ class Engine:
 
     # -- actions
 
-    def attempt(self, action: Action, slot: Slot) -> Any:
-        """Run one attempt of ``action`` and record its outcome in ``slot``; returns the stored value.
-
-        On failure the slot is left ``retrying`` (with its due time) or ``failed``; the
-        caller decides whether to wait or fail the run.
-        """
-        slot.attempt += 1
+    def attempt(self, action: Action, slot: Slot) -> None:
+        """Run one attempt of ``action`` here and record its outcome in ``slot``."""
         try:
             result = run_callable(action.fn, action.args, action.kwargs)
         except Exception as exc:
-            self.record_failure(action, slot, exc)
-            return None
-        return self.record_result(action, slot, result)
+            self.record_attempt(action, slot, error=exc)
+        else:
+            self.record_attempt(action, slot, result=result)
 
-    def record_result(self, action: Action, slot: Slot, result: Any) -> Any:
-        """Store a successful result in the slot; fail the run if it is not JSON."""
+    def record_attempt(self, action: Action, slot: Slot, result: Any = None,
+                       error: Exception | None = None) -> None:
+        """Count one attempt and record its outcome in ``slot``: ``done`` (and audited), or on
+        failure ``retrying`` (with its due time) or ``failed``; a result that is not JSON fails.
+        The caller commits, and decides whether to wait or fail the run."""
+        slot.attempt += 1
+        if error is not None:
+            self.record_failure(action, slot, error)
+            return
         try:
             slot.value = to_json_value(result)
         except NotJSON as exc:
             slot.status = "failed"
             slot.error = {"type": "NotJSON", "message": str(exc)}
-            return None
+            return
         slot.status = "done"
         slot.error = None
         slot.due_at = None
         slot.resume_id = None
-        return slot.value
+        self.audit("action", {"key": slot.key, "attempt": slot.attempt})
 
     def record_failure(self, action: Action, slot: Slot, exc: Exception) -> None:
         """Record a failed attempt: retry later, or out of attempts."""
@@ -535,7 +537,6 @@ class Engine:
             self.attempt(action, slot)
             self.put(slot)
             if slot.status == "done":
-                self.audit("action", {"key": slot.key, "attempt": slot.attempt})
                 self.commit()
             elif slot.status == "retrying" and (slot.due() or self.now()) <= self.now():
                 self.commit()  # retry at once; a later delay is committed by the pause
@@ -590,17 +591,10 @@ class Engine:
             futures = {pool.submit(run_callable, a.fn, a.args, a.kwargs): a for a in actions}
             for future in concurrent.futures.as_completed(futures):
                 action = futures[future]
-                part = parts[action.key]
-                part.attempt += 1
                 exc = future.exception()
-                if exc is None:
-                    self.record_result(action, part, future.result())
-                    if part.status == "done":
-                        self.audit("action", {"key": part.key, "attempt": part.attempt})
-                elif isinstance(exc, Exception):
-                    self.record_failure(action, part, exc)
-                else:
+                if exc is not None and not isinstance(exc, Exception):
                     raise exc
+                self.record_attempt(action, parts[action.key], None if exc else future.result(), exc)
                 self.put(slot)
                 self.commit()
 
