@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure import Scratch
+from tinywf_cli.errors import RunNotFound
 from tinywf_cli.filestore import FileStore
+from tinywf_cli.journal import Entry
 from tinywf_cli.model import RunHead
-from tinywf_cli.store import Entry, MemoryStore
+from tinywf_cli.store import LoadedRun, MemoryStore, RunSession
 
 
 @dataclass
@@ -27,18 +30,64 @@ class Bench:
         return quick if self.quick else full
 
 
-class NullStore(MemoryStore):
-    """A store that keeps nothing: what the engine costs with no store at all.
+class NullSession:
+    """A session that keeps nothing."""
 
-    Only ``create`` and ``commit`` are used by a run that never waits; everything else is
-    ``MemoryStore``'s, so the class keeps up with the store interface.
-    """
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def load(self) -> LoadedRun:
+        """Never called by a run that never waits."""
+        raise RunNotFound(self.run_id)
 
     def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Keep nothing."""
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Keep nothing."""
+
+    def delete(self) -> None:
+        """Nothing to delete."""
+
+
+class NullStore(MemoryStore):
+    """A store that keeps nothing: what the engine costs with no store at all.
+
+    A run that never waits only creates and commits through its session; everything else
+    is ``MemoryStore``'s, so the class keeps up with the store interface.
+    """
+
+    @contextmanager
+    def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
+        """A session that keeps nothing (and takes no lock)."""
+        yield NullSession(run_id)
+
+
+class CountingSession:
+    """A file store session that counts its durable checkpoints."""
+
+    def __init__(self, inner: RunSession, store: CountingStore) -> None:
+        self.inner = inner
+        self.store = store
+        self.run_id = inner.run_id
+
+    def load(self) -> LoadedRun:
+        """Load."""
+        return self.inner.load()
+
+    def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
+        """Count, then store the new run."""
+        self.store.checkpoints += 1
+        self.inner.create(head, entries)
+
+    def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
+        """Count, then commit."""
+        self.store.checkpoints += 1
+        self.inner.commit(head, entries)
+
+    def delete(self) -> None:
+        """Delete."""
+        self.inner.delete()
 
 
 class CountingStore(FileStore):
@@ -48,12 +97,8 @@ class CountingStore(FileStore):
         super().__init__(root)
         self.checkpoints = 0
 
-    def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Count, then store the new run."""
-        self.checkpoints += 1
-        super().create(head, entries)
-
-    def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Count, then commit."""
-        self.checkpoints += 1
-        super().commit(head, entries)
+    @contextmanager
+    def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
+        """A counting session."""
+        with super().open(run_id, timeout, create=create) as session:
+            yield CountingSession(session, self)

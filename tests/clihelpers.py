@@ -29,7 +29,8 @@ NOW = "2026-01-01T00:00:00Z"
 #: The installed console script (the virtual environment's, else the one on PATH).
 TINYWF = shutil.which("tinywf", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}") or "tinywf"
 
-RUN_KEYS = {"run_id", "workflow", "status", "step", "state", "pending", "error", "created_at", "updated_at"}
+RUN_KEYS = {"run_id", "workflow", "version", "status", "step", "state", "pending", "error", "parent",
+            "created_at", "updated_at"}
 SHOW_KEYS = RUN_KEYS | {"logs"}
 PENDING_KEYS = {"resume_id", "kind", "key", "request", "due_at"}
 LOG_KEYS = {"at", "step", "type", "values"}
@@ -389,7 +390,7 @@ def assert_run_document(doc: Any, keys: set[str] = RUN_KEYS) -> dict[str, Any]:
     assert isinstance(doc, dict) and set(doc) == keys, sorted(doc) if isinstance(doc, dict) else doc
     for pending in doc["pending"]:
         assert set(pending) == PENDING_KEYS, pending
-        assert pending["kind"] in ("event", "timer", "retry")
+        assert pending["kind"] in ("event", "timer", "retry", "child")
     if doc["error"] is not None:
         assert set(doc["error"]) == ERROR_KEYS, doc["error"]
     for entry in doc.get("logs", []):

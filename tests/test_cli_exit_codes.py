@@ -24,7 +24,7 @@ HOLD_LOCK = """
 import sys
 from tinywf_cli import Runtime
 
-with Runtime(sys.argv[1]).store.lock(sys.argv[2], 5):
+with Runtime(sys.argv[1]).store.open(sys.argv[2], 5):
     print("locked", flush=True)
     sys.stdin.read()
 """

@@ -263,10 +263,10 @@ def test_bad_run_ids_are_refused_before_any_file_access(tmp_path: Path, run_id: 
             call()
         assert caught.value.exit_code == 2
     store = FileStore(state)
-    for method in (store.head, store.load, store.history, store.record_path, store.forget):
+    for method in (store.head, store.load, store.history, store.entries, store.record_path):
         with pytest.raises(InvalidRunId):
             method(run_id)
-    with pytest.raises(InvalidRunId), store.lock(run_id, 0):
+    with pytest.raises(InvalidRunId), store.open(run_id, 0):
         pass
     assert not state.exists()
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commit_hooks import on_commit
 
 from tinywf_cli import EventTimeout, Retry, Runtime, Workflow, step
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.engine import MAX_RECOVERIES
+from tinywf_cli.journal import AuditEntry
 from tinywf_cli.testing import MemoryRuntime
 from tinywf_cli.workflow import Command
 
@@ -192,7 +194,7 @@ def test_a_running_run_whose_lock_is_held_is_skipped_by_tick(rt: MemoryRuntime) 
     STEPS["a"] = Script(DIE, "A")
     with pytest.raises(ProcessDied):
         rt.start(Pipeline, run_id="p")
-    with rt.store.lock("p", 0):  # another process is advancing it
+    with rt.store.open("p", 0):  # another process is advancing it
         report = rt.tick()
     assert report.advanced == []
     assert [s.run_id for s in report.skipped] == ["p"]
@@ -206,13 +208,11 @@ class KillAfter:
     """Wraps a memory store's commit: the process "dies" right after commit number ``n`` (once)."""
 
     def __init__(self, rt: MemoryRuntime, n: int) -> None:
-        self.inner = rt.store.commit
         self.n = n
         self.count = 0
-        rt.store.commit = self  # type: ignore[method-assign]
+        on_commit(rt.store, self)
 
     def __call__(self, head: Any, entries: Any) -> None:
-        self.inner(head, entries)
         self.count += 1
         if self.count == self.n:
             raise ProcessDied()
@@ -224,8 +224,7 @@ def test_a_death_in_a_parallel_after_one_part_finished_runs_only_the_other_again
 
     class Watch(KillAfter):
         def __call__(self, head: Any, entries: Any) -> None:
-            self.inner(head, entries)
-            if any(e.get("log", {}).get("values", {}).get("key") == "fast" for e in entries):
+            if any(isinstance(e, AuditEntry) and e.values.get("key") == "fast" for e in entries):
                 fast_saved.set()
 
     def slow() -> str:
@@ -307,15 +306,12 @@ class Killer:
         self.count = 0
 
     def wrap(self, runtime: Runtime) -> Runtime:
-        inner = runtime.store.commit
-
         def commit(head: Any, entries: Any) -> None:
-            inner(head, entries)
             self.count += 1
             if self.count == self.n:
                 raise ProcessDied()
 
-        runtime.store.commit = commit  # type: ignore[method-assign]
+        on_commit(runtime.store, commit)
         return runtime
 
 

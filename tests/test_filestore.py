@@ -19,13 +19,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "procs"))
 
 import store_flows
+from commit_hooks import on_commit
 from proc_harness import EFFECTS_ENV, memory_folder, read_effects, run_forked
 
 from tinywf_cli import RunNotFound, Runtime, StorageError, filestore
+from tinywf_cli import record as record_format
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.filestore import FileStore
+from tinywf_cli.journal import Entry
 from tinywf_cli.model import RunHead
-from tinywf_cli.store import Entry
 
 FLOWS = Path(store_flows.__file__)
 T0 = "2026-01-01T00:00:00Z"
@@ -45,12 +47,13 @@ class MeasuredStore(FileStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.commits: list[tuple[int, int, int]] = []
+        self.journal_sizes: dict[str, int] = {}
+        on_commit(self, self.measure)
 
-    def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
+    def measure(self, head: RunHead, entries: Sequence[Entry]) -> None:
         journal = self.journal_path(head.run_id)
-        before = journal.stat().st_size if journal.exists() else 0
-        super().commit(head, entries)
-        after = journal.stat().st_size if journal.exists() else 0
+        before = self.journal_sizes.get(head.run_id, 0)
+        after = self.journal_sizes[head.run_id] = journal.stat().st_size if journal.exists() else 0
         self.commits.append((head.visit, self.record_path(head.run_id).stat().st_size, after - before))
 
 
@@ -94,19 +97,19 @@ def test_checkpoints_stay_the_same_size_over_1000_visits(memory_dir: Path) -> No
     journal = (tmp_path / "state" / "loop.journal").stat().st_size
     assert journal > 20 * record_late  # the history is all there, in the journal
     reads: list[int] = []
-    real = FileStore._read_journal
+    real = FileStore.read_journal
 
     def measured(self: FileStore, run_id: str, start: int, end: int) -> list[Entry]:
         reads.append(end - start)
         return real(self, run_id, start, end)
 
-    FileStore._read_journal = measured  # type: ignore[method-assign]
+    FileStore.read_journal = measured  # type: ignore[method-assign]
     try:
         loaded = FileStore(tmp_path / "state").load("loop")
         read_to_load = sum(reads)
         logs = rt.get("loop").logs
     finally:
-        FileStore._read_journal = real  # type: ignore[method-assign]
+        FileStore.read_journal = real  # type: ignore[method-assign]
     assert len(loaded.slots) == 1 and read_to_load < 1000  # loading reads the current visit only
     assert sum(1 for log in logs if log.type == "visited") == 1000  # show still has the whole audit log
     assert sum(1 for log in logs if log.type == "transition") == 999
@@ -172,14 +175,14 @@ def test_a_reader_thread_never_rewinds_a_writer(tmp_path: Path, monkeypatch: pyt
     done = threading.Event()
     errors: list[BaseException] = []
     writer = threading.get_ident()
-    parse = FileStore._parse_record
+    parse = record_format.parse_record
 
-    def slow_parse(self: FileStore, path: Path, run_id: str, data: bytes) -> Any:
+    def slow_parse(path: Path, run_id: str, data: bytes) -> Any:
         if threading.get_ident() != writer:
             time.sleep(0.0015)
-        return parse(self, path, run_id, data)
+        return parse(path, run_id, data)
 
-    monkeypatch.setattr(FileStore, "_parse_record", slow_parse)
+    monkeypatch.setattr(record_format, "parse_record", slow_parse)
 
     def show() -> None:
         while not done.is_set():
@@ -218,9 +221,9 @@ class CountingStore(FileStore):
         super().__init__(root)
         self.reads = []
 
-    def _read_record(self, run_id: str) -> Any:
+    def read_record(self, run_id: str) -> Any:
         self.reads.append(run_id)
-        return super()._read_record(run_id)
+        return super().read_record(run_id)
 
 
 @pytest.fixture

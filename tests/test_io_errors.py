@@ -88,10 +88,11 @@ def waiting_run(tmp_path: Path) -> Iterator[tuple[Runtime, Path]]:
 
 
 FAILURES = [
-    ("open", errno.ENOSPC, tmp_file, "r1.json"),
-    ("write", errno.ENOSPC, tmp_file, "r1.json"),
-    ("write", errno.EIO, tmp_file, "r1.json"),
-    ("fsync", errno.EIO, tmp_file, "r1.json"),
+    # a failure on the temp file names it; a failed rename names the record
+    ("open", errno.ENOSPC, tmp_file, "r1~.tmp"),
+    ("write", errno.ENOSPC, tmp_file, "r1~.tmp"),
+    ("write", errno.EIO, tmp_file, "r1~.tmp"),
+    ("fsync", errno.EIO, tmp_file, "r1~.tmp"),
     ("replace", errno.EIO, tmp_file, "r1.json"),
     ("replace", errno.ENOSPC, tmp_file, "r1.json"),
     ("pwrite", errno.ENOSPC, journal, "r1.journal"),
@@ -299,7 +300,7 @@ def test_running_out_of_inodes_keeps_the_old_record(small_disk: Path) -> None:
         assert exc.errno == errno.ENOSPC
     with pytest.raises(StorageError) as caught:
         rt.signal("r1", "bump", by=1)
-    assert "ENOSPC" in caught.value.message and str(state / "r1.json") in caught.value.message
+    assert "ENOSPC" in caught.value.message and str(state / "r1~.tmp") in caught.value.message
     assert (state / "r1.json").read_bytes() == record
     for path in made:
         path.unlink()

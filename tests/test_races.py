@@ -130,7 +130,7 @@ def test_the_lock_excludes_other_processes(tmp_path: Path, exists: bool) -> None
                 wait()
                 store = FileStore(root)
                 for _ in range(20):
-                    with store.lock("r1", 30):
+                    with store.open("r1", 30):
                         value = int(counter.read_text())
                         time.sleep(0.0005)
                         counter.write_text(str(value + 1))

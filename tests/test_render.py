@@ -81,7 +81,8 @@ def test_show_view_shows_the_error_of_a_failed_run(rt: MemoryRuntime) -> None:
 
 def test_a_resolve_line_per_pending_event() -> None:
     doc = RunDocument(
-        run_id="order-17", workflow="flows/checkout.py:Checkout", status="waiting", step="approve", state={},
+        run_id="order-17", workflow="flows/checkout.py:Checkout", version=1, parent=None, status="waiting",
+        step="approve", state={},
         pending=[PendingResume(resume_id="approval@2", kind="event", key="approval",
                                request={"question": "Ship it?"}, due_at=T0 + timedelta(days=2)),
                  PendingResume(resume_id="note@2", kind="event", key="note", request={})],
@@ -158,11 +159,13 @@ def test_make_console_with_no_color_writes_no_ansi_codes(monkeypatch: pytest.Mon
     monkeypatch.setenv("FORCE_COLOR", "1")  # even where colour would be forced
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
     console = make_console(io.StringIO())
-    console.print(run_outcome(RunDocument(run_id="r", workflow="w", status="failed", step="s", state={}, pending=[],
+    console.print(run_outcome(RunDocument(run_id="r", workflow="w", version=1, parent=None, status="failed", step="s",
+                                          state={}, pending=[],
                                           error=ErrorInfo(type="E", message="m"), created_at=T0, updated_at=T0), T0))
     assert "\x1b[" not in console.file.getvalue()  # type: ignore[attr-defined]
     monkeypatch.delenv("NO_COLOR")
     coloured = make_console(io.StringIO())
-    coloured.print(run_outcome(RunDocument(run_id="r", workflow="w", status="failed", step="s", state={},
+    coloured.print(run_outcome(RunDocument(run_id="r", workflow="w", version=1, parent=None, status="failed", step="s",
+                                           state={},
                                            pending=[], error=None, created_at=T0, updated_at=T0), T0))
     assert "\x1b[" in coloured.file.getvalue()  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
-    from tinywf_cli.model import RunDocument
+    from tinywf_cli.model import RunDocument, TickReport
     from tinywf_cli.runtime import Runtime
 
 T = TypeVar("T")
@@ -45,10 +45,15 @@ app = typer.Typer(
 
 # -- shared options, defined once -------------------------------------------------------
 
+StoreTarget = Annotated[
+    str | None,
+    typer.Option("--store", metavar="TARGET",
+                 help="Where runs live: a directory, or a postgresql:// URL. Default: --state-dir, "
+                      "else $TINYWF_STORE, else $TINYWF_STATE_DIR, else ./state."),
+]
 StateDir = Annotated[
-    Path | None,
-    typer.Option("--state-dir", envvar="TINYWF_STATE_DIR", show_envvar=True, metavar="DIR",
-                 help="Where runs live. Default: $TINYWF_STATE_DIR, else ./state."),
+    str | None,
+    typer.Option("--state-dir", metavar="DIR", help="The state directory (the same as --store DIR)."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 LockTimeout = Annotated[
@@ -73,8 +78,9 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 class Session:
     """What one command invocation shares: its runtime, consoles and output mode."""
 
-    def __init__(self, state_dir: Path | None, as_json: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
-        self.state_dir = state_dir if state_dir is not None else Path("state")
+    def __init__(self, store: str | None, state_dir: str | None, as_json: bool,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        self.target = store_target(store, state_dir)
         self.as_json = as_json
         self.lock_timeout = lock_timeout
         self._runtime: Runtime | None = None
@@ -85,7 +91,7 @@ class Session:
         if self._runtime is None:
             from tinywf_cli.runtime import Runtime
 
-            self._runtime = Runtime(self.state_dir, lock_timeout=self.lock_timeout)
+            self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout)
         return self._runtime
 
     @property
@@ -97,13 +103,15 @@ class Session:
 
     @property
     def state_hint(self) -> str:
-        """``--state-dir X`` for ready-to-paste commands, when X is not what they would find anyway."""
-        # a pasted command finds $TINYWF_STATE_DIR, else ./state: name any other directory
-        if self.state_dir == Path(os.environ.get("TINYWF_STATE_DIR") or "state"):
+        """``--state-dir X`` (or ``--store URL``) for ready-to-paste commands, when X is not what
+        they would find anyway."""
+        if self.target == store_target(None, None):
             return ""
         import shlex
 
-        return f" --state-dir {shlex.quote(str(self.state_dir))}"
+        if is_url(self.target):
+            return f" --store {shlex.quote(self.runtime.store.target)}"
+        return f" --state-dir {shlex.quote(self.target)}"
 
     @contextlib.contextmanager
     def flow_output(self) -> Iterator[None]:
@@ -123,6 +131,22 @@ class Session:
         """Run a runtime call with flow output redirected as needed."""
         with self.flow_output():
             return fn()
+
+
+def is_url(target: str) -> bool:
+    """Whether a store target is a database URL rather than a directory."""
+    return "://" in target
+
+
+def store_target(store: str | None, state_dir: str | None) -> str:
+    """Where runs live: ``--store``, else ``--state-dir``, else ``$TINYWF_STORE``, else
+    ``$TINYWF_STATE_DIR``, else ``./state``."""
+    for given, what in ((store, "--store"), (state_dir, "--state-dir")):
+        if given is not None:
+            if not given.strip():
+                raise BadInput(f"{what} is empty: name a directory (or a postgresql:// URL)")
+            return given
+    return os.environ.get("TINYWF_STORE") or os.environ.get("TINYWF_STATE_DIR") or "state"
 
 
 def strict_json(text: str) -> Any:
@@ -247,20 +271,14 @@ def wait_out(session: Session, doc: RunDocument) -> RunDocument:
 
 def countdown(console: Console, rt: Runtime, seconds: float, label: str) -> None:
     """Wait ``seconds`` on the runtime's clock, showing what is awaited and how long is left."""
-    from tinywf_cli.clock import ManualClock
     from tinywf_cli.render import span
 
-    if isinstance(rt.clock, ManualClock) or not console.is_terminal:
+    if not console.is_terminal:
         console.print(f"[dim]{label}: {span(seconds)}[/dim]", highlight=False)
         rt.clock.sleep(seconds)
         return
-    import time
-
-    end = time.monotonic() + seconds
     with console.status(f"{label}: {span(seconds)} left") as status:
-        while (left := end - time.monotonic()) > 0:
-            status.update(f"{label}: {span(max(left, 0.0))} left")
-            time.sleep(min(left, 0.25))
+        rt.clock.sleep(seconds, lambda left: status.update(f"{label}: {span(max(left, 0.0))} left"))
 
 
 def drive(session: Session, doc: RunDocument, *, wait: bool, no_input: bool) -> RunDocument:
@@ -310,6 +328,7 @@ def run(
                                                help="Give the run this id (default: generated).")] = None,
     wait: Wait = False,
     no_input: NoInput = False,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -324,7 +343,7 @@ def run(
     Example:
         tinywf run flows/guess_game.py --input '{"number": 42}'
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     data = parse_object(input, "--input")
     doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
@@ -340,6 +359,7 @@ def resolve(
                                               "A VALUE starting with - goes after --.")],
     wait: Wait = False,
     no_input: NoInput = False,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -352,7 +372,7 @@ def resolve(
         tinywf resolve guess_game-1a2b3c4d ask_0 50
         tinywf resolve RUN approval -- -1
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     parsed = parse_value(value)
     doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
@@ -364,6 +384,7 @@ def send(
     key: Annotated[str, typer.Argument(metavar="KEY", help="The event key.", show_default=False)],
     value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False,
                                          help="JSON if it parses, else a string; - reads stdin.")],
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -377,7 +398,7 @@ def send(
     Example:
         tinywf send order-17 approval true
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     parsed = parse_value(value)
     # a failed run waits for nothing: the event is only queued (for after `tinywf retry`),
     # so the run's failure is not this command's (exit 0, not 1)
@@ -400,6 +421,7 @@ def signal_command(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The @signal method.", show_default=False)],
     args: Annotated[str | None, typer.Argument(metavar="[JSON-OBJECT]", show_default=False,
                                                help="The method's arguments, e.g. '{\"amount\": 3}'.")] = None,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -413,7 +435,7 @@ def signal_command(
     Example:
         tinywf signal sub-1 add_usage '{"item": "api-calls", "amount": 120}'
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     kwargs = parse_object(args, "the signal's arguments")
     doc = session.call(lambda: session.runtime.signal(run_id, name, **kwargs))
     finish(session, doc, advanced=False)
@@ -422,6 +444,7 @@ def signal_command(
 @app.command()
 def show(
     run_id: RunId,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -433,7 +456,7 @@ def show(
     Example:
         tinywf show guess_game-1a2b3c4d
     """
-    session = Session(state_dir, as_json)
+    session = Session(store, state_dir, as_json)
     doc = session.runtime.get(run_id)
     if as_json:
         session.emit(doc)
@@ -444,13 +467,14 @@ def show(
     session.console.print(show_view(doc, session.runtime.clock.now(), session.state_hint), crop=False)
 
 
-STATUSES = ("running", "waiting", "finished", "failed", "cancelled", "unreadable")
+STATUSES = ("running", "waiting", "paused", "blocked", "finished", "failed", "cancelled", "unreadable")
 
 
 @app.command(name="list")
 def list_runs(
     status: Annotated[str | None, typer.Option("--status", metavar="STATUS",
                                                help="Only runs in this status: " + ", ".join(STATUSES))] = None,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -466,7 +490,7 @@ def list_runs(
     """
     if status is not None and status not in STATUSES:
         raise BadInput(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
-    session = Session(state_dir, as_json)
+    session = Session(store, state_dir, as_json)
     runs = session.runtime.list(status)
     for problem in runs.problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -482,6 +506,7 @@ def list_runs(
 def tick(
     limit: Annotated[int | None, typer.Option("--limit", min=1, metavar="N",
                                               help="Advance at most N runs.")] = None,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -496,7 +521,7 @@ def tick(
     Example:
         * * * * *  cd /srv/app && tinywf tick --json >> tick.log
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     report = session.call(lambda: session.runtime.tick(limit))
     if as_json:
         session.emit(report)
@@ -506,30 +531,11 @@ def tick(
     session.console.print(tick_lines(report))
 
 
-def next_wait(rt: Runtime, poll: float) -> float:
-    """Seconds the worker waits before its next tick: until the next due time, at most ``poll``.
-
-    A due time already past means its run was skipped (locked by another process,
-    unreadable): wait ``poll`` rather than spin. A fixed clock (``$TINYWF_NOW``) is moved
-    to the next due time instead of being waited for.
-    """
-    from tinywf_cli.clock import ManualClock
-
-    next_due = rt.next_due()
-    now = rt.clock.now()
-    if next_due is None or next_due <= now:
-        return poll
-    seconds = (next_due - now).total_seconds()
-    if isinstance(rt.clock, ManualClock):
-        rt.clock.sleep(seconds)
-        return 0.01
-    return max(min(seconds, poll), 0.01)
-
-
 @app.command()
 def worker(
     poll: Annotated[float, typer.Option("--poll", min=0.01, metavar="SECONDS",
                                         help="Look for due runs at least this often.")] = 5.0,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -544,7 +550,7 @@ def worker(
     Example:
         tinywf worker --poll 10
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     rt = session.runtime
     stop = threading.Event()
 
@@ -556,19 +562,20 @@ def worker(
         if not as_json:
             from rich.text import Text
 
-            session.console.print(Text(f"worker: watching {session.state_dir} (Ctrl-C to stop)", style="dim"),
+            session.console.print(Text(f"worker: watching {rt.store.target} (Ctrl-C to stop)", style="dim"),
                                   soft_wrap=True)
-        while not stop.is_set():
-            report = session.call(lambda: rt.tick())
-            if report.due:
-                if as_json:
-                    sys.stdout.write(report.model_dump_json() + "\n")
-                    sys.stdout.flush()
-                else:
-                    from tinywf_cli.render import tick_lines
+        out = sys.stdout  # flow code's prints go to stderr with --json (Session.call); reports do not
 
-                    session.console.print(tick_lines(report))
-            stop.wait(next_wait(rt, poll))
+        def show_tick(report: TickReport) -> None:
+            if as_json:
+                out.write(report.model_dump_json() + "\n")
+                out.flush()
+            else:
+                from tinywf_cli.render import tick_lines
+
+                session.console.print(tick_lines(report))
+
+        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick))
     finally:
         for sig, handler in previous.items():
             signals.signal(sig, handler)
@@ -580,6 +587,7 @@ def worker(
 def cancel(
     run_id: RunId,
     reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why, for the audit log.")] = None,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -591,7 +599,7 @@ def cancel(
     Example:
         tinywf cancel order-17 --reason "customer asked"
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     finish(session, session.runtime.cancel(run_id, reason), advanced=False)
 
 
@@ -600,6 +608,7 @@ def retry(
     run_id: RunId,
     wait: Wait = False,
     no_input: NoInput = False,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -613,7 +622,7 @@ def retry(
     Example:
         tinywf retry order-17
     """
-    session = Session(state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout)
     doc = session.call(lambda: session.runtime.retry(run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
 
@@ -631,6 +640,7 @@ def graph(
                                      help="mermaid (a stateDiagram-v2) or dot (Graphviz).")] = "mermaid",
     run_id: Annotated[str | None, typer.Option("--run", metavar="RUN",
                                                help="Mark the steps this run visited, and how often.")] = None,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
@@ -655,7 +665,7 @@ def graph(
     workflow, shown = read_flow(flow)
     trace = None
     if run_id is not None:
-        trace = RunTrace.of(Session(state_dir, as_json).runtime.get(run_id))
+        trace = RunTrace.of(Session(store, state_dir, as_json).runtime.get(run_id))
         for warning in trace.mismatches(workflow):
             print(f"warning: {warning}", file=sys.stderr)
     for problem in workflow.problems:
@@ -669,6 +679,7 @@ def graph(
 @app.command()
 def schema(
     flow: FlowSpec,
+    store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     debug: Debug = False,

@@ -7,7 +7,9 @@ The engine and runtime take a :class:`Clock`; tests move a :class:`ManualClock`,
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -21,9 +23,17 @@ class Clock(Protocol):
         """The current time, timezone-aware, in UTC."""
         ...
 
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``; a manual clock advances instead."""
+    def sleep(self, seconds: float, progress: Callable[[float], None] | None = None) -> None:
+        """Wait ``seconds``, calling ``progress(seconds_left)`` now and then; a manual clock advances instead."""
         ...
+
+    def idle(self, until: datetime | None, poll: float, stop: threading.Event) -> None:
+        """Between two passes of a worker: wait until ``until`` (at most ``poll`` seconds) or ``stop``."""
+        ...
+
+
+#: The shortest wait between two passes of a worker, so that it never spins.
+MIN_IDLE = 0.01
 
 
 class SystemClock:
@@ -33,10 +43,21 @@ class SystemClock:
         """The current UTC time."""
         return datetime.now(UTC)
 
-    def sleep(self, seconds: float) -> None:
-        """Really sleep."""
-        if seconds > 0:
-            time.sleep(seconds)
+    def sleep(self, seconds: float, progress: Callable[[float], None] | None = None) -> None:
+        """Really sleep, reporting the time left four times a second."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if progress is not None:
+                progress(left)
+            time.sleep(min(left, 0.25) if progress is not None else left)
+
+    def idle(self, until: datetime | None, poll: float, stop: threading.Event) -> None:
+        """Wait until ``until`` or for ``poll`` seconds, whichever is sooner (``poll`` when ``until``
+        has passed: its run was skipped, and waiting beats spinning)."""
+        seconds = poll
+        if until is not None and until > self.now():
+            seconds = min((until - self.now()).total_seconds(), poll)
+        stop.wait(max(seconds, MIN_IDLE))
 
 
 class ManualClock:
@@ -66,10 +87,19 @@ class ManualClock:
         """Jump to an instant."""
         self._now = parse_instant(when) if isinstance(when, str) else as_utc(when)
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, progress: Callable[[float], None] | None = None) -> None:
         """Advance instead of sleeping."""
         if seconds > 0:
             self.advance(seconds)
+
+    def idle(self, until: datetime | None, poll: float, stop: threading.Event) -> None:
+        """Jump to ``until`` when it lies ahead (a moment of real time passes, for signals);
+        otherwise nothing is coming: really wait ``poll`` seconds."""
+        if until is not None and until > self._now:
+            self._now = until
+            stop.wait(MIN_IDLE)
+        else:
+            stop.wait(poll)
 
 
 def as_utc(when: datetime) -> datetime:

@@ -29,8 +29,8 @@ from tinywf_cli.errors import (
     SignalNotFound,
     TinyWFError,
 )
+from tinywf_cli.journal import AuditEntry, Entry, Slot, SlotEntry, VisitEntry
 from tinywf_cli.model import ErrorInfo, PendingResume, Recovery, RunHead
-from tinywf_cli.store import Entry
 from tinywf_cli.values import (
     NotJSON,
     adapter_for_type,
@@ -48,60 +48,6 @@ MAX_RECOVERIES = 5
 
 Save = Callable[[RunHead, list[Entry]], None]
 Outcome = Literal["continue", "paused", "finished", "failed"]
-
-
-@dataclass
-class Slot:
-    """What the run recorded for one command of the current visit (or one part of a parallel)."""
-
-    index: int
-    kind: str
-    key: str
-    status: str  # done | waiting | retrying | failed | timed_out | running
-    value: Any = None
-    due_at: str | None = None
-    attempt: int = 0
-    error: dict[str, str] | None = None
-    resume_id: str | None = None
-    request: dict[str, Any] | None = None
-    parts: dict[str, Slot] | None = None
-    expects: str | None = None
-    #: Signals received while the run was paused here, replayed when the replay gets here.
-    signals: list[dict[str, Any]] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The journal form."""
-        out: dict[str, Any] = {"index": self.index, "kind": self.kind, "key": self.key, "status": self.status}
-        for name in ("value", "due_at", "error", "resume_id", "request", "expects", "signals"):
-            item = getattr(self, name)
-            if item is not None:
-                out[name] = item
-        if self.attempt:
-            out["attempt"] = self.attempt
-        if self.parts is not None:
-            out["parts"] = {k: p.to_json() for k, p in self.parts.items()}
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Slot:
-        """Read the journal form back."""
-        parts = data.get("parts")
-        return cls(
-            index=data["index"], kind=data["kind"], key=data["key"], status=data["status"],
-            value=data.get("value"), due_at=data.get("due_at"), attempt=data.get("attempt", 0),
-            error=data.get("error"), resume_id=data.get("resume_id"), request=data.get("request"),
-            parts=None if parts is None else {k: cls.from_json(p) for k, p in parts.items()},
-            expects=data.get("expects"), signals=data.get("signals"),
-        )
-
-    @property
-    def open(self) -> bool:
-        """Whether the run is paused on this slot (not answered yet)."""
-        return self.status not in ("done", "timed_out")
-
-    def due(self) -> datetime | None:
-        """``due_at`` as a datetime."""
-        return None if self.due_at is None else datetime.fromisoformat(self.due_at)
 
 
 class _Stop(Exception):
@@ -193,11 +139,11 @@ def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 class Engine:
     """Advances one run loaded from a store: ``Engine(...).advance()``."""
 
-    def __init__(self, cls: type[Workflow[Any]], head: RunHead, slots: list[dict[str, Any]],
+    def __init__(self, cls: type[Workflow[Any]], head: RunHead, slots: list[Slot],
                  clock: Clock, save: Save) -> None:
         self.cls = cls
         self.head = head
-        self.slots = [Slot.from_json(s) for s in slots]
+        self.slots = slots
         self.clock = clock
         self.save = save
         self.entries: list[Entry] = []
@@ -217,14 +163,13 @@ class Engine:
         now = self.now()
         if now is not self._stamp[0]:  # a manual clock hands out the same instant until moved
             self._stamp = (now, format_instant(now))
-        self.entries.append({"log": {"at": self._stamp[1], "step": self.head.step, "type": type_,
-                                     "values": values}})
+        self.entries.append(AuditEntry(self._stamp[1], self.head.step, type_, values))
 
     def put(self, slot: Slot) -> None:
         """Record a slot (new or changed) for the next commit."""
         if slot.index == len(self.slots):
             self.slots.append(slot)
-        self.entries.append({"slot": slot.to_json()})
+        self.entries.append(SlotEntry(slot.to_json()))
 
     def commit(self) -> None:
         """Hand the head and queued entries to the store."""
@@ -373,7 +318,7 @@ class Engine:
         head.pending = []
         self._visit_json = None
         self.slots = []
-        self.entries.append({"visit": head.visit})
+        self.entries.append(VisitEntry(head.visit, name, state))
         self.commit()
         return "continue"
 
@@ -715,7 +660,7 @@ class Engine:
 
 
 def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[str, Any],
-                 clock: Clock, slots: list[dict[str, Any]]) -> list[Entry]:
+                 clock: Clock, slots: list[Slot]) -> list[Entry]:
     """Run ``@signal`` method ``name`` against the run's latest state; returns the entries to commit.
 
     Its change must survive a replay of the current step visit. A run paused on a slot (a
@@ -731,7 +676,7 @@ def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[
         stored = to_json_value(args)
     except NotJSON as exc:
         raise InvalidValue(f"signal '{name}': arguments must be JSON: {exc}") from None
-    paused = Slot.from_json(slots[-1]) if slots else None
+    paused = slots[-1] if slots else None
     if paused is not None and not paused.open:
         paused = None
     targets = [head.state] if paused is not None else [head.state, head.visit_state]
@@ -742,13 +687,13 @@ def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[
     entries: list[Entry] = []
     if paused is not None:
         paused.signals = [*(paused.signals or []), {"name": name, "args": stored}]
-        entries.append({"slot": paused.to_json()})
+        entries.append(SlotEntry(paused.to_json()))
         head.state = states[0]
     else:
         head.state, head.visit_state = states[0], keep_signal_result(head.state, head.visit_state, *states)
     at = format_instant(clock.now())
-    entries.append({"log": {"at": at, "step": head.step, "type": "signal", "values": {"name": name, "args": stored}}})
-    entries += [{"log": {"at": at, "step": head.step, "type": t, "values": v}} for t, v in live.logs]
+    entries.append(AuditEntry(at, head.step, "signal", {"name": name, "args": stored}))
+    entries += [AuditEntry(at, head.step, t, v) for t, v in live.logs]
     return entries
 
 
@@ -802,11 +747,10 @@ def signal_caller(fn: Callable[..., Any]) -> Callable[..., Any]:
     return cached
 
 
-def reset_failed_slots(slots: list[dict[str, Any]], now: datetime) -> list[Entry]:
+def reset_failed_slots(slots: list[Slot], now: datetime) -> list[Entry]:
     """For ``tinywf retry``: give failed actions of the visit a fresh set of attempts, due now."""
     entries: list[Entry] = []
-    for data in slots:
-        slot = Slot.from_json(data)
+    for slot in slots:
         targets = list(slot.parts.values()) if slot.parts is not None else [slot]
         changed = False
         for target in targets:
@@ -816,7 +760,7 @@ def reset_failed_slots(slots: list[dict[str, Any]], now: datetime) -> list[Entry
                 target.due_at = format_instant(now)
                 changed = True
         if changed:
-            entries.append({"slot": slot.to_json()})
+            entries.append(SlotEntry(slot.to_json()))
     return entries
 
 

@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
-ResumeKind = Literal["event", "timer", "retry"]
+Status = Literal["running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = ("running", "waiting", "paused", "blocked", "finished", "failed", "cancelled")
+ResumeKind = Literal["event", "timer", "retry", "child"]
+#: Runs that have ended: nothing changes them any more.
 ENDED: frozenset[str] = frozenset({"finished", "cancelled"})
 
 
@@ -87,6 +89,10 @@ class RunHead:
     created_at: datetime
     updated_at: datetime
     doc: str | None = None
+    #: The flow's ``version`` the run is at.
+    version: int = 1
+    #: The run that started this one (``self.child``), if any.
+    parent: str | None = None
     visit: int = 1
     visit_logs: int = 0
     pending: list[PendingResume] = field(default_factory=list)
@@ -119,11 +125,13 @@ class RunDocument(_Model):
 
     run_id: str
     workflow: str
+    version: int
     status: Status
     step: str
     state: Any
     pending: list[PendingResume]
     error: ErrorInfo | None
+    parent: str | None
     created_at: datetime
     updated_at: datetime
     #: What each pending event accepts, for prompts (not part of the JSON document).
@@ -133,8 +141,8 @@ class RunDocument(_Model):
     def of(cls, head: RunHead) -> RunDocument:
         """The document of a run record."""
         ids = {p.resume_id for p in head.pending}
-        return cls(run_id=head.run_id, workflow=head.workflow, status=head.status, step=head.step,
-                   state=head.state, pending=head.pending, error=head.error,
+        return cls(run_id=head.run_id, workflow=head.workflow, version=head.version, status=head.status,
+                   step=head.step, state=head.state, pending=head.pending, error=head.error, parent=head.parent,
                    created_at=head.created_at, updated_at=head.updated_at,
                    expects={k: v for k, v in head.expects.items() if k in ids})
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from tinywf_cli.errors import (
     StatusConflict,
     TinyWFError,
 )
+from tinywf_cli.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots
 from tinywf_cli.model import (
     ENDED,
     LogEntry,
@@ -41,7 +43,7 @@ from tinywf_cli.model import (
     TickReport,
     TickSkipped,
 )
-from tinywf_cli.store import Entry, LoadedRun, Store, fold_slots, is_run_id
+from tinywf_cli.store import LoadedRun, RunSession, Store, is_run_id, open_store
 from tinywf_cli.values import NotJSON, to_json_value
 
 if TYPE_CHECKING:
@@ -102,11 +104,7 @@ class Runtime:
 
     def __init__(self, store: str | Path | Store = "state", clock: Clock | None = None,
                  lock_timeout: float = 10) -> None:
-        if isinstance(store, str | Path):
-            from tinywf_cli.filestore import FileStore
-
-            store = FileStore(Path(store))
-        self.store: Store = store
+        self.store: Store = open_store(store)
         self.clock: Clock = clock if clock is not None else clock_from_env()
         self.lock_timeout = lock_timeout
         self._loader: FlowLoader | None = None
@@ -124,32 +122,31 @@ class Runtime:
     # -- helpers -------------------------------------------------------------------
 
     @contextmanager
-    def _locked(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[None]:
+    def _open(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[RunSession]:
         check_run_id(run_id)
-        with self.store.lock(run_id, self.lock_timeout if timeout is None else timeout, create=create):
-            yield
+        with self.store.open(run_id, self.lock_timeout if timeout is None else timeout, create=create) as run:
+            yield run
 
     def _class_of(self, head: RunHead) -> WorkflowClass:
         return self.loader.resolve(head.flow, head.run_id)
 
-    def _engine(self, cls: WorkflowClass, run: LoadedRun) -> Engine:
+    def _engine(self, cls: WorkflowClass, run: LoadedRun, session: RunSession) -> Engine:
         from tinywf_cli.engine import Engine
 
-        return Engine(cls, run.head, run.slots, self.clock, self.store.commit)
+        return Engine(cls, run.head, run.slots, self.clock, session.commit)
 
-    def _commit(self, head: RunHead, entries: list[Entry]) -> None:
+    def _commit(self, session: RunSession, head: RunHead, entries: list[Entry]) -> None:
         head.updated_at = self.clock.now()
         head.progress += 1
-        self.store.commit(head, entries)
+        session.commit(head, entries)
 
-    def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> Entry:
-        return {"log": {"at": format_instant(self.clock.now()), "step": head.step, "type": type_,
-                        "values": values}}
+    def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> AuditEntry:
+        return AuditEntry(format_instant(self.clock.now()), head.step, type_, values)
 
-    def _load_for_change(self, run_id: str, command: str) -> LoadedRun:
-        run = self.store.load(run_id)
+    def _load_for_change(self, session: RunSession, command: str) -> LoadedRun:
+        run = session.load()
         if run.head.status in ENDED:
-            raise StatusConflict(run_id, run.head.status, command)
+            raise StatusConflict(session.run_id, run.head.status, command)
         return run
 
     # -- starting and answering runs ---------------------------------------------
@@ -178,21 +175,22 @@ class Runtime:
             now = self.clock.now()
             head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
                            step=start, state=state, visit_state=state, created_at=now, updated_at=now)
-            with self._locked(rid, create=True):
+            with self._open(rid, create=True) as session:
                 try:
-                    self.store.create(head, [self._log(head, "start", {"workflow": shown}), {"visit": 1}])
+                    session.create(head, [self._log(head, "start", {"workflow": shown}),
+                                          VisitEntry(1, start, state)])
                 except RunExists:
                     drawn += 1
                     if run_id or drawn == 8:
                         raise
                     continue  # a generated id that is taken: draw another
-                self._engine(cls, LoadedRun(head)).advance()
+                self._engine(cls, LoadedRun(head), session).advance()
             return RunDocument.of(head)
 
     def resolve(self, run_id: str, resume: str, value: Any) -> RunDocument:
         """Answer a pending event (by resume id or event key) and advance the run."""
-        with self._locked(run_id):
-            run = self._load_for_change(run_id, "resolve")
+        with self._open(run_id) as session:
+            run = self._load_for_change(session, "resolve")
             head = run.head
             pending = next((p for p in head.pending if p.resume_id == resume), None)
             if pending is None:  # an event's key, else (to refuse it clearly) a timer's or retry's
@@ -204,55 +202,55 @@ class Runtime:
                 raise NotAnEvent(f"'{resume}' is a {pending.kind}, not an event: it resumes by itself "
                                  f"when due ({format_instant(pending.due_at) if pending.due_at else '?'}); "
                                  "`tinywf tick` advances due runs")
-            self._engine(self._class_of(head), run).advance(resolving=(pending.resume_id, value))
+            self._engine(self._class_of(head), run, session).advance(resolving=(pending.resume_id, value))
         return RunDocument.of(head)
 
     def send(self, run_id: str, key: str, value: Any) -> RunDocument:
         """Deliver event ``key``: resolve its pending wait, or queue it for the wait to come."""
-        with self._locked(run_id):
-            run = self._load_for_change(run_id, "send an event to")
+        with self._open(run_id) as session:
+            run = self._load_for_change(session, "send an event to")
             head = run.head
             pending = next((p for p in head.pending if p.kind == "event" and p.key == key), None)
             if pending is not None:
-                self._engine(self._class_of(head), run).advance(resolving=(pending.resume_id, value))
+                self._engine(self._class_of(head), run, session).advance(resolving=(pending.resume_id, value))
                 return RunDocument.of(head)
             try:
                 stored = to_json_value(value)
             except NotJSON as exc:
                 raise InvalidValue(f"event '{key}': {exc}") from None
             head.inbox.setdefault(key, []).append(stored)
-            self._commit(head, [self._log(head, "event_queued", {"key": key})])
+            self._commit(session, head, [self._log(head, "event_queued", {"key": key})])
         return RunDocument.of(head)
 
     def signal(self, run_id: str, name: str, /, **args: Any) -> RunDocument:
         """Call the ``@signal`` method ``name`` on the run's latest state, under its lock."""
-        with self._locked(run_id):
-            run = self.store.load(run_id)
+        with self._open(run_id) as session:
+            run = session.load()
             head = run.head
             if head.status in ENDED:
                 raise StatusConflict(run_id, head.status, f"signal '{name}'")
             from tinywf_cli.engine import apply_signal
 
             entries = apply_signal(self._class_of(head), head, name, args, self.clock, run.slots)
-            self._commit(head, entries)
+            self._commit(session, head, entries)
         return RunDocument.of(head)
 
     def cancel(self, run_id: str, reason: str | None = None) -> RunDocument:
         """Cancel a run that has not ended; nothing stays pending."""
-        with self._locked(run_id):
-            head = self.store.head(run_id)
+        with self._open(run_id) as session:
+            head = session.load().head
             if head.status in ENDED:
                 raise StatusConflict(run_id, head.status, "cancel")
             head.status = "cancelled"
             head.pending = []
             head.wake_at = None
-            self._commit(head, [self._log(head, "cancel", {"reason": reason} if reason else {})])
+            self._commit(session, head, [self._log(head, "cancel", {"reason": reason} if reason else {})])
         return RunDocument.of(head)
 
     def retry(self, run_id: str) -> RunDocument:
         """Restart a failed run from its failed step visit; cached actions stay cached."""
-        with self._locked(run_id):
-            run = self.store.load(run_id)
+        with self._open(run_id) as session:
+            run = session.load()
             head = run.head
             if head.status != "failed":
                 raise StatusConflict(run_id, head.status, "retry")
@@ -264,54 +262,52 @@ class Runtime:
             head.error = None
             head.recovery = Recovery()
             entries.append(self._log(head, "retried", {"visit": head.visit}))
-            self._commit(head, entries)
-            run.slots = fold_slots([{"slot": s} for s in run.slots] + entries)
-            self._engine(cls, run).advance()
+            self._commit(session, head, entries)
+            run.slots = fold_slots([SlotEntry(s.to_json()) for s in run.slots] + entries)
+            self._engine(cls, run, session).advance()
         return RunDocument.of(head)
 
     # -- due work -----------------------------------------------------------------------
 
     def advance(self, run_id: str, *, timeout: float | None = None) -> RunDocument:
         """Advance one run if it is due (or recover it if its process died); else leave it."""
-        with self._locked(run_id, timeout):
-            head = self._advance_locked(run_id, self.clock.now())
-        return RunDocument.of(head)
+        with self._open(run_id, timeout) as session:
+            run = session.load()
+            if due_now(run.head, self.clock.now()):
+                self._engine(self._class_of(run.head), run, session).advance(recover=run.head.status == "running")
+        return RunDocument.of(run.head)
 
-    def _advance_locked(self, run_id: str, now: datetime) -> RunHead:
-        run = self.store.load(run_id)
-        if due_now(run.head, now):
-            self._engine(self._class_of(run.head), run).advance(recover=run.head.status == "running")
-        return run.head
-
-    def tick(self, limit: int | None = None) -> TickReport:
+    def tick(self, limit: int | None = None, *, stop: threading.Event | None = None) -> TickReport:
         """Advance every due run (timers, retry delays, event timeouts) and recover dead ones.
 
-        Runs locked by another process are skipped and reported, never waited for.
+        Runs locked by another process are skipped and reported, never waited for; so is a
+        run that cannot be read or loaded: one bad run never stops the others. With
+        ``stop``, the pass ends after the run in progress once it is set.
         """
         now = self.clock.now()
         report = TickReport(due=0)
         for run_id in self.store.due(now):
-            if limit is not None and len(report.advanced) >= limit:
+            if (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set()):
                 break
+            counted = False
             try:
-                with self.store.lock(run_id, 0):
+                with self.store.open(run_id, 0) as session:
                     try:
-                        run = self.store.load(run_id)
+                        run = session.load()
                     except RunNotFound:  # a create that never committed left an index entry
-                        self.store.forget(run_id)
                         continue
                     head = run.head
                     if not due_now(head, now):
-                        self.store.sync_index(head)  # stale entry: the run is not due
-                        continue
+                        continue  # a stale index entry: the session drops it
                     report.due += 1
-                    self._engine(self._class_of(head), run).advance(recover=head.status == "running")
+                    counted = True
+                    self._engine(self._class_of(head), run, session).advance(recover=head.status == "running")
                 report.advanced.append(TickAdvanced(run_id=run_id, status=head.status))
             except RunLocked:
                 report.due += 1
                 report.skipped.append(TickSkipped(run_id=run_id, reason="locked by another process"))
             except TinyWFError as exc:
-                report.due += 1
+                report.due += 0 if counted else 1
                 report.skipped.append(TickSkipped(run_id=run_id, reason=exc.message))
         return report
 
@@ -319,13 +315,28 @@ class Runtime:
         """When the earliest waiting run will be due (for ``worker``)."""
         return self.store.next_due()
 
+    def work(self, stop: threading.Event, *, poll: float = 5.0,
+             on_tick: Callable[[TickReport], None] | None = None) -> None:
+        """Tick until ``stop`` is set, waiting on the runtime's clock until the next due time
+        (at most ``poll`` seconds) between passes: ``tinywf worker`` is this loop.
+
+        A pass ends after the run in progress once ``stop`` is set. ``on_tick`` receives the
+        report of each pass that found due runs.
+        """
+        while not stop.is_set():
+            report = self.tick(stop=stop)
+            if report.due and on_tick is not None:
+                on_tick(report)
+            if not stop.is_set():
+                self.clock.idle(self.next_due(), poll, stop)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, run_id: str) -> ShowDocument:
         """A run with its whole audit log (``tinywf show``)."""
         check_run_id(run_id)
         head = self.store.head(run_id)
-        logs = [LogEntry.model_validate(e) for e in self.store.history(run_id)]
+        logs = [LogEntry.model_validate(e.document()) for e in self.store.history(run_id)]
         doc = RunDocument.of(head)
         return ShowDocument(**dict(doc), logs=logs, doc=head.doc)
 

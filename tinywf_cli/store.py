@@ -1,30 +1,36 @@
-"""The store interface the engine and runtime depend on, and the in-memory store.
+"""The store interface the runtime depends on, and the in-memory store.
 
-A store keeps, per run, a small *head* (``RunHead``, rewritten at every checkpoint) and an
-append-only *journal* of entries: ``{"log": {...}}`` audit entries, ``{"slot": {...}}``
-records of the current step visit, and ``{"visit": n}`` markers where a visit begins.
-Loading a run returns the head and the slots since the last visit marker, so a
-checkpoint never rewrites the audit log or past visits.
+A store keeps, per run, a small *head* (``RunHead``, replaced at every commit) and an
+append-only journal of typed entries (``tinywf_cli.journal``). Every change to a run goes
+through a :class:`RunSession`, which a store hands out holding the run's lock::
 
-A second backend (say PostgreSQL) implements :class:`Store`; nothing else changes.
+    with store.open(run_id, timeout) as run:
+        loaded = run.load()
+        run.commit(loaded.head, entries)
+
+What the session knows (the lock, where the journal ends) lives in the session, so a
+commit can only come from whoever holds the run. Reading (``head``, ``history``) takes no
+lock. Each store keeps its own indexes in step with the heads it commits; nothing outside
+a store repairs them. ``open_store`` picks the store for a target: a directory
+(``FileStore``), a ``postgresql://`` URL, or a store object.
 """
 
 from __future__ import annotations
 
 import marshal
+import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound
+from tinywf_cli.journal import AuditEntry, Entry, Slot, entry_from_json, fold_slots, visit_start
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
-
-#: A journal entry: exactly one of ``{"log": …}``, ``{"slot": …}``, ``{"visit": n}``.
-Entry = dict[str, Any]
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,7 +49,7 @@ class LoadedRun:
     """A run as the engine needs it: its head and the current visit's slots, in order."""
 
     head: RunHead
-    slots: list[dict[str, Any]] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
 
 
 def index_due(head: RunHead) -> datetime | None:
@@ -55,50 +61,56 @@ def index_due(head: RunHead) -> datetime | None:
     return None
 
 
-def fold_slots(entries: Sequence[Entry]) -> list[dict[str, Any]]:
-    """The current visit's slots from journal entries after the visit marker (later wins)."""
-    slots: list[dict[str, Any]] = []
-    for entry in entries:
-        slot = entry.get("slot")
-        if slot is None:
-            continue
-        index = slot["index"]
-        if index == len(slots):
-            slots.append(slot)
-        elif index < len(slots):
-            slots[index] = slot
-        else:
-            raise ValueError(f"slot {index} recorded before slot {len(slots)}")
-    return slots
+class RunSession(Protocol):
+    """One run, held: its lock (or claim) is held for as long as the session is open."""
 
+    run_id: str
 
-class Store(Protocol):
-    """Where runs live. Every change to a run happens inside ``lock(run_id)``."""
-
-    def lock(self, run_id: str, timeout: float, *, create: bool = False) -> Any:
-        """A context manager holding the run's lock; raises RunLocked after ``timeout`` s.
-
-        ``create=True`` when the lock guards the creation of a new run.
-        """
+    def load(self) -> LoadedRun:
+        """The head and the current visit's slots; raises RunNotFound or StorageError."""
         ...
 
     def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Store a new run (under its lock); raises RunExists."""
+        """Store a new run; raises RunExists."""
         ...
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Durably replace the head and append ``entries`` to the journal, atomically."""
+        """Durably replace the head and append ``entries``, atomically; raises StorageError."""
         ...
 
-    def load(self, run_id: str) -> LoadedRun:
-        """The head and current visit's slots; raises RunNotFound or StorageError."""
+    def delete(self) -> None:
+        """Remove the run and everything kept for it."""
+        ...
+
+
+class Store(Protocol):
+    """Where runs live. Every change to a run happens inside ``open(run_id)``."""
+
+    @property
+    def target(self) -> str:
+        """What names this store for a user: a directory, or a URL without its password."""
+        ...
+
+    def open(self, run_id: str, timeout: float, *, create: bool = False) -> AbstractContextManager[RunSession]:
+        """A session holding the run's lock; raises RunLocked after ``timeout`` seconds.
+
+        ``create=True`` when the session is to create a new run.
+        """
         ...
 
     def head(self, run_id: str) -> RunHead:
-        """Just the head (no journal read); raises RunNotFound or StorageError."""
+        """The run's head, read without its lock; raises RunNotFound or StorageError."""
         ...
 
-    def history(self, run_id: str) -> list[dict[str, Any]]:
+    def load(self, run_id: str) -> LoadedRun:
+        """The head and the current visit's slots, read without the run's lock (dry replays)."""
+        ...
+
+    def entries(self, run_id: str) -> list[Entry]:
+        """Every journal entry of the run, oldest first, read without its lock."""
+        ...
+
+    def history(self, run_id: str) -> list[AuditEntry]:
         """Every audit entry of the run, oldest first."""
         ...
 
@@ -114,14 +126,28 @@ class Store(Protocol):
         """The earliest time any run will be due, or ``None``."""
         ...
 
-    def sync_index(self, head: RunHead) -> None:
-        """Make the due index agree with ``head`` (drop stale entries); called under the lock."""
+    def secret(self, name: str) -> bytes:
+        """A random key kept in the store under ``name`` (made on first use, readable by its owner only)."""
         ...
 
-    def forget(self, run_id: str) -> None:
-        """Drop what a run without a record left behind (index entries of a create that never
-        committed); called under the run's lock once ``load`` said RunNotFound."""
+    def close(self) -> None:
+        """Release what the store holds open (connections); it may be used again after."""
         ...
+
+
+def open_store(target: str | Path | Store) -> Store:
+    """The store a target names: a ``postgresql://`` URL, a directory, or a store object as it is."""
+    if not isinstance(target, str | Path):
+        return target
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from tinywf_cli.pgstore import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+
+        store: Store = PostgresStore(text)
+        return store
+    from tinywf_cli.filestore import FileStore
+
+    return FileStore(Path(text))
 
 
 class MemoryStore:
@@ -133,50 +159,53 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._heads: dict[str, str] = {}
-        # one serialised list of entries per commit (marshal: C-fast, and the engine only hands
-        # over JSON values); the visit starts at (commit, entry)
+        # one serialised list of entries per commit (marshal: C-fast; entries are JSON values);
+        # the current visit starts at (commit, entry)
         self._journals: dict[str, list[bytes]] = {}
         self._visit_start: dict[str, tuple[int, int]] = {}
         self._due: dict[str, datetime] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._secrets: dict[str, bytes] = {}
         self._guard = threading.Lock()
 
+    @property
+    def target(self) -> str:
+        """``memory``: runs of this store live in this process only."""
+        return "memory"
+
     @contextmanager
-    def lock(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[None]:
+    def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
         """Hold the run's in-process lock."""
         with self._guard:
             lock = self._locks.setdefault(run_id, threading.Lock())
         if not lock.acquire(blocking=timeout != 0, timeout=timeout if timeout > 0 else -1):
             raise RunLocked(run_id, timeout)
         try:
-            yield
+            yield _MemorySession(self, run_id)
         finally:
             lock.release()
 
-    def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Store a new run."""
-        if head.run_id in self._heads:
-            raise RunExists(head.run_id)
-        self._journals[head.run_id] = []
-        self.commit(head, entries)
-
-    def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Replace the head, append the entries."""
-        journal = self._journals[head.run_id]
+    def _commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
+        run_id = head.run_id
+        journal = self._journals[run_id]
         if entries:
-            for position, entry in enumerate(entries):
-                if "visit" in entry:
-                    self._visit_start[head.run_id] = (len(journal), position)
-            journal.append(marshal.dumps(list(entries)))
-        self._heads[head.run_id] = head_to_json(head)
-        self.sync_index(head)
+            encoded = [e.to_json() for e in entries]
+            start = visit_start(list(entries))
+            if start or "visit" in encoded[0]:
+                self._visit_start[run_id] = (len(journal), start)
+            journal.append(marshal.dumps(encoded))
+        self._heads[run_id] = head_to_json(head)
+        due = index_due(head)
+        if due is None:
+            self._due.pop(run_id, None)
+        else:
+            self._due[run_id] = due
 
-    def load(self, run_id: str) -> LoadedRun:
-        """Head and current visit's slots."""
-        head = self.head(run_id)
-        commit, position = self._visit_start.get(run_id, (0, 0))
-        entries = [e for data in self._journals[run_id][commit:] for e in marshal.loads(data)]
-        return LoadedRun(head, fold_slots(entries[position:]))
+    def _entries(self, run_id: str, commit: int = 0) -> list[Entry]:
+        journal = self._journals.get(run_id)
+        if journal is None:
+            raise RunNotFound(run_id)
+        return [entry_from_json(e) for data in journal[commit:] for e in marshal.loads(data)]
 
     def head(self, run_id: str) -> RunHead:
         """Just the head."""
@@ -185,12 +214,19 @@ class MemoryStore:
             raise RunNotFound(run_id)
         return head_from_json(text)
 
-    def history(self, run_id: str) -> list[dict[str, Any]]:
+    def load(self, run_id: str) -> LoadedRun:
+        """Head and current visit's slots."""
+        head = self.head(run_id)
+        commit, position = self._visit_start.get(run_id, (0, 0))
+        return LoadedRun(head, fold_slots(self._entries(run_id, commit)[position:]))
+
+    def entries(self, run_id: str) -> list[Entry]:
+        """All entries, oldest first."""
+        return self._entries(run_id)
+
+    def history(self, run_id: str) -> list[AuditEntry]:
         """All audit entries."""
-        if run_id not in self._journals:
-            raise RunNotFound(run_id)
-        entries = (e for data in self._journals[run_id] for e in marshal.loads(data))
-        return [e["log"] for e in entries if "log" in e]
+        return [e for e in self._entries(run_id) if type(e) is AuditEntry]
 
     def run_ids(self) -> list[str]:
         """Every run id."""
@@ -204,15 +240,42 @@ class MemoryStore:
         """Earliest due time."""
         return min(self._due.values(), default=None)
 
-    def sync_index(self, head: RunHead) -> None:
-        """Make the index agree with the head."""
-        due = index_due(head)
-        if due is None:
-            self._due.pop(head.run_id, None)
-        else:
-            self._due[head.run_id] = due
+    def secret(self, name: str) -> bytes:
+        """A random key, made on first use."""
+        with self._guard:
+            return self._secrets.setdefault(name, os.urandom(32))
 
-    def forget(self, run_id: str) -> None:
-        """Drop the index entry of a run that has no head."""
-        if run_id not in self._heads:
-            self._due.pop(run_id, None)
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _MemorySession:
+    """A run of a ``MemoryStore``, held."""
+
+    def __init__(self, store: MemoryStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def load(self) -> LoadedRun:
+        """Head and current visit's slots."""
+        return self.store.load(self.run_id)
+
+    def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
+        """Store a new run."""
+        if head.run_id in self.store._heads:
+            raise RunExists(head.run_id)
+        self.store._journals[head.run_id] = []
+        self.store._commit(head, entries)
+
+    def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
+        """Replace the head, append the entries."""
+        self.store._commit(head, entries)
+
+    def delete(self) -> None:
+        """Forget the run."""
+        store = self.store
+        if store._heads.pop(self.run_id, None) is None:
+            raise RunNotFound(self.run_id)
+        store._journals.pop(self.run_id, None)
+        store._visit_start.pop(self.run_id, None)
+        store._due.pop(self.run_id, None)

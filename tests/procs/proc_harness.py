@@ -206,15 +206,15 @@ class KillSwitch:
 
         from tinywf_cli.filestore import FileStore
 
-        real_lock = FileStore.lock
+        real_session = FileStore.open
 
         @contextmanager
-        def lock(store: FileStore, run_id: str, timeout: float, *, create: bool = False) -> Iterator[None]:
-            with real_lock(store, run_id, timeout, create=create):
+        def open_run(store: FileStore, run_id: str, timeout: float, *, create: bool = False) -> Iterator[Any]:
+            with real_session(store, run_id, timeout, create=create) as session:
                 self.event("lock", run_id)
-                yield
+                yield session
 
-        FileStore.lock = lock  # type: ignore[method-assign,assignment]
+        FileStore.open = open_run  # type: ignore[method-assign,assignment]
 
 
 # -- the commands a child runs ----------------------------------------------------------------
@@ -250,7 +250,7 @@ def run_command(argv: Sequence[str]) -> dict[str, Any]:
     elif command == "get":
         result = rt.get(args[0])
     elif command == "hold":  # take the run's lock, say so, and keep it until stdin closes
-        with rt.store.lock(args[0], 10):
+        with rt.store.open(args[0], 10):
             print("locked", flush=True)
             sys.stdin.read()
         return {}

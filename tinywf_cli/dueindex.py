@@ -1,0 +1,137 @@
+"""The file store's due index: ``tick`` lists names in ``.due/``, it does not read every run.
+
+An entry is an empty file named ``<ms>~<run id>``: the run is to be looked at from that
+instant (milliseconds since the epoch, rounded down; running runs sit at 0). An entry is
+added (and synced) before the record that needs it is committed, and removed after, so a
+crash leaves at most a stale entry, which the run's next session drops. A missing index is
+rebuilt from the records, whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tinywf_cli.errors import StorageError
+from tinywf_cli.fileio import fsync_dir, problem
+from tinywf_cli.store import is_run_id
+
+INDEX_DIR = ".due"
+#: Where a missing index is rebuilt before it is renamed into place, and the lock for that.
+INDEX_BUILD = ".due~build"
+INDEX_LOCK = ".due.lock"
+
+
+def entry_name(due: datetime | None, run_id: str) -> str | None:
+    """The index entry for a run due at ``due`` (``None``: not in the index)."""
+    if due is None:
+        return None
+    return f"{max(0, int(due.timestamp() * 1000)):015d}~{run_id}"
+
+
+class DueIndex:
+    """The ``.due/`` folder of a state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folder = root / INDEX_DIR
+
+    def ensure(self, due_names: Callable[[], Iterable[str]]) -> None:
+        """Create the index when it is missing, from ``due_names()`` (the records' entries)."""
+        try:
+            if stat.S_ISDIR(os.lstat(self.folder).st_mode):
+                return
+            raise StorageError(self.folder, "is not a directory (the due index)")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(self.folder, f"cannot use the due index: {problem(exc)}") from None
+        self.rebuild(due_names)
+
+    def rebuild(self, due_names: Callable[[], Iterable[str]]) -> None:
+        """Build a missing index from ``due_names()`` and rename it into place whole.
+
+        An index that exists is never swapped (a commit may be adding to it right now):
+        ``add_missing`` repairs it instead.
+        """
+        from filelock import FileLock
+        from filelock import Timeout as LockTimeout
+
+        guard = FileLock(self.root / INDEX_LOCK, timeout=60, mode=0o600, fallback_to_soft=False)
+        build = self.root / INDEX_BUILD
+        try:
+            with guard:
+                if os.path.isdir(self.folder):
+                    return
+                shutil.rmtree(build, ignore_errors=True)  # left by a rebuild that was killed
+                os.mkdir(build, 0o700)
+                for name in due_names():
+                    os.close(os.open(build / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                fsync_dir(build)
+                os.rename(build, self.folder)  # the index appears whole or not at all
+                fsync_dir(self.root)
+        except LockTimeout:
+            raise StorageError(self.root / INDEX_LOCK, "another process has been rebuilding the due index "
+                                                       "for over 60 s") from None
+        except OSError as exc:
+            raise StorageError(self.folder, f"cannot create the due index: {problem(exc)}") from None
+
+    def add_missing(self, names: Iterable[str]) -> int:
+        """Add the entries of ``names`` the index lacks (records copied in by hand); how many."""
+        try:
+            have = set(os.listdir(self.folder))
+            added = 0
+            for name in names:
+                if name not in have:
+                    os.close(os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                    added += 1
+            if added:
+                fsync_dir(self.folder)
+        except OSError as exc:
+            raise StorageError(self.folder, f"cannot update the due index: {problem(exc)}") from None
+        return added
+
+    def add(self, name: str, rebuild: Callable[[], None]) -> None:
+        """Add an entry durably (rebuilding the index first if it vanished)."""
+        try:
+            try:
+                fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the index was removed under us: rebuild it
+                rebuild()
+                fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            fsync_dir(self.folder)
+        except OSError as exc:
+            raise StorageError(self.folder, f"cannot update the due index: {problem(exc)}; "
+                                            "the run is unchanged") from None
+
+    def remove(self, name: str) -> None:
+        """Drop an entry (best effort: a stale entry only costs a later tick one look at the run)."""
+        with suppress(OSError):
+            os.unlink(self.folder / name)
+
+    def scan(self, rebuild: Callable[[], None]) -> dict[str, list[tuple[datetime, str]]]:
+        """Every entry, by run id: ``(due, name)``."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            rebuild()
+            try:
+                names = os.listdir(self.folder)
+            except OSError as exc:
+                raise StorageError(self.folder, f"cannot list: {problem(exc)}") from None
+        except OSError as exc:
+            raise StorageError(self.folder, f"cannot list: {problem(exc)}") from None
+        found: dict[str, list[tuple[datetime, str]]] = {}
+        for name in names:
+            ms, sep, run_id = name.partition("~")
+            if not sep or not ms.isdigit() or not is_run_id(run_id):
+                continue
+            when = datetime.fromtimestamp(int(ms) / 1000, UTC)
+            found.setdefault(run_id, []).append((when, name))
+        return found

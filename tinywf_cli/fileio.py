@@ -1,0 +1,217 @@
+"""Safe file primitives: read a regular file without following links, append and sync,
+replace atomically and durably.
+
+Every write that matters is made durable before tinywf goes on: an append is followed by
+``fdatasync``; a replace writes a temp file, syncs it, renames it over the target and syncs
+the directory. A failed sync is never retried (after a failed sync the page cache cannot be
+trusted). Errors become ``StorageError`` naming the file that failed and what that means
+for the run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from contextlib import suppress
+from pathlib import Path
+
+from tinywf_cli.errors import StorageError
+
+#: Never follow a link; never hang on a FIFO (a regular-file check follows the open).
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: What a failed write of a run means: nothing of it changed.
+UNCHANGED = "the run is unchanged"
+
+
+def problem(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: an OS error for people."""
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{exc.strerror or exc} ({name})"
+
+
+def owner_name(uid: int) -> str:
+    """A user's name (or ``uid N``)."""
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def check_owner(path: Path, info: os.stat_result, what: str) -> None:
+    """Refuse a file or directory that belongs to another user.
+
+    Running tinywf on another user's state would run the flow files their records name
+    with our rights (as root: with every right), and leave files they cannot read.
+    """
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise StorageError(path, f"{what} belongs to {owner_name(info.st_uid)}, not to you ({owner_name(me)}); "
+                                 "tinywf only uses state that the user running it owns: run it as that user")
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file owned by us; RunNotFound-style ``FileNotFoundError`` passes through.
+
+    Raises StorageError for a link, a non-regular file, another user's file, or one larger than ``limit``.
+    """
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(path, "is a symlink; refusing to follow it") from None
+        raise StorageError(path, f"cannot read: {problem(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(path, "is not a regular file")
+        check_owner(path, info, "the file")
+        if info.st_size > limit:
+            raise StorageError(path, f"is too large ({info.st_size} bytes; the limit is {limit})")
+        chunks = []
+        total = 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise StorageError(path, f"is too large (over {limit} bytes)")
+    except OSError as exc:
+        raise StorageError(path, f"cannot read: {problem(exc)}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_range(path: Path, start: int, end: int, what: str = "the run's journal") -> bytes:
+    """Bytes ``start`` to ``end`` of a regular file; StorageError when it is shorter or unreadable."""
+    if end <= start:
+        return b""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError as exc:
+        raise StorageError(path, f"cannot read {what}: {problem(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(path, "is not a regular file")
+        check_owner(path, info, "the file")
+        chunks = []
+        offset = start
+        while offset < end and (chunk := os.pread(fd, min(end - offset, 1 << 24), offset)):
+            chunks.append(chunk)
+            offset += len(chunk)
+    except OSError as exc:
+        raise StorageError(path, f"cannot read: {problem(exc)}") from None
+    finally:
+        os.close(fd)
+    if offset != end:
+        raise StorageError(path, f"is shorter than its record says ({offset} < {end} bytes)")
+    return b"".join(chunks)
+
+
+def append_at(path: Path, size: int, data: bytes) -> None:
+    """Write ``data`` at offset ``size`` of ``path`` (dropping anything past ``size``) and sync it.
+
+    Bytes past ``size`` were appended by a writer that was killed before it committed:
+    they are cut off. A file shorter than ``size`` is damaged and never padded.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(path, f"is not a regular file; {UNCHANGED}")
+        if info.st_size < size:
+            raise StorageError(path, f"is shorter than its record says ({info.st_size} < {size} bytes); {UNCHANGED}")
+        if info.st_size > size:
+            os.ftruncate(fd, size)
+        view = memoryview(data)
+        offset = size
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+        os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
+    except OSError as exc:
+        raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_replace(path: Path, tmp: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably, through the temp file ``tmp``.
+
+    On any error before the rename the old file stays as it was and the temp file is removed.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileExistsError:  # left by a writer that was killed; we hold the lock now
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise StorageError(tmp, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+    failed = tmp
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        failed = path
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise StorageError(failed, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(path.parent, f"cannot sync the state directory after writing {path.name}: "
+                                        f"{problem(exc)}; the change may not survive a power loss") from None
+
+
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` (0600) holding ``data`` unless it exists; whether this call created it.
+
+    Written to a temp name and linked into place, so a reader never sees it half-written
+    and two processes racing agree on one file.
+    """
+    tmp = path.with_name(f"{path.name}~{os.getpid()}.tmp")
+    try:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        fsync_dir(path.parent)
+        return True
+    except OSError as exc:
+        raise StorageError(path, f"cannot write: {problem(exc)}") from None
