@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from clihelpers import Cli, InProcessCli, make_workspace
+from stores import DAMAGE, STORE_KINDS, make_store
 
 from tinywf_cli import Runtime
 from tinywf_cli.clock import ManualClock
+from tinywf_cli.store import Store
 from tinywf_cli.testing import MemoryRuntime
 
 START = "2026-01-01T00:00:00Z"
@@ -53,3 +55,22 @@ def cli(tmp_path: Path) -> Cli:
 def fast(cli: Cli) -> InProcessCli:
     """The same workspace through ``main`` in this process: for setting runs up quickly."""
     return InProcessCli(cli.workspace, cli.state_dir)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each kind of store in turn (``tests/stores.py``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store(store_kind: str, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of each kind in turn."""
+    with make_store(store_kind, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def damage(store_kind: str) -> Callable[[Store, str], None]:
+    """A function that damages a run's stored data the way a bad disk or a bad hand would."""
+    return DAMAGE[store_kind]

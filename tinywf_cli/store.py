@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from tinywf_cli.errors import RunExists, RunLocked, RunNotFound
-from tinywf_cli.journal import AuditEntry, Entry, Slot, entry_from_json, fold_slots, visit_start
+from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError
+from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, entry_from_json, fold_slots, visit_start
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
@@ -218,7 +218,10 @@ class MemoryStore:
         """Head and current visit's slots."""
         head = self.head(run_id)
         commit, position = self._visit_start.get(run_id, (0, 0))
-        return LoadedRun(head, fold_slots(self._entries(run_id, commit)[position:]))
+        try:
+            return LoadedRun(head, fold_slots(self._entries(run_id, commit)[position:]))
+        except BadEntry as exc:
+            raise StorageError(f"memory:{run_id}", f"is corrupt: {exc}") from None
 
     def entries(self, run_id: str) -> list[Entry]:
         """All entries, oldest first."""
