@@ -21,8 +21,8 @@ from tinywf_cli.workflow import Command
 Steps = Generator[Command, Any, Any]
 
 
-class ProcessDied(BaseException):
-    """Stands for the process being killed: nothing in tinywf or the step handles it."""
+class ProcessDied(KeyboardInterrupt):
+    """Stands for the process being killed (a real interrupt): nothing in tinywf or the step handles it."""
 
 
 class Script:

@@ -155,7 +155,7 @@ def changing_flow(variant: dict[str, str]) -> type[Workflow[Any]]:
     ("change", "current"),
     [({"key": "fetch_v2"}, "action 'fetch_v2'"), ({"first": "sleep"}, "sleep 'fetch'")],
 )
-def test_a_changed_kind_or_key_fails_the_run_with_a_nondeterminism_error(
+def test_a_changed_kind_or_key_blocks_the_run_with_a_nondeterminism_error(
     rt: MemoryRuntime, change: dict[str, str], current: str
 ) -> None:
     variant = {"first": "action", "key": "fetch"}
@@ -164,7 +164,7 @@ def test_a_changed_kind_or_key_fails_the_run_with_a_nondeterminism_error(
     assert run.status == "waiting"
     variant.update(change)
     run = rt.resolve("live", "go", True)
-    assert run.status == "failed"
+    assert run.status == "blocked"
     assert run.error is not None
     assert run.error.type == "NonDeterminismError"
     message = run.error.message
@@ -172,11 +172,12 @@ def test_a_changed_kind_or_key_fails_the_run_with_a_nondeterminism_error(
     assert "step 'work'" in message
     assert "recorded action 'fetch'" in message
     assert f"now yields {current}" in message
-    assert "new key or a new step" in message  # and says what to do
+    assert "new key or a new step" in message and "self.patched(" in message  # and says what to do
+    assert "tinywf retry live" in message
     assert run.pending == []
 
 
-def test_code_that_returns_before_its_records_fails_as_nondeterministic(rt: MemoryRuntime) -> None:
+def test_code_that_returns_before_its_records_blocks_as_nondeterministic(rt: MemoryRuntime) -> None:
     variant = {"wait": "yes"}
 
     class Flow(Workflow):
@@ -189,7 +190,7 @@ def test_code_that_returns_before_its_records_fails_as_nondeterministic(rt: Memo
     run = rt.start(Flow)
     variant["wait"] = "no"
     run = rt.resolve(run.run_id, "go", 1)
-    assert run.status == "failed"
+    assert run.status == "blocked"
     assert run.error is not None
     assert run.error.type == "NonDeterminismError"
     assert "event 'go'" in run.error.message
@@ -210,7 +211,7 @@ def test_a_recorded_answer_is_never_given_to_a_different_command(rt: MemoryRunti
     got.clear()
     variant["order"] = "ba"
     run = rt.resolve(run.run_id, "go", 1)
-    assert run.status == "failed"
+    assert run.status == "blocked"
     assert got == []  # nothing received the answer recorded for the other key
 
 

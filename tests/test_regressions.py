@@ -228,8 +228,8 @@ class Payment(Workflow):
         self.state["mailed"] = yield self.action("mail", record, "mail")
 
 
-class Died(BaseException):
-    """The process was killed."""
+class Died(KeyboardInterrupt):
+    """The process was killed (a real interrupt, which tinywf lets through)."""
 
 
 def charge_then_die(name: str) -> str:

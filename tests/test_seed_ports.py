@@ -84,8 +84,8 @@ def test_simple_durable_state(rt: MemoryRuntime) -> None:
 # the second action, and the second part is the recovery that finishes the run.
 
 
-class Stop(BaseException):
-    """The process stopped in the middle of the step."""
+class Stop(KeyboardInterrupt):
+    """The process stopped in the middle of the step (a real interrupt, which tinywf lets through)."""
 
 
 STOP_AT: dict[str, int] = {}

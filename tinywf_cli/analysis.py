@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tinywf_cli.errors import FlowLoadError
+from tinywf_cli.names import WORKFLOW_API
 
 if TYPE_CHECKING:
     from tinywf_cli.model import ShowDocument
@@ -471,7 +472,7 @@ class _WorkflowReader:
             if known is not None:
                 sure = self.complete and known.kind in (_METHOD, _SIGNAL)
             else:
-                sure = self.complete and name not in self.attributes and name not in _WORKFLOW_API
+                sure = self.complete and name not in self.attributes and name not in WORKFLOW_API
             return Transition("missing" if sure else "computed", name if sure else None, source, line)
         return Transition("computed", None, source, line)
 
@@ -518,8 +519,6 @@ class _WorkflowReader:
         return Command("parallel", key, call.lineno, via, tuple(actions))
 
 
-_WORKFLOW_API = frozenset({"action", "sleep", "sleep_until", "wait_event", "parallel", "log", "run_id", "state",
-                           "idempotency_key"})
 
 
 def _instance_attributes(node: ast.ClassDef) -> Iterator[str]:

@@ -1,115 +1,116 @@
-"""The engine: drives one run's current step visit against its records.
+"""The engine: replays a run's current step visit against its records, and records what is new.
 
-It replays the current step from its top, answering each yielded command from the
-visit's slots, runs what is new, and hands every change to ``save`` (the store's commit)
-before the step goes on. It never touches files and never reads the wall clock: the
-runtime gives it a store callback and a clock.
+A pass runs the current step from its top. Each command the step yields is answered from
+the visit's slot at that position when there is one (a replay), or done now and recorded
+(the frontier). Everything that changes a run goes through its :class:`Checkpoint`, which
+hands the head and the queued journal entries to the store's session: the engine never
+touches files and never reads the wall clock.
+
+A run that can no longer go on under today's code (its records and the code disagree, a
+step or a migration is missing, the code is older than the run) is *blocked*: nothing is
+executed, nothing recorded but the reason. ``dry=True`` replays without executing or
+recording anything, for ``tinywf check``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from tinywf_cli.clock import Clock, format_instant
 from tinywf_cli.errors import (
+    ActionFailed,
+    ChildFailed,
     EventTimeout,
     FlowError,
+    InvalidRunId,
     InvalidValue,
     NonDeterminismError,
-    SignalNotFound,
     TinyWFError,
 )
-from tinywf_cli.journal import AuditEntry, Entry, Slot, SlotEntry, VisitEntry
+from tinywf_cli.interrupts import WATCHDOG, StepOverrun, is_interrupt
+from tinywf_cli.journal import AuditEntry, Entry, PartEntry, Slot, SlotEntry, VisitEntry
 from tinywf_cli.model import ErrorInfo, PendingResume, Recovery, RunHead
+from tinywf_cli.signals import signal_caller
+from tinywf_cli.state import MigrationProblem, StateMismatch, dump_state, migrate, new_instance
+from tinywf_cli.store import is_run_id
 from tinywf_cli.values import (
     NotJSON,
+    TextValue,
     adapter_for_type,
     describe_type,
     dumps,
     restore,
     return_adapter,
+    strict_loads,
     to_json_value,
     validation_message,
 )
-from tinywf_cli.workflow import Action, Command, Parallel, Sleep, WaitEvent, Workflow, next_step_name
+from tinywf_cli.workflow import (
+    Action,
+    Child,
+    Command,
+    Parallel,
+    Sleep,
+    StartChild,
+    WaitEvent,
+    Workflow,
+    next_step_name,
+)
 
 #: Recoveries from a dead process at the same point before the run is failed.
 MAX_RECOVERIES = 5
 
 Save = Callable[[RunHead, list[Entry]], None]
-Outcome = Literal["continue", "paused", "finished", "failed"]
+Outcome = Literal["paused", "finished", "failed", "blocked", "ok"]
 
 
 class _Stop(Exception):
-    """Ends a pass over the step (paused or failed); never reaches user code."""
+    """Ends a pass over the step (paused, finished, failed, blocked); never reaches user code."""
 
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Outcome, reason: str | None = None) -> None:
         self.outcome = outcome
+        self.reason = reason
 
 
-@dataclass
 class _Throw:
-    exc: BaseException
+    """An exception to raise in the step at its yield."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
-@dataclass
-class _Context:
-    """The ``RunContext`` a workflow instance talks to while its code runs."""
+class World(Protocol):
+    """What the engine asks of the runtime beyond the run itself: other runs of its store."""
 
-    engine: Engine | None
-    run_id: str
-    visit: int
-    step: str | None
-    calls: int = 0
-    logs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    @property
+    def store_target(self) -> str:
+        """The store the run lives in (``self.store_target`` in flow code)."""
+        ...
 
-    def record_log(self, type_: str, values: dict[str, Any]) -> None:
-        """Count the call; record it unless a previous pass of this visit already did."""
-        try:
-            stored = to_json_value(values)
-        except NotJSON as exc:
-            raise TypeError(f"self.log({type_!r}, ...): values must be JSON: {exc}") from None
-        if self.engine is None:
-            self.logs.append((type_, stored))
-            return
-        self.calls += 1
-        if self.calls > self.engine.head.visit_logs:
-            self.engine.head.visit_logs = self.calls
-            self.engine.audit(type_, stored)
+    def start_child(self, parent: RunHead, command: Child, run_id: str) -> None:
+        """Create the child run ``run_id`` (not advanced yet), or accept it when it is already
+        this parent's child; raises a TinyWFError saying why it cannot be started."""
+        ...
+
+    def child_head(self, run_id: str) -> RunHead | None:
+        """The child run's head as last saved (``None`` when it no longer exists)."""
+        ...
 
 
-def new_instance(cls: type[Workflow[Any]], state_json: str, ctx: _Context) -> Workflow[Any]:
-    """A workflow object with a private copy of the state, as its code should see it."""
-    wf = cls()
-    wf._tinywf = ctx
-    model = cls.__tinywf_model__
-    wf.state = model.model_validate_json(state_json) if model is not None else json.loads(state_json)
-    return wf
-
-
-def dump_state(cls: type[Workflow[Any]], state: Any) -> Any:
-    """The JSON form of a workflow's live state; raises FlowError when it cannot be stored."""
-    model = cls.__tinywf_model__
-    try:
-        if model is not None:
-            if not isinstance(state, model):
-                state = model.model_validate(state)
-            return state.model_dump(mode="json")
-        if not isinstance(state, dict):
-            raise NotJSON(f"a plain Workflow's state must stay a dict, got {type(state).__name__}")
-        return to_json_value(state)
-    except (NotJSON, ValidationError, TypeError, ValueError) as exc:
-        raise FlowError(f"the state of {cls.__name__} cannot be saved: {exc}") from None
+def _resume_step(gen: Any, reply: Any) -> Any:
+    """Send the step its reply (or raise an exception in it) and run it to its next yield."""
+    return gen.throw(reply.exc) if isinstance(reply, _Throw) else gen.send(reply)
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -136,73 +137,199 @@ def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
         return pool.submit(asyncio.run, wait()).result()
 
 
-class Engine:
-    """Advances one run loaded from a store: ``Engine(...).advance()``."""
+class Checkpoint:
+    """The run's head and the journal entries queued since the last commit: the one place a
+    run is saved, resumed, paused, failed, blocked or finished."""
 
-    def __init__(self, cls: type[Workflow[Any]], head: RunHead, slots: list[Slot],
-                 clock: Clock, save: Save) -> None:
-        self.cls = cls
+    def __init__(self, head: RunHead, save: Save, clock: Clock) -> None:
         self.head = head
-        self.slots = slots
-        self.clock = clock
         self.save = save
+        self.clock = clock
         self.entries: list[Entry] = []
-        self.wf: Workflow[Any] | None = None
-        self.resolving: tuple[str, Any] | None = None
-        self._visit_json: str | None = None
+        #: The live state's JSON form while a step runs (raises FlowError when it cannot be stored).
+        self.live: Callable[[], Any] | None = None
+        #: Whether this engine call has committed anything (error messages say what was saved).
+        self.saved = 0
         self._stamp: tuple[datetime | None, str] = (None, "")
 
-    # -- bookkeeping -------------------------------------------------------------
-
-    def now(self) -> datetime:
-        """The engine's clock."""
-        return self.clock.now()
-
-    def audit(self, type_: str, values: dict[str, Any]) -> None:
-        """Queue an audit entry for the next commit."""
-        now = self.now()
+    def stamp(self) -> str:
+        """Now, as written in audit entries."""
+        now = self.clock.now()
         if now is not self._stamp[0]:  # a manual clock hands out the same instant until moved
             self._stamp = (now, format_instant(now))
-        self.entries.append(AuditEntry(self._stamp[1], self.head.step, type_, values))
+        return self._stamp[1]
 
-    def put(self, slot: Slot) -> None:
-        """Record a slot (new or changed) for the next commit."""
-        if slot.index == len(self.slots):
-            self.slots.append(slot)
+    def log(self, type_: str, values: dict[str, Any]) -> None:
+        """Queue an audit entry."""
+        self.entries.append(AuditEntry(self.stamp(), self.head.step, type_, values))
+
+    def record(self, slot: Slot) -> None:
+        """Queue a slot (new or changed)."""
         self.entries.append(SlotEntry(slot.to_json()))
 
     def commit(self) -> None:
-        """Hand the head and queued entries to the store."""
+        """Hand the head and the queued entries to the store."""
         head = self.head
-        if self.wf is not None:
+        if self.live is not None:
             try:
-                head.state = dump_state(self.cls, self.wf.state)
+                head.state = self.live()
             except FlowError as exc:
                 if head.status != "failed":  # a run failing for another reason keeps its last saved state
-                    raise _Stop(self.fail(error_of(exc))) from None
-        head.updated_at = self.now()
+                    self.fail(error_of(exc))
+        head.updated_at = self.clock.now()
         head.progress += 1
         dues = [p.due_at for p in head.pending if p.due_at is not None]
         head.wake_at = min(dues) if dues and head.status == "waiting" else None
         entries, self.entries = self.entries, []
         self.save(head, entries)
+        self.saved += 1
 
-    def set_running(self) -> None:
-        """Mark a waiting run running (committed before any side effect runs)."""
+    def resume(self) -> None:
+        """Mark a waiting run running, saved before any side effect runs."""
         if self.head.status != "running":
             self.head.status = "running"
             self.head.pending = []
             self.commit()
 
-    def fail(self, error: dict[str, str], outcome_log: dict[str, Any] | None = None) -> Outcome:
-        """Fail the run with ``error`` and commit."""
+    def pause(self, pending: list[PendingResume], expects: dict[str, str]) -> NoReturn:
+        """Leave the run waiting on ``pending``; commit only what changed."""
+        head = self.head
+        if not (head.status == "waiting" and not self.entries and pending == head.pending):
+            head.status = "waiting"
+            head.pending = pending
+            head.expects = expects
+            self.commit()
+        raise _Stop("paused")
+
+    def fail(self, error: dict[str, str], extra: dict[str, Any] | None = None) -> NoReturn:
+        """Fail the run with ``error``."""
         head = self.head
         head.status = "failed"
         head.error = ErrorInfo(**error)
         head.pending = []
-        self.audit("error", dict(error, **(outcome_log or {})))
+        self.log("error", dict(error, **(extra or {})))
         self.commit()
-        return "failed"
+        raise _Stop("failed", error["message"])
+
+    def block(self, kind: str, message: str) -> NoReturn:
+        """Block the run: today's code cannot go on with it. Nothing of this pass is kept
+        but the reason; the state stays as last saved."""
+        head = self.head
+        self.live = None
+        # a migration applied in this pass stays (the head carries its result); nothing else does
+        self.entries = [e for e in self.entries if type(e) is AuditEntry and e.type == "migrated"]
+        head.status = "blocked"
+        head.error = ErrorInfo(type=kind, message=message)
+        head.pending = []
+        self.log("blocked", {"type": kind, "message": message})
+        self.commit()
+        raise _Stop("blocked", message)
+
+    def finish(self) -> NoReturn:
+        """The run ended: its last step returned None."""
+        head = self.head
+        head.status = "finished"
+        head.pending = []
+        self.log("finish", {})
+        self.commit()
+        raise _Stop("finished")
+
+
+class _Context:
+    """The ``RunContext`` a workflow instance talks to while its code runs."""
+
+    __slots__ = ("calls", "engine", "run_id", "step", "store_target", "visit")
+
+    def __init__(self, engine: Engine, head: RunHead, store_target: str) -> None:
+        self.engine = engine
+        self.run_id = head.run_id
+        self.visit = head.visit
+        self.step: str | None = head.step
+        self.store_target = store_target
+        self.calls = 0
+
+    def record_log(self, type_: str, values: dict[str, Any]) -> None:
+        """Count the call; record it unless a previous pass of this visit already did."""
+        try:
+            stored = to_json_value(values)
+        except NotJSON as exc:
+            raise TypeError(f"self.log({type_!r}, ...): values must be JSON: {exc}") from None
+        self.calls += 1
+        head = self.engine.head
+        if self.calls > head.visit_logs:
+            head.visit_logs = self.calls
+            self.engine.cp.log(type_, stored)
+
+    def patched(self, patch_id: str) -> bool:
+        """``self.patched(id)`` at this point of the visit."""
+        return self.engine.patched(patch_id)
+
+
+class _Silent(_Context):
+    """The context of signals replayed at a slot: their logs were recorded when they arrived."""
+
+    __slots__ = ()
+
+    def record_log(self, type_: str, values: dict[str, Any]) -> None:
+        """Already recorded."""
+
+
+def _discard(head: RunHead, entries: list[Entry]) -> None:
+    """The save of a dry replay: nothing is kept."""
+
+
+class Engine:
+    """Advances one run loaded from a store: ``Engine(...).advance()``."""
+
+    def __init__(self, cls: type[Workflow[Any]], head: RunHead, slots: list[Slot], clock: Clock, save: Save,
+                 world: World | None = None, *, dry: bool = False) -> None:
+        self.cls = cls
+        self.cp = Checkpoint(head, _discard if dry else save, clock)
+        self.slots = slots
+        self.clock = clock
+        self.world = world
+        self.dry = dry
+        self.wf: Workflow[Any] | None = None
+        self.resolving: tuple[str, Any] | None = None
+        #: How the last pass ended, and why when it did not go on.
+        self.outcome: Outcome | None = None
+        self.reason: str | None = None
+        #: Child runs started by this call (the runtime advances them once this run is saved).
+        self.started: list[str] = []
+        self.index = 0
+        self._keys: set[str] = set()
+        self._channels: dict[str, int] = {}
+        self._visit_json: str | None = None
+        self._logs_at_start = head.visit_logs
+
+    @property
+    def head(self) -> RunHead:
+        """The run being advanced."""
+        return self.cp.head
+
+    def block(self, kind: str, message: str) -> NoReturn:
+        """Block the run (see ``Checkpoint.block``); log calls counted in this pass were not kept."""
+        self.head.visit_logs = self._logs_at_start
+        self.cp.block(kind, message)
+
+    def now(self) -> datetime:
+        """The engine's clock."""
+        return self.clock.now()
+
+    def put(self, slot: Slot) -> None:
+        """Record a slot (new or changed) for the next commit."""
+        if slot.index == len(self.slots):
+            self.slots.append(slot)
+        self.cp.record(slot)
+
+    def commit(self) -> None:
+        """Save the run now."""
+        self.cp.commit()
+
+    def live_state(self) -> Any:
+        """The JSON form of the step's live state."""
+        assert self.wf is not None
+        return dump_state(self.cls, self.wf.state)
 
     def visit_state_json(self) -> str:
         """The state at the top of the current visit, as JSON text (cached per visit)."""
@@ -213,103 +340,157 @@ class Engine:
     # -- driving -------------------------------------------------------------------
 
     def advance(self, *, resolving: tuple[str, Any] | None = None, recover: bool = False) -> RunHead:
-        """Run the current step (and those it leads to) until the run pauses, ends or fails.
+        """Run the current step (and those it leads to) until the run pauses, ends, fails or is blocked.
 
         ``resolving`` is ``(resume_id, value)`` of an event being answered: the value is
         validated when the replay reaches its wait, and ``InvalidValue`` leaves the run
         as it was. ``recover`` counts a recovery from a dead process first.
         """
         self.resolving = resolving
-        if recover and self.recover() == "failed":
-            return self.head
-        outcome: Outcome = "continue"
-        while outcome == "continue" and self.head.status in ("running", "waiting"):
-            outcome = self.run_visit()
+        try:
+            if recover:
+                self.recover()
+            self.migrate()
+            while self.head.status in ("running", "waiting"):
+                self.run_visit()
+        except _Stop as stop:
+            self.outcome, self.reason = stop.outcome, stop.reason
+        finally:
+            self.cp.live = None
+            self.wf = None
         return self.head
 
-    def recover(self) -> Outcome:
+    def migrate_now(self) -> list[Entry]:
+        """Apply pending migrations outside an advance (before a signal); returns the entries to
+        commit with the change, or blocks the run (``outcome`` says so)."""
+        try:
+            self.migrate()
+        except _Stop as stop:
+            self.outcome, self.reason = stop.outcome, stop.reason
+        entries, self.cp.entries = self.cp.entries, []
+        return entries
+
+    def recover(self) -> None:
         """Count a recovery at the current point; fail the run past ``MAX_RECOVERIES``."""
         head = self.head
         count = head.recovery.count + 1 if head.recovery.at == head.progress else 1
         if count > MAX_RECOVERIES:
-            return self.fail({
+            self.cp.fail({
                 "type": "CrashLoop",
                 "message": f"the process advancing this run died {MAX_RECOVERIES + 1} times in a row "
                            f"at step '{head.step}' (visit {head.visit}); stopped recovering it — fix the "
                            "cause, then `tinywf retry`",
             })
         head.recovery = Recovery(count=count, at=head.progress + 1)
-        self.audit("recover", {"count": count})
+        self.cp.log("recover", {"count": count})
         self.commit()
-        return "continue"
 
-    def run_visit(self) -> Outcome:
-        """One pass over the current step: replay, then run what is new."""
+    def migrate(self) -> None:
+        """Bring a run recorded at an older version of the flow to today's, before anything else."""
+        head, cls = self.head, self.cls
+        if head.version == cls.version:
+            return
+        if head.version > cls.version:
+            self.block("CodeOlderThanRun",
+                          f"the run is at version {head.version} of {cls.__name__}, but the code is at version "
+                          f"{cls.version}: deploy the code the run was recorded with (or a newer one), then "
+                          f"`tinywf retry {head.run_id}`")
+        try:
+            state = migrate(cls, head.state, head.version)
+            visit_state = migrate(cls, head.visit_state, head.version)
+        except MigrationProblem as exc:
+            self.block("MigrationMissing", f"{exc}; then `tinywf retry {head.run_id}`")
+        self.cp.log("migrated", {"from": head.version, "to": cls.version})
+        head.version = cls.version
+        head.state, head.visit_state = state, visit_state
+        self._visit_json = None
+
+    def run_visit(self) -> None:
+        """One pass over the current step: replay, then run what is new. Returns after a transition."""
         head = self.head
         spec = self.cls.__tinywf_steps__.get(head.step)
         if spec is None:
-            return self.fail({"type": "FlowError",
-                              "message": f"{self.cls.__name__} has no step '{head.step}' any more"})
-        ctx = _Context(self, head.run_id, head.visit, head.step)
+            self.block("StepRemoved", f"{self.cls.__name__} has no step '{head.step}' any more, and the run is "
+                                         f"in it (visit {head.visit}): add the step back (it may return the "
+                                         f"step to go on with), then `tinywf retry {head.run_id}`")
+        ctx = _Context(self, head, self.world.store_target if self.world is not None else "")
         try:
             self.wf = new_instance(self.cls, self.visit_state_json(), ctx)
-            result = spec.fn(self.wf)
-        except Exception as exc:
-            return self.step_raised(exc)
+        except StateMismatch as exc:
+            self.block("StateMismatch", f"{exc}; then `tinywf retry {head.run_id}`")
+        self.cp.live = self.live_state
+        self._logs_at_start = head.visit_logs
+        self.index = 0
+        self._keys = set()
+        self._channels = {}
+        wf = self.wf
+        result = self.step_code(lambda: spec.fn(wf))
         if not inspect.isgenerator(result):
-            return self.transition(result, 0)
+            self.transition(result)
+            return
         gen = result
-        keys: set[str] = set()
-        index = 0
         reply: Any = None
         try:
             while True:
                 try:
-                    command = gen.throw(reply.exc) if isinstance(reply, _Throw) else gen.send(reply)
+                    command = self.step_code(functools.partial(_resume_step, gen, reply))
                 except StopIteration as stop:
-                    return self.transition(stop.value, index)
-                except Exception as exc:
-                    return self.step_raised(exc)
-                try:
-                    reply = self.handle(command, index, keys)
-                except _Stop as stop:
-                    return stop.outcome
-                index += 1
+                    self.transition(stop.value)
+                    return
+                reply = self.handle(command)
         finally:
             # Closing a paused step runs its finally/with blocks; what they raise then (or a bare
             # `except:` ignoring GeneratorExit) cannot change what the pass recorded.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, StepOverrun), WATCHDOG.watching(self.cls.step_timeout):
                 gen.close()
 
-    def step_raised(self, exc: Exception) -> Outcome:
-        """The step's code raised: fail the run with what it raised."""
-        if isinstance(exc, TinyWFError) and not isinstance(exc, EventTimeout):
-            return self.fail(error_of(exc))
-        message = f"step '{self.head.step}' raised {type(exc).__name__}: {exc}"
-        return self.fail({"type": type(exc).__name__, "message": message})
+    def step_code(self, call: Callable[[], Any]) -> Any:
+        """Run the step's own code (up to its next yield) under the step watchdog."""
+        try:
+            with WATCHDOG.watching(self.cls.step_timeout):
+                return call()
+        except StopIteration:
+            raise
+        except StepOverrun as exc:
+            self.cp.fail({"type": "StepTimeout",
+                          "message": f"step '{self.head.step}' {exc} (its step_timeout); a step must be quick "
+                                     "between yields: put slow work in an action"})
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
+            self.step_raised(exc)
 
-    def transition(self, result: Any, index: int) -> Outcome:
+    def step_raised(self, exc: BaseException) -> NoReturn:
+        """The step's code raised: fail the run with what it raised."""
+        if isinstance(exc, ActionFailed):
+            self.cp.fail({"type": exc.error_type, "message": str(exc)}, {"key": exc.key, "attempt": exc.attempts})
+        if isinstance(exc, TinyWFError) and not isinstance(exc, EventTimeout):
+            self.cp.fail(error_of(exc))
+        message = f"step '{self.head.step}' raised {type(exc).__name__}: {exc}"
+        self.cp.fail({"type": type(exc).__name__, "message": message})
+
+    def transition(self, result: Any) -> None:
         """The step returned: check it consumed its records, then move on or finish."""
         head = self.head
-        if index < len(self.slots):
-            return self.nondeterminism(index, self.slots[index], "a return from the step")
+        rest = [s for s in self.slots[self.index:] if s.kind != "patch"]
+        if rest:
+            self.nondeterminism(rest[0], "a return from the step")
+        if self.dry:
+            raise _Stop("ok")
         try:
             name = next_step_name(self.cls, result)
         except ValueError as exc:
-            return self.fail({"type": "InvalidTransition", "message": f"step '{head.step}' {exc}"})
+            self.cp.fail({"type": "InvalidTransition", "message": f"step '{head.step}' {exc}"})
         try:
-            state = dump_state(self.cls, self.wf.state if self.wf is not None else head.state)
+            state = self.live_state()
         except FlowError as exc:
-            return self.fail(error_of(exc))
+            self.cp.fail(error_of(exc))
+        self.cp.live = None
         self.wf = None
         head.state = state
         if name is None:
-            head.status = "finished"
-            head.pending = []
-            self.audit("finish", {})
-            self.commit()
-            return "finished"
-        self.audit("transition", {"from": head.step, "to": name, "visit": head.visit + 1})
+            self.cp.finish()
+        self.cp.log("transition", {"from": head.step, "to": name, "visit": head.visit + 1})
         head.step = name
         head.visit += 1
         head.visit_state = state
@@ -318,96 +499,121 @@ class Engine:
         head.pending = []
         self._visit_json = None
         self.slots = []
-        self.entries.append(VisitEntry(head.visit, name, state))
+        self.cp.entries.append(VisitEntry(head.visit, name, state, head.version))
         self.commit()
-        return "continue"
 
-    def nondeterminism(self, index: int, slot: Slot, current: str) -> Outcome:
-        """Fail the run: the code no longer matches what the run recorded."""
-        recorded = f"{slot.kind} '{slot.key}'" if slot.kind != "parallel" else f"parallel '{slot.key}'"
-        exc = NonDeterminismError(self.head.run_id, self.head.step, index, recorded, current)
-        return self.fail(error_of(exc))
+    def nondeterminism(self, slot: Slot, current: str) -> NoReturn:
+        """Block the run: the code no longer matches what the run recorded."""
+        recorded = f"{slot.kind} '{slot.key}'"
+        exc = NonDeterminismError(self.head.run_id, self.head.step, slot.index, recorded, current)
+        self.block("NonDeterminismError", exc.message)
 
     # -- commands ---------------------------------------------------------------------
 
-    def handle(self, command: Any, index: int, keys: set[str]) -> Any:
+    def handle(self, command: Any) -> Any:
         """Answer one yielded command: from the records, or by doing it now."""
         if not isinstance(command, Command):
-            self.stop_failed(FlowError(
-                f"step '{self.head.step}' yielded {command!r}, which is not a tinywf command; "
-                "yield self.action(...), self.sleep(...), self.wait_event(...) or self.parallel(...)"))
-        own = [a.key for a in command.actions.values()] if isinstance(command, Parallel) else [command.key]
-        for key in own:
-            if key in keys:
-                self.stop_failed(FlowError(
-                    f"step '{self.head.step}' uses the key '{key}' twice in one visit; keys must be "
-                    "unique within a step visit (add an index or a prefix, e.g. f'charge_{i}')"))
-            keys.add(key)
+            self.cp.fail(error_of(FlowError(
+                f"step '{self.head.step}' yielded {command!r}, which is not a tinywf command; yield "
+                "self.action(...), self.sleep(...), self.wait_event(...), self.parallel(...) or self.child(...)")))
+        if isinstance(command, Parallel) and not command.actions:
+            return {}
+        channel = 0
+        if type(command) is WaitEvent:  # an event key is a channel: waiting on it again takes the next value
+            if command.key in self._keys:
+                self.duplicate_key(command.key)
+            channel = self._channels[command.key] = self._channels.get(command.key, 0) + 1
+        else:
+            for key in [a.key for a in command.actions.values()] if isinstance(command, Parallel) else [command.key]:
+                if key in self._keys or key in self._channels:
+                    self.duplicate_key(key)
+                self._keys.add(key)
+        while self.index < len(self.slots) and self.slots[self.index].kind == "patch":
+            self.index += 1  # a patch the code no longer asks about: it takes the patched path anyway
+        index = self.index
         slot = self.slots[index] if index < len(self.slots) else None
         if slot is not None and (slot.kind != command.kind or slot.key != command.key):
-            raise _Stop(self.nondeterminism(index, slot, command.describe()))
+            self.nondeterminism(slot, command.describe())
         if slot is not None and slot.signals:
             self.replay_signals(slot)
+        if self.dry and (slot is None or slot.open):
+            raise _Stop("ok")
+        self.index += 1
         if isinstance(command, Action):
             return self.action(command, index, slot)
         if isinstance(command, Sleep):
             return self.sleep(command, index, slot)
         if isinstance(command, WaitEvent):
-            return self.wait_event(command, index, slot)
+            return self.wait_event(command, index, slot, channel)
+        if isinstance(command, Child):
+            return self.child(command, index, slot)
         assert isinstance(command, Parallel)
         return self.parallel(command, index, slot)
+
+    def duplicate_key(self, key: str) -> NoReturn:
+        """Fail the run: a key used twice in one visit."""
+        self.cp.fail(error_of(FlowError(
+            f"step '{self.head.step}' uses the key '{key}' twice in one visit; keys must be unique within a "
+            "step visit (add an index or a prefix, e.g. f'charge_{i}'); only wait_event may wait on a key again")))
+
+    def patched(self, patch_id: str) -> bool:
+        """``self.patched(id)``: True on fresh code (recording a marker) or where the marker was recorded."""
+        index = self.index
+        if index < len(self.slots):
+            slot = self.slots[index]
+            if slot.kind == "patch" and slot.key == patch_id:
+                self.index += 1
+                return True
+            return False  # a visit recorded before the patch: the old path
+        if not self.dry:
+            self.put(Slot(index, "patch", patch_id, "done"))
+        self.index += 1
+        return True
 
     def replay_signals(self, slot: Slot) -> None:
         """Apply the signals the run received while paused at ``slot``, as they happened then."""
         assert self.wf is not None and slot.signals is not None
-        live = self.wf._tinywf
-        self.wf._tinywf = _Context(None, self.head.run_id, self.head.visit, self.head.step)  # logged already
+        wf = self.wf
+        live = wf._tinywf
+        wf._tinywf = _Silent(self, self.head, live.store_target)
         try:
             for received in slot.signals:
-                spec = self.cls.__tinywf_signals__.get(received["name"])
+                name = received["name"]
+                where = f"signal '{name}' received at {slot.kind} '{slot.key}' of step '{self.head.step}'"
+                spec = self.cls.__tinywf_signals__.get(name)
                 if spec is None:
-                    raise _Stop(self.fail(error_of(FlowError(
-                        f"signal '{received['name']}' received at {slot.kind} '{slot.key}' of step "
-                        f"'{self.head.step}' is no longer a signal of {self.cls.__name__}"))))
+                    self.block("SignalRemoved", f"{where} is no longer a signal of {self.cls.__name__}: add it "
+                                                f"back, then `tinywf retry {self.head.run_id}`")
                 try:
-                    signal_caller(spec.fn)(self.wf, **received["args"])
-                except Exception as exc:
-                    self.stop_failed(FlowError(
-                        f"signal '{received['name']}' received at {slot.kind} '{slot.key}' of step "
-                        f"'{self.head.step}' fails on replay: {type(exc).__name__}: {exc}"))
+                    with WATCHDOG.watching(self.cls.step_timeout):
+                        signal_caller(spec.fn)(wf, **received["args"])
+                except BaseException as exc:
+                    if is_interrupt(exc):
+                        raise
+                    self.cp.fail(error_of(FlowError(f"{where} fails on replay: {type(exc).__name__}: {exc}")))
         finally:
-            self.wf._tinywf = live
-
-    def stop_failed(self, exc: TinyWFError) -> None:
-        """Fail the run with a tinywf error and end the pass."""
-        raise _Stop(self.fail(error_of(exc)))
-
-    def pause(self) -> None:
-        """Leave the run waiting on the current slot; commit only what changed."""
-        head = self.head
-        pending = self.pending_of(self.slots[-1])
-        if head.status == "waiting" and not self.entries and pending == head.pending:
-            raise _Stop("paused")
-        head.status = "waiting"
-        head.pending = pending
-        last = self.slots[-1]
-        head.expects = {last.resume_id: last.expects} if last.expects and last.resume_id else {}
-        self.commit()
-        raise _Stop("paused")
+            wf._tinywf = live
 
     def pending_of(self, slot: Slot) -> list[PendingResume]:
-        """The pending resumes of a waiting slot."""
+        """The pending resumes of a slot the run waits on."""
         def one(s: Slot, kind: Any) -> PendingResume:
             return PendingResume(resume_id=s.resume_id or s.key, kind=kind, key=s.key,
-                                 request=s.request if kind == "event" else None, due_at=s.due())
+                                 request=s.request if kind in ("event", "child") else None, due_at=s.due())
         if slot.kind == "sleep":
             return [one(slot, "timer")]
         if slot.kind == "event":
             return [one(slot, "event")]
+        if slot.kind == "child":
+            return [one(slot, "child")]
         if slot.kind == "action":
             return [one(slot, "retry")]
         assert slot.parts is not None
         return [one(p, "retry") for p in slot.parts.values() if p.status == "retrying"]
+
+    def pause(self, slot: Slot) -> NoReturn:
+        """Leave the run waiting on ``slot``."""
+        expects = {slot.resume_id: slot.expects} if slot.expects and slot.resume_id else {}
+        self.cp.pause(self.pending_of(slot), expects)
 
     # -- actions
 
@@ -415,16 +621,18 @@ class Engine:
         """Run one attempt of ``action`` here and record its outcome in ``slot``."""
         try:
             result = run_callable(action.fn, action.args, action.kwargs)
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
             self.record_attempt(action, slot, error=exc)
         else:
             self.record_attempt(action, slot, result=result)
 
     def record_attempt(self, action: Action, slot: Slot, result: Any = None,
-                       error: Exception | None = None) -> None:
+                       error: BaseException | None = None) -> None:
         """Count one attempt and record its outcome in ``slot``: ``done`` (and audited), or on
         failure ``retrying`` (with its due time) or ``failed``; a result that is not JSON fails.
-        The caller commits, and decides whether to wait or fail the run."""
+        The caller commits, and decides whether to wait, go on or fail the run."""
         slot.attempt += 1
         if error is not None:
             self.record_failure(action, slot, error)
@@ -434,134 +642,159 @@ class Engine:
         except NotJSON as exc:
             slot.status = "failed"
             slot.error = {"type": "NotJSON", "message": str(exc)}
+            self.cp.log("action_failed", {"key": slot.key, "attempt": slot.attempt, "error": slot.error})
             return
         slot.status = "done"
         slot.error = None
         slot.due_at = None
         slot.resume_id = None
-        self.audit("action", {"key": slot.key, "attempt": slot.attempt})
+        self.cp.log("action", {"key": slot.key, "attempt": slot.attempt})
 
-    def record_failure(self, action: Action, slot: Slot, exc: Exception) -> None:
-        """Record a failed attempt: retry later, or out of attempts."""
+    def record_failure(self, action: Action, slot: Slot, exc: BaseException) -> None:
+        """Record a failed attempt: retry later, or out of attempts (also at once for an error
+        in ``non_retryable``, and for ``SystemExit`` and friends, which are no passing trouble)."""
         slot.error = error_of(exc)
         retry = action.retry
-        if isinstance(exc, retry.non_retryable) or slot.attempt >= retry.attempts:
+        if (not isinstance(exc, Exception) or isinstance(exc, retry.non_retryable)
+                or slot.attempt >= retry.attempts):
             slot.status = "failed"
+            slot.due_at = None
+            slot.resume_id = None
+            self.cp.log("action_failed", {"key": slot.key, "attempt": slot.attempt, "error": slot.error})
             return
         due = self.now() + timedelta(seconds=retry.delay_after(slot.attempt))
         slot.status = "retrying"
         slot.due_at = format_instant(due)
         slot.resume_id = f"{slot.key}@{self.head.visit}.{slot.attempt + 1}"
-        self.audit("retry", {"key": slot.key, "attempt": slot.attempt, "error": slot.error,
-                             "due_at": slot.due_at})
+        self.cp.log("retry", {"key": slot.key, "attempt": slot.attempt, "error": slot.error, "due_at": slot.due_at})
 
-    def action_failed(self, action: Action, slot: Slot) -> Outcome:
-        """Fail the run because an action ran out of attempts (or its result is not JSON)."""
+    def failure_of(self, slot: Slot) -> _Throw:
+        """What the step gets for an action that finally failed: ``ActionFailed`` at its yield
+        (an unstorable result fails the run instead)."""
         assert slot.error is not None
         if slot.error["type"] == "NotJSON":
-            message = f"action '{slot.key}' returned a value that cannot be stored as JSON: {slot.error['message']}"
-        else:
-            tries = f"{slot.attempt} attempt{'s' if slot.attempt != 1 else ''}"
-            message = (f"action '{slot.key}' failed after {tries}: "
-                       f"{slot.error['type']}: {slot.error['message']}")
-        return self.fail({"type": slot.error["type"], "message": message},
+            self.cp.fail({"type": "NotJSON", "message": f"action '{slot.key}' returned a value that cannot be "
+                                                        f"stored as JSON: {slot.error['message']}"},
                          {"key": slot.key, "attempt": slot.attempt})
+        return _Throw(ActionFailed(slot.key, slot.error["type"], slot.error["message"], slot.attempt))
 
     def action(self, action: Action, index: int, slot: Slot | None) -> Any:
         """``yield self.action(...)``."""
+        fresh = slot is None or slot.status not in ("done", "failed")
         if slot is None:
             slot = Slot(index, "action", action.key, "new")
-        while slot.status != "done":
-            if slot.status == "failed":
-                raise _Stop(self.action_failed(action, slot))
+        while slot.status not in ("done", "failed"):
             if slot.status == "retrying":
                 due = slot.due()
                 if due is not None and due > self.now():
-                    self.pause()
-            self.set_running()
+                    self.pause(slot)
+            self.cp.resume()
             self.attempt(action, slot)
             self.put(slot)
-            if slot.status == "done":
-                self.commit()
-            elif slot.status == "retrying" and (slot.due() or self.now()) <= self.now():
-                self.commit()  # retry at once; a later delay is committed by the pause
-        return self.restore_result(action, slot)
+            if slot.status != "retrying" or (slot.due() or self.now()) <= self.now():
+                self.commit()  # a retry due later is committed by the pause
+        if slot.status == "failed":
+            return self.failure_of(slot)
+        return self.restore_result(action, slot, fresh)
 
-    def restore_result(self, action: Action, slot: Slot) -> Any:
-        """The value the step receives for a stored result."""
+    def restore_result(self, action: Action, slot: Slot, fresh: bool) -> Any:
+        """The value the step receives for a stored result: one that does not fit the action's
+        return annotation fails the run when just returned, blocks it when replayed (the
+        annotation changed under the run)."""
         try:
             return restore(return_adapter(action.fn), slot.value)
         except ValidationError as exc:
-            raise _Stop(self.fail({
-                "type": "InvalidResult",
-                "message": f"action '{slot.key}' returned a value that does not match its return "
-                           f"annotation: {validation_message(exc)}",
-            })) from None
+            if fresh:
+                self.cp.fail({"type": "InvalidResult",
+                              "message": f"action '{slot.key}' returned a value that does not match its return "
+                                         f"annotation: {validation_message(exc)}"})
+            self.block("InvalidResult",
+                          f"action '{slot.key}' recorded a value that does not match its return annotation any "
+                          f"more ({validation_message(exc)}): the annotation changed under a live run; "
+                          f"restore it, then `tinywf retry {self.head.run_id}`")
 
     def parallel(self, command: Parallel, index: int, slot: Slot | None) -> Any:
         """``yield self.parallel({...})``: run the unfinished actions concurrently."""
         if slot is None:
             slot = Slot(index, "parallel", command.key, "running", parts={})
+            self.put(slot)  # recorded once; then each part on its own (storage linear in the parts)
         parts = slot.parts
         assert parts is not None
+        order = [a.key for a in command.actions.values()]
         by_key = {a.key: a for a in command.actions.values()}
-        while slot.status != "done":
-            # Checked first: a process that died after saving the last part never marked the slot done.
-            if len(parts) == len(by_key) and all(p.status == "done" for p in parts.values()):
-                slot.status = "done"
-                self.put(slot)
-                self.commit()
-                break
-            failed = [p for p in parts.values() if p.status == "failed"]
-            if failed:
-                raise _Stop(self.action_failed(by_key[failed[0].key], failed[0]))
+        fresh: set[str] = set()
+        while True:
             now = self.now()
-            # A part still "new" on record was in flight when its process died: run it again.
-            todo = [a for a in by_key.values()
-                    if a.key not in parts or parts[a.key].status == "new"
-                    or (parts[a.key].status == "retrying" and (parts[a.key].due() or now) <= now)]
+            # a part still "new" on record was in flight when its process died: run it again
+            todo = [by_key[k] for k in order
+                    if k not in parts or parts[k].status in ("new", "running")
+                    or (parts[k].status == "retrying" and (parts[k].due() or now) <= now)]
             if not todo:
-                self.pause()
-            self.set_running()
-            self.run_concurrently(todo, slot)
-        return {name: self.restore_result(a, parts[a.key]) for name, a in command.actions.items()}
+                break
+            self.cp.resume()
+            fresh.update(a.key for a in todo)
+            self.run_concurrently(todo, index, parts, command.max_workers)
+        if any(parts[k].status == "retrying" for k in order):
+            self.pause(slot)
+        for key in order:
+            if parts[key].status == "failed":
+                return self.failure_of(parts[key])
+        return {name: self.restore_result(a, parts[a.key], a.key in fresh) for name, a in command.actions.items()}
 
-    def run_concurrently(self, actions: list[Action], slot: Slot) -> None:
-        """Run ``actions`` in threads; record each outcome from this thread as it arrives."""
-        parts = slot.parts
-        assert parts is not None
+    def run_concurrently(self, actions: list[Action], index: int, parts: dict[str, Slot], max_workers: int) -> None:
+        """Run ``actions`` in at most ``max_workers`` threads; record outcomes from this thread as
+        they arrive, each part on its own, all that finished together in one commit."""
         for action in actions:
             parts.setdefault(action.key, Slot(0, "action", action.key, "new"))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(actions)) as pool:
-            futures = {pool.submit(run_callable, a.fn, a.args, a.kwargs): a for a in actions}
-            for future in concurrent.futures.as_completed(futures):
-                action = futures[future]
-                exc = future.exception()
-                if exc is not None and not isinstance(exc, Exception):
-                    raise exc
-                self.record_attempt(action, parts[action.key], None if exc else future.result(), exc)
-                self.put(slot)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(actions), max_workers),
+                                                     thread_name_prefix="tinywf-action")
+        try:
+            # each part runs in a copy of this context: a Runtime call on this very run is refused there too
+            futures = {pool.submit(contextvars.copy_context().run, run_callable, a.fn, a.args, a.kwargs): a
+                       for a in actions}
+            waiting = set(futures)
+            while waiting:
+                done, waiting = concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    action = futures[future]
+                    exc = future.exception()
+                    if exc is not None and is_interrupt(exc):
+                        raise exc
+                    part = parts[action.key]
+                    self.record_attempt(action, part, None if exc else future.result(), exc)
+                    self.cp.entries.append(PartEntry(index, part.to_json()))
                 self.commit()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # an interrupt must not wait for long actions
+            raise
+        pool.shutdown(wait=True)
 
     # -- timers
+
+    def due_in(self, seconds: float, what: str) -> datetime:
+        """Now plus ``seconds``; fails the run when that lies past what a date can hold."""
+        try:
+            return self.now() + timedelta(seconds=seconds)
+        except OverflowError:
+            self.cp.fail(error_of(FlowError(f"{what} would end after the year 9999")))
 
     def sleep(self, command: Sleep, index: int, slot: Slot | None) -> datetime:
         """``yield self.sleep(...)`` / ``self.sleep_until(...)``."""
         if slot is None:
-            start = command.until or self.now() + timedelta(seconds=command.seconds or 0.0)
+            start = command.until or self.due_in(command.seconds or 0.0, f"sleep '{command.key}'")
             slot = Slot(index, "sleep", command.key, "waiting", due_at=format_instant(start),
                         resume_id=f"{command.key}@{self.head.visit}")
             self.put(slot)
-            self.audit("wait_begin", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id,
-                                      "due_at": slot.due_at})
+            self.cp.log("wait_begin", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id,
+                                       "due_at": slot.due_at})
         due = slot.due()
         assert due is not None
         if slot.status == "waiting":
             if due > self.now():
-                self.pause()
+                self.pause(slot)
             slot.status = "done"
             self.put(slot)
-            self.audit("wait_end", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id})
+            self.cp.log("wait_end", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id})
             self.head.status = "running"
             self.head.pending = []
             self.commit()
@@ -569,35 +802,38 @@ class Engine:
 
     # -- events
 
-    def wait_event(self, command: WaitEvent, index: int, slot: Slot | None) -> Any:
-        """``yield self.wait_event(...)``."""
+    def wait_event(self, command: WaitEvent, index: int, slot: Slot | None, channel: int) -> Any:
+        """``yield self.wait_event(...)``: the ``channel``-th wait on its key in this visit."""
         head = self.head
         adapter = adapter_for_type(command.type)
         if slot is None:
-            deadline = None
-            if command.timeout is not None:
-                deadline = format_instant(self.now() + timedelta(seconds=command.timeout))
+            deadline = command.deadline
+            if deadline is None and command.timeout is not None:
+                deadline = self.due_in(command.timeout, f"wait_event '{command.key}' timeout")
             try:
                 request = to_json_value(command.request)
             except NotJSON as exc:
-                self.stop_failed(FlowError(f"wait_event '{command.key}': request must be JSON: {exc}"))
-            slot = Slot(index, "event", command.key, "waiting", due_at=deadline,
-                        resume_id=f"{command.key}@{head.visit}", request=request,
-                        expects=describe_type(command.type))
+                self.cp.fail(error_of(FlowError(f"wait_event '{command.key}': request must be JSON: {exc}")))
+            resume_id = f"{command.key}@{head.visit}" + (f".{channel}" if channel > 1 else "")
+            slot = Slot(index, "event", command.key, "waiting",
+                        due_at=None if deadline is None else format_instant(deadline),
+                        resume_id=resume_id, request=request, expects=describe_type(command.type))
             self.put(slot)
             begun: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
-            if deadline is not None:
-                begun["due_at"] = deadline
-            self.audit("wait_begin", begun)
+            if slot.due_at is not None:
+                begun["due_at"] = slot.due_at
+            self.cp.log("wait_begin", begun)
         if slot.status == "waiting":
             self.settle_event(command, slot, adapter)
         if slot.status == "timed_out":
             return _Throw(EventTimeout(slot.key, slot.due_at or "its deadline"))
         try:
             return restore(adapter, slot.value)
-        except ValidationError as exc:  # the wait's type changed under a recorded value
-            self.stop_failed(FlowError(f"event '{slot.key}': recorded value no longer fits: "
-                                       f"{validation_message(exc)}"))
+        except ValidationError as exc:
+            self.block("InvalidEventValue",
+                          f"event '{slot.key}' recorded a value that no longer fits the wait's type "
+                          f"({validation_message(exc)}): the type changed under a live run; restore it, "
+                          f"then `tinywf retry {head.run_id}`")
 
     def settle_event(self, command: WaitEvent, slot: Slot, adapter: Any) -> None:
         """Resolve a waiting event from the answer being given, the queue, or its deadline."""
@@ -605,18 +841,18 @@ class Engine:
         if self.resolving is not None and self.resolving[0] == slot.resume_id:
             _, raw = self.resolving
             self.resolving = None
-            value = self.validate_event(command, raw, adapter)  # InvalidValue: nothing written yet
+            value = validate_event(command.key, raw, adapter)  # InvalidValue: nothing written yet
             self.event_done(slot, value, queued=False)
             return
         queue = head.inbox.get(slot.key)
         while queue:
-            raw = queue.pop(0)
+            form, raw = queue.pop(0)
             if not queue:
                 del head.inbox[slot.key]
             try:
-                value = self.validate_event(command, raw, adapter)
+                value = validate_event(command.key, TextValue(raw) if form == "text" else raw, adapter)
             except InvalidValue as exc:
-                self.audit("event_rejected", {"key": slot.key, "value": raw, "error": exc.message})
+                self.cp.log("event_rejected", {"key": slot.key, "value": raw, "error": exc.message})
                 continue
             self.event_done(slot, value, queued=True)
             return
@@ -624,23 +860,13 @@ class Engine:
         if due is not None and due <= self.now():
             slot.status = "timed_out"
             self.put(slot)
-            self.audit("wait_end", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
-                                    "timed_out": True})
+            self.cp.log("wait_end", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
+                                     "timed_out": True})
             head.status = "running"
             head.pending = []
             self.commit()
             return
-        self.pause()
-
-    def validate_event(self, command: WaitEvent, raw: Any, adapter: Any) -> Any:
-        """The JSON form of an event value, validated against the wait's ``type``."""
-        try:
-            value = raw if adapter is None else adapter.validate_python(raw)
-            return to_json_value(value)
-        except ValidationError as exc:
-            raise InvalidValue(f"invalid value for event '{command.key}': {validation_message(exc)}") from None
-        except NotJSON as exc:
-            raise InvalidValue(f"invalid value for event '{command.key}': {exc}") from None
+        self.pause(slot)
 
     def event_done(self, slot: Slot, value: Any, *, queued: bool) -> None:
         """Record an event's value and commit (the run is running again)."""
@@ -650,148 +876,115 @@ class Engine:
         values: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
         if queued:
             values["queued"] = True
-        self.audit("wait_end", values)
+        self.cp.log("wait_end", values)
+        self.head.status = "running"
+        self.head.pending = []
+        self.commit()
+
+    # -- child runs
+
+    def child(self, command: Child, index: int, slot: Slot | None) -> Any:
+        """``yield self.child(...)`` (wait for its end) or ``self.start_child(...)`` (its id)."""
+        head = self.head
+        if slot is None:
+            run_id = command.run_id or f"{head.run_id}.{command.key}"
+            if not is_run_id(run_id):
+                self.cp.fail(error_of(FlowError(f"child '{command.key}': {InvalidRunId(run_id).message}")))
+            if self.world is None:
+                self.cp.fail(error_of(FlowError(f"child '{command.key}': this runtime cannot start child runs")))
+            try:
+                self.world.start_child(head, command, run_id)
+            except TinyWFError as exc:
+                self.cp.fail({"type": type(exc).__name__,
+                              "message": f"child '{command.key}' could not be started: {exc.message}"})
+            if run_id not in head.children:
+                head.children.append(run_id)
+            self.started.append(run_id)
+            if isinstance(command, StartChild):
+                slot = Slot(index, "start_child", command.key, "done", value=run_id)
+            else:
+                slot = Slot(index, "child", command.key, "waiting", request={"run_id": run_id},
+                            resume_id=f"{command.key}@{head.visit}")
+            self.put(slot)
+            self.cp.log("child_started", {"key": command.key, "run_id": run_id, "wait": command.wait})
+            self.commit()  # the child exists and is recorded here before the step goes on
+        if slot.kind == "start_child":
+            return slot.value
+        if slot.status == "waiting":
+            self.settle_child(slot)
+        if slot.status == "failed":
+            error = slot.error or {}
+            return _Throw(ChildFailed(str(error.get("run_id")), str(error.get("status")),
+                                      error.get("error")))
+        return slot.value
+
+    def settle_child(self, slot: Slot) -> None:
+        """Take the child's outcome when it has ended; otherwise wait for it."""
+        run_id = str((slot.request or {}).get("run_id"))
+        child = self.world.child_head(run_id) if self.world is not None else None
+        if child is not None and child.status not in ("finished", "failed", "cancelled"):
+            self.pause(slot)
+        if child is not None and child.status == "finished":
+            slot.status = "done"
+            slot.value = child.state
+            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": "finished"})
+        else:
+            status = child.status if child is not None else "missing"
+            error = child.error.model_dump() if child is not None and child.error is not None else None
+            if child is None:
+                error = {"type": "RunNotFound", "message": f"the child run '{run_id}' no longer exists"}
+            slot.status = "failed"
+            slot.error = {"type": "ChildFailed", "message": f"child run '{run_id}' {status}",
+                          "run_id": run_id, "status": status, "error": error}
+            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": status})
+        self.put(slot)
         self.head.status = "running"
         self.head.pending = []
         self.commit()
 
 
-# -- operations on a run that do not replay it ---------------------------------------
+def validate_event(key: str, raw: Any, adapter: Any) -> Any:
+    """The JSON form of an event value, validated against the wait's type.
 
-
-def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[str, Any],
-                 clock: Clock, slots: list[Slot]) -> list[Entry]:
-    """Run ``@signal`` method ``name`` against the run's latest state; returns the entries to commit.
-
-    Its change must survive a replay of the current step visit. A run paused on a slot (a
-    wait, a retry delay, a failed action) records the signal on that slot, and the replay
-    calls it again when it gets there — where it first happened. Otherwise the signal also
-    changes the state at the top of the visit. Raises InvalidValue (bad arguments, or the
-    signal refused) with nothing changed.
+    A ``TextValue`` (typed on a command line) is taken as JSON when it parses and fits the
+    type, else as the text itself.
     """
-    spec = cls.__tinywf_signals__.get(name)
-    if spec is None:
-        raise SignalNotFound(cls.__name__, name, sorted(cls.__tinywf_signals__))
+    if isinstance(raw, TextValue):
+        try:
+            parsed = strict_loads(raw.text)
+        except ValueError:
+            return validate_event(key, raw.text, adapter)
+        try:
+            return validate_event(key, parsed, adapter)
+        except InvalidValue as first:
+            try:
+                return validate_event(key, raw.text, adapter)
+            except InvalidValue:
+                raise first from None
     try:
-        stored = to_json_value(args)
-    except NotJSON as exc:
-        raise InvalidValue(f"signal '{name}': arguments must be JSON: {exc}") from None
-    paused = slots[-1] if slots else None
-    if paused is not None and not paused.open:
-        paused = None
-    targets = [head.state] if paused is not None else [head.state, head.visit_state]
-    live = _Context(None, head.run_id, head.visit, head.step)
-    states = [run_signal(cls, head, spec.fn, name, stored, state, ctx)
-              for state, ctx in zip(targets, [live, _Context(None, head.run_id, head.visit, head.step)],
-                                    strict=False)]
-    entries: list[Entry] = []
-    if paused is not None:
-        paused.signals = [*(paused.signals or []), {"name": name, "args": stored}]
-        entries.append(SlotEntry(paused.to_json()))
-        head.state = states[0]
-    else:
-        head.state, head.visit_state = states[0], keep_signal_result(head.state, head.visit_state, *states)
-    at = format_instant(clock.now())
-    entries.append(AuditEntry(at, head.step, "signal", {"name": name, "args": stored}))
-    entries += [AuditEntry(at, head.step, t, v) for t, v in live.logs]
-    return entries
-
-
-def run_signal(cls: type[Workflow[Any]], head: RunHead, fn: Callable[..., Any], name: str,
-               args: dict[str, Any], state: Any, ctx: _Context) -> Any:
-    """Call a signal method on a copy of ``state``; returns the new state's JSON form."""
-    wf = new_instance(cls, dumps(state), ctx)
-    try:
-        signal_caller(fn)(wf, **args)
+        value = raw if adapter is None else adapter.validate_python(raw)
+        return to_json_value(value)
     except ValidationError as exc:
-        raise InvalidValue(f"signal '{name}': {validation_message(exc)}") from None
-    except TinyWFError:
-        raise
-    except Exception as exc:
-        raise InvalidValue(f"signal '{name}' refused: {type(exc).__name__}: {exc}") from None
-    try:
-        return dump_state(cls, wf.state)
-    except FlowError as exc:
-        raise InvalidValue(f"signal '{name}': {exc.message}") from None
-
-
-def keep_signal_result(live: Any, visit: Any, live_after: Any, visit_after: Any) -> Any:
-    """The visit's starting state after a signal, agreeing with what the live state shows.
-
-    Fields the visit's code has not changed yet take the signal's result on the live state,
-    so a signal that reads the clock or derives a field from others keeps the value the
-    run's document showed; a field the visit already changed keeps the signal's result on
-    the starting state, which the replay then changes again.
-    """
-    if not all(isinstance(s, dict) for s in (live, visit, live_after, visit_after)):
-        return visit_after
-    kept = dict(visit_after)
-    missing = object()
-    for key in live.keys() | live_after.keys():
-        if visit.get(key, missing) == live.get(key, missing):
-            if key in live_after:
-                kept[key] = live_after[key]
-            else:
-                kept.pop(key, None)
-    return kept
-
-
-def signal_caller(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` wrapped to validate its arguments from their annotations (pydantic)."""
-    from pydantic import validate_call
-
-    cached = getattr(fn, "__tinywf_validated__", None)
-    if cached is None:
-        cached = validate_call(fn)
-        fn.__tinywf_validated__ = cached  # type: ignore[attr-defined]
-    return cached
+        raise InvalidValue(f"invalid value for event '{key}': {validation_message(exc)}") from None
+    except NotJSON as exc:
+        raise InvalidValue(f"invalid value for event '{key}': {exc}") from None
 
 
 def reset_failed_slots(slots: list[Slot], now: datetime) -> list[Entry]:
-    """For ``tinywf retry``: give failed actions of the visit a fresh set of attempts, due now."""
-    entries: list[Entry] = []
-    for slot in slots:
-        targets = list(slot.parts.values()) if slot.parts is not None else [slot]
-        changed = False
-        for target in targets:
-            if target.kind == "action" and target.status == "failed":
-                target.status = "retrying"
-                target.attempt = 0
-                target.due_at = format_instant(now)
-                changed = True
-        if changed:
-            entries.append(SlotEntry(slot.to_json()))
-    return entries
+    """For ``tinywf retry``: give the action that failed the run a fresh set of attempts, due now.
 
-
-def encode_state_input(cls: type[Workflow[Any]], data: Any) -> Any:
-    """Validate input for a new run against the state model; returns its JSON form."""
-    model = cls.__tinywf_model__
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidValue(f"input must be a JSON object, got {type(data).__name__}")
-    if model is None:
-        try:
-            return to_json_value(data)
-        except NotJSON as exc:
-            raise InvalidValue(f"input: {exc}") from None
-    if model.model_config.get("extra") != "allow":
-        unknown = sorted(set(data) - input_keys(model))
-        if unknown:
-            raise InvalidValue(
-                f"input key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                f"{'are' if len(unknown) > 1 else 'is'} not {'fields' if len(unknown) > 1 else 'a field'} "
-                f"of {model.__name__} (fields: {', '.join(sorted(model.model_fields))})")
-    try:
-        state: BaseModel = model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidValue(f"input does not fit {model.__name__}: {validation_message(exc)}") from None
-    return state.model_dump(mode="json")
-
-
-@functools.lru_cache(maxsize=256)
-def input_keys(model: type[BaseModel]) -> frozenset[str]:
-    """The keys a model's input may use: its field names and their aliases."""
-    fields = model.model_fields
-    return frozenset(fields) | {f.alias for f in fields.values() if f.alias}
+    Only the visit's last slot (where the run stopped): failures caught earlier in the visit
+    stay as they were recorded, so the replay takes the same path to this point.
+    """
+    if not slots:
+        return []
+    slot = slots[-1]
+    targets = list(slot.parts.values()) if slot.parts is not None else [slot]
+    changed = False
+    for target in targets:
+        if target.kind == "action" and target.status == "failed":
+            target.status = "retrying"
+            target.attempt = 0
+            target.due_at = format_instant(now)
+            changed = True
+    return [SlotEntry(slot.to_json())] if changed else []

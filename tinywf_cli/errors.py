@@ -37,15 +37,16 @@ class EventTimeout(TinyWFError):
 
 
 class NonDeterminismError(TinyWFError):
-    """The step yields something other than what the run recorded at that point."""
+    """The step yields something other than what the run recorded at that point (the run is blocked)."""
 
     exit_code = 1
 
     def __init__(self, run_id: str, step: str, index: int, recorded: str, current: str) -> None:
         super().__init__(
             f"run '{run_id}', step '{step}': at position {index + 1} the run recorded {recorded} "
-            f"but the code now yields {current}; the flow changed under a live run — put new "
-            "behaviour behind a new key or a new step, or `tinywf cancel` the run"
+            f"but the code now yields {current}; the flow changed under a live run — put the new "
+            "behaviour behind `if self.patched(\"some-id\"):` (or a new key or a new step), then "
+            f"`tinywf retry {run_id}`; or `tinywf cancel` the run"
         )
         self.run_id = run_id
         self.step = step
@@ -58,6 +59,43 @@ class FlowError(TinyWFError):
     """A step broke a rule of the authoring API while running (duplicate key, bad yield)."""
 
     exit_code = 1
+
+
+class ActionFailed(TinyWFError):
+    """Raised at ``yield self.action(...)`` when the action finally failed.
+
+    Its attempts ran out, or it raised one of its ``Retry.non_retryable`` errors. Catch it
+    in the step to compensate or take another path: the failure is recorded, so a replay
+    raises it again at the same yield without calling the function. Left uncaught, it
+    fails the run. ``message`` is the action's own error message.
+    """
+
+    exit_code = 1
+
+    def __init__(self, key: str, error_type: str, message: str, attempts: int) -> None:
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        super().__init__(f"action '{key}' failed after {tries}: {error_type}: {message}")
+        self.key = key
+        self.error_type = error_type
+        self.message = message
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        return f"action '{self.key}' failed after {tries}: {self.error_type}: {self.message}"
+
+
+class ChildFailed(TinyWFError):
+    """Raised at ``yield self.child(...)`` when the child run failed or was cancelled."""
+
+    exit_code = 1
+
+    def __init__(self, run_id: str, status: str, error: dict[str, str] | None) -> None:
+        why = f": {error.get('type')}: {error.get('message')}" if error else ""
+        super().__init__(f"child run '{run_id}' {status}{why}")
+        self.run_id = run_id
+        self.status = status
+        self.error = error
 
 
 # -- 2: bad usage or bad input -------------------------------------------------
@@ -143,15 +181,25 @@ class Conflict(TinyWFError):
 
 
 class RunLocked(Conflict):
-    """Another process held the run's lock past the lock timeout."""
+    """Another process held the run's lock past the lock timeout (or ``reason`` says why it cannot be had)."""
 
-    def __init__(self, run_id: str, timeout: float) -> None:
+    def __init__(self, run_id: str, timeout: float, reason: str | None = None) -> None:
         super().__init__(
-            f"run '{run_id}' is locked by another process (waited {timeout:g}s; "
-            "raise --lock-timeout or try again)"
+            reason or f"run '{run_id}' is locked by another process (waited {timeout:g}s; "
+                      "raise --lock-timeout or try again)"
         )
         self.run_id = run_id
         self.timeout = timeout
+
+
+class QueueFull(Conflict):
+    """A run already holds as many queued early events as it may."""
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__(f"run '{run_id}' already holds {limit} queued events, the most it keeps; "
+                         "let it consume some (or cancel it) before sending more")
+        self.run_id = run_id
+        self.limit = limit
 
 
 class RunExists(Conflict):
@@ -166,7 +214,7 @@ class StatusConflict(Conflict):
     """The run's status does not allow the command."""
 
     def __init__(self, run_id: str, status: str, command: str) -> None:
-        super().__init__(f"run '{run_id}' is {status}: cannot {command} it")
+        super().__init__(f"run '{run_id}' is {status}: cannot {command}")
         self.run_id = run_id
         self.status = status
         self.command = command

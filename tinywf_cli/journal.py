@@ -174,15 +174,20 @@ class PartEntry:
 
 @dataclass(slots=True)
 class VisitEntry:
-    """A step visit begins: its number, step and starting state (``None`` in records of tinywf 0.1)."""
+    """A step visit begins: its number, step, starting state and the flow version that state is at
+    (step and state are ``None`` in records of tinywf 0.1)."""
 
     n: int
     step: str | None = None
     state: Any = None
+    version: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The journal form."""
-        return {"visit": {"n": self.n, "step": self.step, "state": self.state}}
+        body = {"n": self.n, "step": self.step, "state": self.state}
+        if self.version is not None:
+            body["version"] = self.version
+        return {"visit": body}
 
 
 Entry = AuditEntry | SlotEntry | PartEntry | VisitEntry
@@ -212,9 +217,10 @@ def entry_from_json(data: Any) -> Entry:
         if type(body) is int:  # tinywf 0.1 wrote only the visit's number
             return VisitEntry(body)
         if (not isinstance(body, dict) or type(body.get("n")) is not int
-                or not (body.get("step") is None or isinstance(body.get("step"), str))):
+                or not (body.get("step") is None or isinstance(body.get("step"), str))
+                or not (body.get("version") is None or type(body.get("version")) is int)):
             raise BadEntry("a visit entry must have its number and step")
-        return VisitEntry(body["n"], body.get("step"), body.get("state"))
+        return VisitEntry(body["n"], body.get("step"), body.get("state"), body.get("version"))
     raise BadEntry(f"unknown journal entry {name!r}")
 
 

@@ -98,11 +98,21 @@ class RunHead:
     pending: list[PendingResume] = field(default_factory=list)
     #: What each pending event accepts, described for people (resume id -> description).
     expects: dict[str, str] = field(default_factory=dict)
-    inbox: dict[str, list[Any]] = field(default_factory=dict)
+    #: Early events by key, oldest first: ``("value", v)`` or ``("text", "...")`` (a value given
+    #: as command-line text, parsed against the wait's type when a wait takes it).
+    inbox: dict[str, list[tuple[Literal["value", "text"], Any]]] = field(default_factory=dict)
     error: ErrorInfo | None = None
     wake_at: datetime | None = None
     progress: int = 0
     recovery: Recovery = field(default_factory=Recovery)
+    #: Child runs this run started (``self.child``, ``self.start_child``), oldest first.
+    children: list[str] = field(default_factory=list)
+    #: Whether this run, having ended, has woken its parent (until then it stays due).
+    parent_woken: bool = False
+    #: The status a paused run goes back to when resumed.
+    paused_from: Status | None = None
+    #: Audit entries dropped by ``history_limit``.
+    dropped_logs: int = 0
 
 
 HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)
@@ -136,6 +146,11 @@ class RunDocument(_Model):
     updated_at: datetime
     #: What each pending event accepts, for prompts (not part of the JSON document).
     expects: dict[str, str] = Field(default_factory=dict, exclude=True)
+    #: Whether the command that returned this document advanced the run (its failure is then
+    #: the command's: exit 1); not part of the JSON document.
+    advanced: bool = Field(default=False, exclude=True)
+    #: Child runs the run started, oldest first (shown to people; not part of the JSON document).
+    children: list[str] = Field(default_factory=list, exclude=True)
 
     @classmethod
     def of(cls, head: RunHead) -> RunDocument:
@@ -144,7 +159,7 @@ class RunDocument(_Model):
         return cls(run_id=head.run_id, workflow=head.workflow, version=head.version, status=head.status,
                    step=head.step, state=head.state, pending=head.pending, error=head.error, parent=head.parent,
                    created_at=head.created_at, updated_at=head.updated_at,
-                   expects={k: v for k, v in head.expects.items() if k in ids})
+                   expects={k: v for k, v in head.expects.items() if k in ids}, children=list(head.children))
 
 
 class ShowDocument(RunDocument):
@@ -153,6 +168,8 @@ class ShowDocument(RunDocument):
     logs: list[LogEntry]
     #: The workflow class's docstring (for people; the JSON keeps to the contract's keys).
     doc: str | None = Field(default=None, exclude=True)
+    #: Audit entries not in ``logs``: dropped by ``history_limit``, or left out by ``--last``.
+    omitted: int = Field(default=0, exclude=True)
 
 
 class RunSummary(_Model):
@@ -192,4 +209,30 @@ class TickReport(_Model):
 
     due: int
     advanced: list[TickAdvanced] = Field(default_factory=list)
+    skipped: list[TickSkipped] = Field(default_factory=list)
+
+
+class CheckResult(_Model):
+    """One run of ``tinywf check``: would it replay under today's code, and if not, why."""
+
+    run_id: str
+    ok: bool
+    reason: str | None
+
+
+class CheckReport(_Model):
+    """``tinywf check --json``."""
+
+    runs: list[CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every run would replay."""
+        return all(r.ok for r in self.runs)
+
+
+class PruneReport(_Model):
+    """``tinywf prune --json``: the runs deleted (or that would be, with ``--dry-run``) and those skipped."""
+
+    pruned: list[str]
     skipped: list[TickSkipped] = Field(default_factory=list)

@@ -12,40 +12,22 @@ of the head and of every entry checked. What tinywf writes it can read back
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from pydantic import ValidationError
 
 from tinywf_cli.errors import StorageError
 from tinywf_cli.journal import BadEntry, Entry, entry_from_json
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
-from tinywf_cli.values import dumps
+from tinywf_cli.values import dumps, strict_loads
 
 #: The format this tinywf writes; it reads this one and those listed in ``READS``.
 FORMAT = 2
 READS = frozenset({1, 2})
 #: Records larger than this are refused rather than read (and never written).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text} is out of range")
-    return value
-
-
-def strict_loads(data: bytes | str) -> Any:
-    """Parse JSON as tinywf writes it: no ``NaN``, no ``Infinity``, no number too large for a float."""
-    return json.loads(data, parse_constant=_no_constant, parse_float=_finite)
 
 
 @dataclass
@@ -93,6 +75,8 @@ def parse_record(path: Path, run_id: str, data: bytes) -> Record:
             entry_from_json(entry)
         except BadEntry as exc:
             raise StorageError(path, f"has a malformed journal entry in its tail ({exc}; corrupt run record)") from None
+    if doc["tinywf"] == 1:
+        _upgrade_format_1(doc["run"])
     try:
         head = head_from_json(doc["run"])
     except ValidationError as exc:
@@ -102,6 +86,14 @@ def parse_record(path: Path, run_id: str, data: bytes) -> Record:
     if head.run_id != run_id:
         raise StorageError(path, f"holds run '{head.run_id}', not '{run_id}'")
     return Record(head, journal["size"], journal["visit_start"], [dumps(e).encode() for e in tail])
+
+
+def _upgrade_format_1(run: dict[str, Any]) -> None:
+    """A head written by tinywf 0.1 kept early events as bare values."""
+    inbox = run.get("inbox")
+    if isinstance(inbox, dict):
+        run["inbox"] = {key: [["value", v] for v in values] if isinstance(values, list) else values
+                        for key, values in inbox.items()}
 
 
 def encode_record(head: RunHead, size: int, visit_start: int, tail: list[bytes]) -> bytes:

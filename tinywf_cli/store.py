@@ -53,12 +53,18 @@ class LoadedRun:
 
 
 def index_due(head: RunHead) -> datetime | None:
-    """When ``tick`` should look at this run: now if running, its earliest due time, or never."""
-    if head.status == "running":
+    """When ``tick`` should look at this run: now if running (or ended with a parent not yet
+    woken), its earliest due time if waiting, or never."""
+    if head.status == "running" or wakes_parent(head):
         return RUNNING_DUE
     if head.status == "waiting":
         return head.wake_at
     return None
+
+
+def wakes_parent(head: RunHead) -> bool:
+    """Whether this child run has ended and its parent has not been woken for it yet."""
+    return head.parent is not None and not head.parent_woken and head.status in ("finished", "failed", "cancelled")
 
 
 class RunSession(Protocol):

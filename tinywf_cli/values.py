@@ -27,24 +27,54 @@ class _NotPlain(Exception):
     """Raised inside ``_plain_copy`` for anything JSON would change."""
 
 
-def _plain_copy(value: Any) -> Any:
-    """A deep copy of a value made only of what JSON keeps as it is; raises _NotPlain otherwise."""
+#: Values nested deeper than this are refused: what tinywf writes, every JSON reader must read back.
+MAX_DEPTH = 200
+#: Integers wider than this are refused (Python reads back at most 4,300 digits: about 14,280 bits).
+MAX_INT_BITS = 14_000
+
+
+def _refuse_int(value: int) -> NotJSON:
+    return NotJSON(f"an integer of about {int(value.bit_length() * 0.30103):,} digits is too large to store "
+                   f"(the limit is about {int(MAX_INT_BITS * 0.30103):,} digits; store it as a string)")
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotJSON(f"text {text[:40]!r} is not valid Unicode (it holds a lone surrogate)") from None
+
+
+def _plain_copy(value: Any, depth: int = 0) -> Any:
+    """A deep copy of a value made only of what JSON keeps as it is; raises _NotPlain otherwise,
+    and NotJSON for what no JSON round trip could keep (too deep, too large, not Unicode)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str:
+        _check_text(value)
+        return value
+    if kind is int:
+        if value.bit_length() > MAX_INT_BITS:
+            raise _refuse_int(value)
+        return value
+    if kind is bool or value is None:
         return value
     if kind is float:
         if math.isfinite(value):
             return value
         raise _NotPlain
+    if depth >= MAX_DEPTH:
+        raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep")
     if kind is dict:
         out = {}
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            out[key] = _plain_copy(item)
+            _check_text(key)
+            out[key] = _plain_copy(item, depth + 1)
         return out
     if kind is list:
-        return [_plain_copy(item) for item in value]
+        return [_plain_copy(item, depth + 1) for item in value]
     raise _NotPlain
 
 
@@ -52,16 +82,71 @@ def to_json_value(value: Any) -> Any:
     """The value as it comes back from JSON (tuples become lists, models dicts); raises NotJSON.
 
     Values already made of JSON's own types are copied directly; anything else goes
-    through pydantic's encoder and a real JSON round trip.
+    through pydantic's encoder and a real JSON round trip. Either way the result is
+    something every JSON reader reads back as it was written.
     """
     try:
         return _plain_copy(value)
     except (_NotPlain, RecursionError):
         pass
     try:
-        return json.loads(dumps(to_jsonable_python(value)))
+        plain = json.loads(dumps(to_jsonable_python(value)))
     except (PydanticSerializationError, TypeError, ValueError, RecursionError) as exc:
         raise NotJSON(f"{type(value).__name__} value is not JSON: {exc}") from None
+    try:
+        return _plain_copy(plain)
+    except (_NotPlain, RecursionError):
+        raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep") from None
+
+
+def check_json_value(value: Any) -> None:
+    """Refuse (NotJSON) a JSON value that could not be read back as written: too deep, an
+    integer too large, text that is not Unicode, a float that is not finite."""
+    try:
+        _plain_copy(value)
+    except _NotPlain:
+        raise NotJSON("the value holds something JSON cannot keep (a number that is not finite?)") from None
+    except RecursionError:
+        raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is too large")
+    return value
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` of JSON as written: no ``NaN``/``Infinity``, no number too large for a
+    float; ValueError for anything else (nesting too deep included)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+class TextValue:
+    """A value typed on a command line: taken as JSON when it parses and fits the wait's
+    type, else as the text itself (so ``1234`` answers a ``type=str`` wait with ``"1234"``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"TextValue({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextValue) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(("TextValue", self.text))
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -9,38 +9,45 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from tinywf_cli.clock import as_utc
 from tinywf_cli.errors import FlowDefinitionError
+from tinywf_cli.names import WORKFLOW_API
 
 StateT = TypeVar("StateT")
 
 #: What a step yields: one of the command objects below.
 StepGenerator = Generator["Command", Any, Any]
 
-# Names a step or signal may not take: they are the authoring API itself.
-RESERVED = frozenset(
-    {"action", "sleep", "sleep_until", "wait_event", "parallel", "log", "run_id", "state",
-     "idempotency_key"}
-)
+#: Names a step or signal may not take: they are the authoring API itself.
+RESERVED = WORKFLOW_API
+#: The longest wait tinywf accepts (about 100 years): longer ones are surely mistakes.
+MAX_SECONDS = 100 * 366 * 86400.0
 
 
-def seconds_of(value: float | timedelta, what: str) -> float:
-    """Seconds from a number or a timedelta, refusing negatives and non-numbers."""
+def seconds_of(value: float | timedelta, what: str, *, negative: bool = False) -> float:
+    """Seconds from a number or a timedelta: finite, at most ~100 years, and >= 0 unless ``negative``."""
     if isinstance(value, timedelta):
         result = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:
+            result = math.inf
     else:
         raise TypeError(f"{what} must be seconds (a number) or a timedelta, not {value!r}")
-    if result != result or result < 0:  # NaN or negative
+    if not math.isfinite(result) or result > MAX_SECONDS:
+        raise ValueError(f"{what} must be a finite number of seconds (at most {MAX_SECONDS:.0f}), got {value!r}")
+    if result < 0 and not negative:
         raise ValueError(f"{what} must be >= 0, got {value!r}")
     return result
 
@@ -140,38 +147,80 @@ class Sleep(Command):
 class WaitEvent(Command):
     """Pause until a value for ``key`` arrives from outside (``tinywf resolve``/``send``)."""
 
-    __slots__ = ("request", "timeout", "type")
+    __slots__ = ("deadline", "request", "timeout", "type")
     kind = "event"
 
-    def __init__(self, key: str, type_: Any, timeout: float | None, request: dict[str, Any]) -> None:
+    def __init__(self, key: str, type_: Any, timeout: float | None, request: dict[str, Any],
+                 deadline: datetime | None = None) -> None:
         super().__init__(key)
         self.type = type_
+        #: Seconds from when the wait begins (never negative: one already past times out at once).
         self.timeout = timeout
+        #: An absolute deadline (``timeout=`` an aware datetime).
+        self.deadline = deadline
         self.request = request
 
 
 class Parallel(Command):
     """Run several actions concurrently; the yield gives ``{name: result}``."""
 
-    __slots__ = ("actions",)
+    __slots__ = ("actions", "max_workers")
     kind = "parallel"
 
-    def __init__(self, actions: Mapping[str, Action]) -> None:
-        if not isinstance(actions, Mapping) or not actions:
-            raise TypeError("self.parallel() takes a non-empty dict {name: self.action(...)}")
+    def __init__(self, actions: Mapping[str, Action], max_workers: int = 8) -> None:
+        if not isinstance(actions, Mapping):
+            raise TypeError("self.parallel() takes a dict {name: self.action(...)}")
         for name, action in actions.items():
             if not isinstance(action, Action):
                 raise TypeError(f"self.parallel(): {name!r} must be a self.action(...), not {action!r}")
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"self.parallel(max_workers=...) must be an integer >= 1, got {max_workers!r}")
         keys = [a.key for a in actions.values()]
         if len(set(keys)) != len(keys):
             raise TypeError(f"self.parallel(): action keys must differ, got {keys}")
         # JSON, not a joined string: {"a,b": ...} and {"a": ..., "b": ...} must not look alike
         super().__init__("parallel" + json.dumps(sorted(keys), ensure_ascii=False))
         self.actions = dict(actions)
+        self.max_workers = max_workers
 
     def describe(self) -> str:
         """``parallel 'a,b'``."""
         return f"parallel of {', '.join(repr(k) for k in sorted(a.key for a in self.actions.values()))}"
+
+
+#: What ``self.child`` and ``self.start_child`` take as the flow: a class, or ``"path.py[:Class]"``.
+FlowTarget = type | str | Path
+
+
+class Child(Command):
+    """Start a child run and wait until it ends: ``result = yield self.child(...)``."""
+
+    __slots__ = ("flow", "input", "run_id", "wait")
+    kind = "child"
+
+    def __init__(self, key: str, flow: FlowTarget, input: dict[str, Any] | None, run_id: str | None,
+                 *, wait: bool = True) -> None:
+        super().__init__(key)
+        if not isinstance(flow, type | str | Path):
+            raise TypeError(f"child '{key}': flow must be a Workflow class or 'path.py[:Class]', not {flow!r}")
+        if input is not None and not isinstance(input, dict):
+            raise TypeError(f"child '{key}': input must be a dict, not {type(input).__name__}")
+        if run_id is not None and not isinstance(run_id, str):
+            raise TypeError(f"child '{key}': run_id must be a string, not {run_id!r}")
+        self.flow = flow
+        self.input = input
+        self.run_id = run_id
+        self.wait = wait
+
+
+class StartChild(Child):
+    """Start a child run without waiting for it: ``run_id = yield self.start_child(...)``."""
+
+    __slots__ = ()
+    kind = "start_child"
+
+    def __init__(self, key: str, flow: FlowTarget, input: dict[str, Any] | None, run_id: str | None) -> None:
+        super().__init__(key, flow, input, run_id, wait=False)
 
 
 @dataclass(frozen=True)
@@ -246,9 +295,14 @@ class RunContext(Protocol):
     run_id: str
     visit: int
     step: str | None
+    store_target: str
 
     def record_log(self, type_: str, values: dict[str, Any]) -> None:
         """Take a ``self.log`` entry."""
+        ...
+
+    def patched(self, patch_id: str) -> bool:
+        """Answer ``self.patched(patch_id)`` at this point of the visit."""
         ...
 
 
@@ -264,6 +318,18 @@ class Workflow(Generic[StateT]):
     __tinywf_steps__: ClassVar[dict[str, StepSpec]] = {}
     __tinywf_signals__: ClassVar[dict[str, SignalSpec]] = {}
     __tinywf_start__: ClassVar[str | None] = None
+
+    #: The version of this flow's code and state; new runs record it. Raise it when the
+    #: state's shape changes, with a migration from the old version.
+    version: ClassVar[int] = 1
+    #: ``{v: fn}``: ``fn(state_dict_at_v)`` returns the state at ``v + 1``; applied in order
+    #: to runs recorded at an older version before they go on.
+    migrations: ClassVar[Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+    #: Keep only the newest N audit entries of a run (``None``: keep all).
+    history_limit: ClassVar[int | None] = None
+    #: Seconds a step's code may run between two yields before the run fails (``None``: no limit).
+    #: Steps should be quick; slow work belongs in actions, which have no such limit.
+    step_timeout: ClassVar[float | None] = 60.0
 
     state: StateT
     _tinywf: RunContext
@@ -301,6 +367,7 @@ class Workflow(Generic[StateT]):
         cls.__tinywf_steps__ = steps
         cls.__tinywf_signals__ = signals
         cls.__tinywf_start__ = starts[0] if starts else next(iter(steps), None)
+        _check_versioning(cls)
 
     # -- commands --------------------------------------------------------------
 
@@ -325,19 +392,63 @@ class Workflow(Generic[StateT]):
             raise TypeError(f"sleep_until '{key}' takes a datetime, not {when!r}")
         return Sleep(key, None, as_utc(when))
 
-    def wait_event(self, key: str, *, type: Any = object, timeout: float | timedelta | None = None,
+    def wait_event(self, key: str, *, type: Any = object, timeout: float | timedelta | datetime | None = None,
                    **request: Any) -> WaitEvent:
         """Pause until the event ``key`` is resolved; yields its value, validated against ``type``.
 
         ``request`` (JSON) is shown to whoever answers; ``question=`` is the prompt text.
-        With ``timeout``, ``EventTimeout`` is raised at the yield once it passes.
+        ``timeout`` is seconds, a timedelta, or an aware datetime (a deadline); once it
+        passes, ``EventTimeout`` is raised at the yield (at once for one already past,
+        unless a value is queued). A key is a channel: waiting on it again (in a loop)
+        takes the next value.
         """
-        seconds = None if timeout is None else seconds_of(timeout, f"wait_event '{key}' timeout")
+        if isinstance(timeout, datetime):
+            if timeout.tzinfo is None:
+                raise TypeError(f"wait_event '{key}': a timeout datetime must be timezone-aware "
+                                "(e.g. datetime(..., tzinfo=UTC))")
+            return WaitEvent(key, type, None, request, deadline=as_utc(timeout))
+        seconds = None if timeout is None else max(0.0, seconds_of(timeout, f"wait_event '{key}' timeout",
+                                                                   negative=True))
         return WaitEvent(key, type, seconds, request)
 
-    def parallel(self, actions: Mapping[str, Action]) -> Parallel:
-        """Run ``{name: self.action(...)}`` concurrently; yields ``{name: result}``."""
-        return Parallel(actions)
+    def parallel(self, actions: Mapping[str, Action], max_workers: int = 8) -> Parallel:
+        """Run ``{name: self.action(...)}`` concurrently, at most ``max_workers`` at once; yields
+        ``{name: result}`` (``{}`` for an empty dict). A part that finally fails raises
+        ``ActionFailed`` once the others have finished and been recorded."""
+        return Parallel(actions, max_workers)
+
+    def child(self, key: str, flow: FlowTarget, input: dict[str, Any] | None = None,
+              run_id: str | None = None) -> Child:
+        """Start a child run of ``flow`` in this run's store and wait until it ends.
+
+        ``result = yield self.child(...)`` gives the child's final state (JSON); a child
+        that fails or is cancelled raises ``ChildFailed`` at the yield. The child's id is
+        ``run_id``, else ``<this run's id>.<key>``. ``flow`` is a Workflow class or
+        ``"path.py[:Class]"`` (a relative path is looked for beside this flow's file first).
+        """
+        return Child(key, flow, input, run_id)
+
+    def start_child(self, key: str, flow: FlowTarget, input: dict[str, Any] | None = None,
+                    run_id: str | None = None) -> StartChild:
+        """Start a child run without waiting for it; ``yield`` gives its run id."""
+        return StartChild(key, flow, input, run_id)
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this point of the step runs the changed code: ``if self.patched("id"): new else: old``.
+
+        True when the visit runs here for the first time (a marker is recorded); on a replay
+        of a visit recorded before the change, False, so the old path is taken; True when
+        the replay finds the marker.
+        """
+        if not isinstance(patch_id, str) or not patch_id:
+            raise TypeError(f"self.patched() takes a non-empty id string, got {patch_id!r}")
+        return self._tinywf.patched(patch_id)
+
+    @property
+    def store_target(self) -> str:
+        """The store this run lives in (a directory or a URL): ``Runtime(self.store_target)`` in an
+        action reaches this run's siblings."""
+        return self._tinywf.store_target
 
     # -- run facts ---------------------------------------------------------------
 
@@ -358,6 +469,31 @@ class Workflow(Generic[StateT]):
         if not isinstance(type, str) or not type:
             raise TypeError(f"self.log() takes a non-empty type string first, got {type!r}")
         self._tinywf.record_log(type, values)
+
+
+def _check_versioning(cls: type[Workflow[Any]]) -> None:
+    """Refuse a bad ``version``, ``migrations``, ``history_limit`` or ``step_timeout`` when the class is defined."""
+    name = cls.__name__
+    version = cls.version
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FlowDefinitionError(f"{name}.version must be an integer >= 1, not {version!r}")
+    migrations = cls.migrations
+    if not isinstance(migrations, Mapping):
+        raise FlowDefinitionError(f"{name}.migrations must be a dict {{version: function}}, not {migrations!r}")
+    for old, fn in migrations.items():
+        if not isinstance(old, int) or isinstance(old, bool) or not 1 <= old < version:
+            raise FlowDefinitionError(
+                f"{name}.migrations[{old!r}]: keys are the versions migrated from, 1 to {version - 1} "
+                f"(version is {version})")
+        if not callable(fn):
+            raise FlowDefinitionError(f"{name}.migrations[{old}] must be a function of the state dict")
+    limit = cls.history_limit
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise FlowDefinitionError(f"{name}.history_limit must be None or an integer >= 1, not {limit!r}")
+    timeout = cls.step_timeout
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
+                                or not 0 < timeout < math.inf):
+        raise FlowDefinitionError(f"{name}.step_timeout must be None or a number of seconds > 0, not {timeout!r}")
 
 
 def _state_model_of(cls: type) -> type[BaseModel] | None:

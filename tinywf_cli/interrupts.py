@@ -1,0 +1,146 @@
+"""Stopping a process cleanly, and stopping a step that never yields.
+
+Two things look alike to Python and must not to tinywf:
+
+- a real interrupt (Ctrl-C, a second SIGTERM to a worker), which stops the process and
+  leaves the run in progress ``running`` for ``tinywf tick`` to recover, and
+- flow code raising ``KeyboardInterrupt`` or ``SystemExit`` itself, which is that run's own
+  failure, recorded once like any other.
+
+The CLI installs handlers that count real signals (``install``); ``is_interrupt`` tells the
+two apart. Without them (a program embedding tinywf), a ``KeyboardInterrupt`` is taken as real.
+
+The step watchdog: a step's code between two yields should be quick (slow work belongs in
+actions). A step that runs longer than its ``step_timeout`` is interrupted with
+``StepOverrun``, which fails the run, so one step that never yields cannot hold ``tick`` or
+``worker`` forever. One watchdog thread per process watches the step in progress; it can
+interrupt only the main thread (where the CLI runs steps), so steps run in other threads
+are not watched.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+
+class StepOverrun(BaseException):
+    """Raised inside a step's code that ran past its ``step_timeout`` without yielding."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"ran for more than {seconds:g} s without yielding")
+        self.seconds = seconds
+
+
+_signals_seen = 0
+_handlers_installed = False
+
+
+def interrupted(signum: int, frame: FrameType | None) -> None:
+    """The CLI's handler of SIGINT: count it, then stop what is running."""
+    global _signals_seen
+    _signals_seen += 1
+    raise KeyboardInterrupt
+
+
+def install(handler: Callable[[int, FrameType | None], Any] = interrupted,
+            signums: tuple[int, ...] = (signal.SIGINT,)) -> None:
+    """Install ``handler`` for ``signums`` (main thread only) and count real interrupts from now on."""
+    global _handlers_installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in signums:
+        signal.signal(signum, handler)
+    _handlers_installed = True
+
+
+def note_signal() -> None:
+    """Count a real signal received by a handler other than ``interrupted`` (the worker's)."""
+    global _signals_seen
+    _signals_seen += 1
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` stops the process (propagate it) rather than failing the code that raised it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return not _handlers_installed or _signals_seen > 0
+    return False
+
+
+class Watchdog:
+    """Interrupts the main thread when step code runs past its budget."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: The segment of step code running now: (number, started at, budget) or None.
+        self._segment: tuple[int, float, float] | None = None
+        self._count = 0
+        self._pending: float | None = None  # the budget of an overrun being delivered
+        self._installed = False
+        self._idle = False  # the thread waits with no deadline: arming must wake it
+
+    def _start(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if not self._installed:
+            if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                return False  # the program uses SIGALRM itself: leave it be
+            signal.signal(signal.SIGALRM, self._on_alarm)
+            self._installed = True
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="tinywf-step-watchdog", daemon=True)
+            self._thread.start()
+        return True
+
+    @contextmanager
+    def watching(self, budget: float | None) -> Iterator[None]:
+        """While the block runs step code: interrupt it after ``budget`` seconds."""
+        if budget is None or not self._start():
+            yield
+            return
+        self._count += 1
+        self._segment = (self._count, time.monotonic(), budget)
+        if self._idle:  # a thread already waiting for a deadline wakes by itself, and looks again
+            self._wake.set()
+        try:
+            yield
+        finally:
+            self._segment = None
+
+    def _watch(self) -> None:
+        main = threading.main_thread().ident
+        while True:
+            segment = self._segment
+            if segment is None:
+                self._idle = True
+                if self._segment is None:  # looked at again after saying so: no arming is missed
+                    self._wake.wait()
+                self._idle = False
+                self._wake.clear()
+                continue
+            number, started, budget = segment
+            left = started + budget - time.monotonic()
+            if left > 0:
+                self._wake.wait(left)
+                self._wake.clear()
+                continue
+            current = self._segment
+            if current is not None and current[0] == number and main is not None:
+                self._pending = budget
+                signal.pthread_kill(main, signal.SIGALRM)
+                time.sleep(0.5)  # let it land (and again later, if the step swallows it)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        budget, self._pending = self._pending, None
+        if budget is not None and self._segment is not None:
+            raise StepOverrun(budget)
+
+
+WATCHDOG = Watchdog()
