@@ -141,13 +141,19 @@ class Chatty(Workflow):
         self.state["poked"] = True
 ''',
     "fifo.py": '''
-"""Sleeps a minute, then takes three items from the "item" event, in order."""
+"""Sleeps a minute, then takes three items (lower-case words) from the "item" event, in order."""
+
+from typing import Annotated
+
+from pydantic import StringConstraints
 
 from tinywf_cli import Workflow, step
 
+Word = Annotated[str, StringConstraints(pattern=r"^[a-z]+$")]
+
 
 class Queue(Workflow):
-    """Collect three text items, one per visit of ``take``."""
+    """Collect three words, one per visit of ``take``."""
 
     @step
     def settle(self):
@@ -156,7 +162,7 @@ class Queue(Workflow):
 
     @step
     def take(self):
-        item = yield self.wait_event("item", type=str, question="Next item?")
+        item = yield self.wait_event("item", type=Word, question="Next item?")
         self.state.setdefault("items", []).append(item)
         return self.take if len(self.state["items"]) < 3 else None
 ''',

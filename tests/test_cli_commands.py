@@ -358,7 +358,7 @@ def test_send_queues_early_events_first_in_first_out(cli: Cli, fast: InProcessCl
     fast.start("flows/fifo.py", "q1")
     queued = cli.json("send", "q1", "item", "first")
     assert queued["status"] == "waiting" and queued["pending"][0]["kind"] == "timer"  # not at the wait yet
-    fast.json("send", "q1", "item", "5")  # an int: the wait wants text, so it will be dropped
+    fast.json("send", "q1", "item", "5")  # not a word: the wait will drop it
     fast.json("send", "q1", "item", "second")
     doc = fast.json("tick", now=at(60))
     assert doc["advanced"] == [{"run_id": "q1", "status": "waiting"}]

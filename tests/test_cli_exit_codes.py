@@ -227,7 +227,7 @@ def test_a_bug_in_tinywf_exits_70_with_an_internal_error_line(fast: InProcessCli
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from tinywf_cli.runtime import Runtime
 
-    def broken(self: Runtime, run_id: str) -> None:
+    def broken(self: Runtime, run_id: str, last: int | None = None) -> None:
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(Runtime, "get", broken)

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from tinywf_cli import __version__
+from tinywf_cli import __version__, interrupts
 from tinywf_cli.errors import BadInput, InvalidValue, TinyWFError
+from tinywf_cli.jsonio import TextValue, strict_loads
+from tinywf_cli.output import OutputError, guard_streams, is_utf8
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -56,15 +58,29 @@ StateDir = Annotated[
     typer.Option("--state-dir", metavar="DIR", help="The state directory (the same as --store DIR)."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+def seconds_option(name: str, low: float, high: float) -> Callable[[float], float]:
+    """A callback refusing what ``min=`` lets through: NaN, infinities, absurdly long waits."""
+    def check(value: float) -> float:
+        if not low <= value <= high:  # False for NaN
+            raise typer.BadParameter(f"{value!r} is not a number of seconds between {low:g} and {high:g}",
+                                     param_hint=f"'{name}'")
+        return value
+    return check
+
+
+#: The longest lock wait and poll interval accepted: a week, a day.
+MAX_LOCK_TIMEOUT = 7 * 86400.0
+MAX_POLL = 86400.0
+
 LockTimeout = Annotated[
     float,
-    typer.Option("--lock-timeout", min=0, metavar="SECONDS",
+    typer.Option("--lock-timeout", metavar="SECONDS", callback=seconds_option("--lock-timeout", 0, MAX_LOCK_TIMEOUT),
                  help="How long to wait for a run's lock before exiting 4."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 ReadLockTimeout = Annotated[
     float,
-    typer.Option("--lock-timeout", min=0, metavar="SECONDS",
+    typer.Option("--lock-timeout", metavar="SECONDS", callback=seconds_option("--lock-timeout", 0, MAX_LOCK_TIMEOUT),
                  help="Accepted like every command that touches a run; reading takes no lock, so it never waits."),
 ]
 RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)]
@@ -123,8 +139,11 @@ class Session:
             yield
 
     def emit(self, document: BaseModel) -> None:
-        """Print a document as JSON."""
-        sys.stdout.write(document.model_dump_json(indent=2) + "\n")
+        """Print a document as JSON (with ``\\u`` escapes where stdout cannot take UTF-8)."""
+        text = document.model_dump_json(indent=2)
+        if not is_utf8(sys.stdout):
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=True)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     def call(self, fn: Callable[[], T]) -> T:
@@ -149,27 +168,15 @@ def store_target(store: str | None, state_dir: str | None) -> str:
     return os.environ.get("TINYWF_STORE") or os.environ.get("TINYWF_STATE_DIR") or "state"
 
 
-def strict_json(text: str) -> Any:
-    """``json.loads`` without Python's extensions: ``NaN`` and ``Infinity`` are not JSON."""
-    return json.loads(text, parse_constant=reject_constant)
-
-
-def reject_constant(name: str) -> NoReturn:
-    """``parse_constant`` for ``strict_json``."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def parse_value(text: str) -> Any:
-    """A command-line VALUE: JSON if it parses, else the text itself; ``-`` reads stdin."""
+def parse_value(text: str) -> TextValue:
+    """A command-line VALUE (``-`` reads stdin): JSON when it parses and fits the event's type,
+    else the text itself — decided where the type is known."""
     if text == "-":
         try:
             text = sys.stdin.read().rstrip("\n")
         except UnicodeDecodeError:
             raise BadInput("the value on stdin is not UTF-8 text") from None
-    try:
-        return strict_json(text)
-    except ValueError:
-        return text
+    return TextValue(text)
 
 
 def parse_object(text: str | None, what: str) -> dict[str, Any]:
@@ -184,7 +191,7 @@ def parse_object(text: str | None, what: str) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise BadInput(f"{what} file '{text[1:]}' is not UTF-8 text") from None
     try:
-        value = strict_json(text)
+        value = strict_loads(text)
     except ValueError as exc:
         raise BadInput(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -192,15 +199,15 @@ def parse_object(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
-def finish(session: Session, doc: RunDocument, *, advanced: bool) -> NoReturn:
-    """Print a run document and exit: 1 when the command advanced the run and it failed."""
+def finish(session: Session, doc: RunDocument) -> NoReturn:
+    """Print a run document and exit: 1 when the command advanced the run and it failed or was blocked."""
     if session.as_json:
         session.emit(doc)
     else:
         from tinywf_cli.render import run_outcome
 
         session.console.print(run_outcome(doc, session.runtime.clock.now(), session.state_hint), soft_wrap=True)
-    raise typer.Exit(1 if advanced and doc.status == "failed" else 0)
+    raise typer.Exit(1 if doc.advanced and doc.status in ("failed", "blocked") else 0)
 
 
 # -- interaction ------------------------------------------------------------------------
@@ -326,6 +333,9 @@ def run(
                                               help="The run's input: a JSON object, or @file.json.")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", metavar="ID",
                                                help="Give the run this id (default: generated).")] = None,
+    attach: Annotated[bool, typer.Option("--attach", help="When a run with this --run-id exists for the same "
+                                                          "workflow, advance and print it instead of exiting 4.")]
+    = False,
     wait: Wait = False,
     no_input: NoInput = False,
     store: StoreTarget = None,
@@ -338,15 +348,19 @@ def run(
 
     With a terminal on stdin, pending events are asked for at a prompt; an empty answer
     leaves the run waiting. Otherwise a ready-to-paste `tinywf resolve` line is printed.
+    With --attach and --run-id, starting twice is safe (webhooks, cron).
 
     \b
     Example:
         tinywf run flows/guess_game.py --input '{"number": 42}'
+        tinywf run flows/checkout.py --run-id order-17 --attach --input @order.json
     """
     session = Session(store, state_dir, as_json, lock_timeout)
     data = parse_object(input, "--input")
-    doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id))
-    finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+    if attach and run_id is None:
+        raise BadInput("--attach needs --run-id: it attaches to the run with that id")
+    doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id, attach=attach))
+    finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
 
 @app.command()
@@ -375,7 +389,7 @@ def resolve(
     session = Session(store, state_dir, as_json, lock_timeout)
     parsed = parse_value(value)
     doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed))
-    finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+    finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
 
 @app.command()
@@ -400,19 +414,7 @@ def send(
     """
     session = Session(store, state_dir, as_json, lock_timeout)
     parsed = parse_value(value)
-    # a failed run waits for nothing: the event is only queued (for after `tinywf retry`),
-    # so the run's failure is not this command's (exit 0, not 1)
-    queued_only = saved_status(session, run_id) == "failed"
-    doc = session.call(lambda: session.runtime.send(run_id, key, parsed))
-    finish(session, doc, advanced=not queued_only)
-
-
-def saved_status(session: Session, run_id: str) -> str | None:
-    """A run's status as last saved; None when it cannot be read (the command's own call says why)."""
-    try:
-        return session.runtime.store.head(run_id).status
-    except TinyWFError:
-        return None
+    finish(session, session.call(lambda: session.runtime.send(run_id, key, parsed)))
 
 
 @app.command(name="signal")
@@ -438,12 +440,19 @@ def signal_command(
     session = Session(store, state_dir, as_json, lock_timeout)
     kwargs = parse_object(args, "the signal's arguments")
     doc = session.call(lambda: session.runtime.signal(run_id, name, **kwargs))
-    finish(session, doc, advanced=False)
+    finish(session, doc)
+
+
+#: The newest timeline entries `show` prints for people unless --last says otherwise.
+SHOW_LAST = 50
 
 
 @app.command()
 def show(
     run_id: RunId,
+    last: Annotated[int | None, typer.Option("--last", min=0, metavar="N",
+                                             help=f"Only the newest N entries of the timeline (for people, "
+                                                  f"the newest {SHOW_LAST} unless given).")] = None,
     store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
@@ -457,7 +466,7 @@ def show(
         tinywf show guess_game-1a2b3c4d
     """
     session = Session(store, state_dir, as_json)
-    doc = session.runtime.get(run_id)
+    doc = session.runtime.get(run_id, last=last if last is not None or as_json else SHOW_LAST)
     if as_json:
         session.emit(doc)
         return
@@ -506,6 +515,9 @@ def list_runs(
 def tick(
     limit: Annotated[int | None, typer.Option("--limit", min=1, metavar="N",
                                               help="Advance at most N runs.")] = None,
+    reindex: Annotated[bool, typer.Option("--reindex", help="First repair the due index from the runs "
+                                                            "themselves (after copying records in by hand).")]
+    = False,
     store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
@@ -515,13 +527,16 @@ def tick(
     """Advance every run whose timer, retry delay or event timeout is due; recover dead runs.
 
     For cron. Safe to run concurrently with itself and other commands: runs locked by
-    others are skipped and reported. Failed runs are reported; the exit stays 0.
+    others are skipped and reported, and so is a run that cannot be read or loaded. Failed
+    and blocked runs are reported; the exit stays 0.
 
     \b
     Example:
         * * * * *  cd /srv/app && tinywf tick --json >> tick.log
     """
     session = Session(store, state_dir, as_json, lock_timeout)
+    if reindex:
+        session.runtime.reindex()
     report = session.call(lambda: session.runtime.tick(limit))
     if as_json:
         session.emit(report)
@@ -533,7 +548,7 @@ def tick(
 
 @app.command()
 def worker(
-    poll: Annotated[float, typer.Option("--poll", min=0.01, metavar="SECONDS",
+    poll: Annotated[float, typer.Option("--poll", metavar="SECONDS", callback=seconds_option("--poll", 0.01, MAX_POLL),
                                         help="Look for due runs at least this often.")] = 5.0,
     store: StoreTarget = None,
     state_dir: StateDir = None,
@@ -544,7 +559,10 @@ def worker(
     """Run `tick` in a loop, sleeping until the next due time; stop cleanly on SIGINT/SIGTERM.
 
     With --json, prints one tick document per line (JSON Lines) for each tick that found
-    due runs. A run being advanced when the signal arrives is finished first.
+    due runs. On SIGINT/SIGTERM the run in progress is finished first, then the worker
+    stops (exit 0); a second signal stops it at once, leaving that run for `tinywf tick`
+    to recover (exit 130). At start it repairs the due index. A pass that fails as a whole
+    (the state directory cannot be listed) is reported on stderr and tried again.
 
     \b
     Example:
@@ -555,6 +573,9 @@ def worker(
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set():  # the second signal: stop at once, the run in progress is recovered later
+            interrupts.note_signal()
+            raise KeyboardInterrupt
         stop.set()
 
     previous = {s: signals.signal(s, request_stop) for s in (signals.SIGINT, signals.SIGTERM)}
@@ -564,6 +585,7 @@ def worker(
 
             session.console.print(Text(f"worker: watching {rt.store.target} (Ctrl-C to stop)", style="dim"),
                                   soft_wrap=True)
+        rt.reindex()
         out = sys.stdout  # flow code's prints go to stderr with --json (Session.call); reports do not
 
         def show_tick(report: TickReport) -> None:
@@ -575,7 +597,10 @@ def worker(
 
                 session.console.print(tick_lines(report))
 
-        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick))
+        def show_error(exc: TinyWFError) -> None:
+            print(f"error: {exc.message} (trying again)", file=sys.stderr, flush=True)
+
+        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick, on_error=show_error))
     finally:
         for sig, handler in previous.items():
             signals.signal(sig, handler)
@@ -593,14 +618,14 @@ def cancel(
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
     debug: Debug = False,
 ) -> None:
-    """Cancel RUN if it has not ended; nothing of it stays pending.
+    """Cancel RUN if it has not ended, and its unfinished child runs; nothing of it stays pending.
 
     \b
     Example:
         tinywf cancel order-17 --reason "customer asked"
     """
     session = Session(store, state_dir, as_json, lock_timeout)
-    finish(session, session.runtime.cancel(run_id, reason), advanced=False)
+    finish(session, session.call(lambda: session.runtime.cancel(run_id, reason)))
 
 
 @app.command()
@@ -614,9 +639,10 @@ def retry(
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
     debug: Debug = False,
 ) -> None:
-    """Restart failed RUN from its failed step; earlier cached actions stay cached.
+    """Try failed or blocked RUN again from its current step; earlier cached actions stay cached.
 
-    The failed action gets a fresh set of attempts; its idempotency key is unchanged.
+    A failed run's failed action gets a fresh set of attempts (its idempotency key is
+    unchanged); a blocked run is replayed under today's code (after you fixed it).
 
     \b
     Example:
@@ -624,7 +650,147 @@ def retry(
     """
     session = Session(store, state_dir, as_json, lock_timeout)
     doc = session.call(lambda: session.runtime.retry(run_id))
-    finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+    finish(session, drive(session, doc, wait=wait, no_input=no_input))
+
+
+@app.command()
+def pause(
+    run_id: RunId,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Hold RUN: nothing advances it until `tinywf resume`; tick and worker skip it.
+
+    Events sent meanwhile queue; timers that come due wait. Exit 4 on runs that ended.
+
+    \b
+    Example:
+        tinywf pause order-17
+    """
+    session = Session(store, state_dir, as_json, lock_timeout)
+    finish(session, session.call(lambda: session.runtime.pause(run_id)))
+
+
+@app.command(name="resume")
+def resume_command(
+    run_id: RunId,
+    wait: Wait = False,
+    no_input: NoInput = False,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Put paused RUN back and advance it as `tick` would (due timers fire, queued events are taken).
+
+    \b
+    Example:
+        tinywf resume order-17
+    """
+    session = Session(store, state_dir, as_json, lock_timeout)
+    doc = session.call(lambda: session.runtime.resume(run_id))
+    finish(session, drive(session, doc, wait=wait, no_input=no_input))
+
+
+@app.command()
+def fork(
+    run_id: RunId,
+    at_visit: Annotated[int | None, typer.Option("--at-visit", min=1, metavar="N",
+                                                 help="Start from visit N of RUN (default: its current visit).")]
+    = None,
+    new_id: Annotated[str | None, typer.Option("--run-id", metavar="ID",
+                                               help="The new run's id (default: RUN-fork-<random>).")] = None,
+    wait: Wait = False,
+    no_input: NoInput = False,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Start a new run from an earlier point of RUN: the state at the start of a step visit.
+
+    The new run begins at that visit's step and runs its actions again (with new
+    idempotency keys); its first log entry is `forked`. RUN itself is untouched, whatever
+    its status. Prints the new run's document.
+
+    \b
+    Example:
+        tinywf fork order-17 --at-visit 2 --run-id order-17-again
+    """
+    session = Session(store, state_dir, as_json, lock_timeout)
+    doc = session.call(lambda: session.runtime.fork(run_id, at_visit, new_id))
+    finish(session, drive(session, doc, wait=wait, no_input=no_input))
+
+
+@app.command()
+def prune(
+    older_than: Annotated[str, typer.Option("--older-than", metavar="AGE", show_default=False,
+                                            help="Runs last updated longer ago than AGE: 30d, 12h, 90m, 45s.")],
+    status: Annotated[str, typer.Option("--status", metavar="S,...",
+                                        help="Which ended runs: finished, cancelled, failed (failed only when "
+                                             "named).")] = "finished,cancelled",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Delete ended runs last updated before now - AGE, with all their files.
+
+    Never a run that has not ended; runs locked by another process are skipped.
+
+    \b
+    Example:
+        tinywf prune --older-than 30d
+        tinywf prune --older-than 7d --status failed --dry-run
+    """
+    statuses = [s.strip() for s in status.split(",") if s.strip()]
+    session = Session(store, state_dir, as_json, lock_timeout)
+    report = session.runtime.prune(older_than, statuses, dry_run=dry_run)
+    if as_json:
+        session.emit(report)
+        return
+    from tinywf_cli.render import prune_lines
+
+    session.console.print(prune_lines(report, dry_run))
+
+
+@app.command()
+def check(
+    flow: Annotated[str | None, typer.Argument(metavar="[FLOW]", show_default=False,
+                                               help="Only the runs of this flow file (default: every run).")]
+    = None,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
+    debug: Debug = False,
+) -> None:
+    """Would every unfinished run replay under today's code? The deploy gate: exit 0 or 1.
+
+    Each run is loaded with today's flow code, migrated in memory and its current step
+    visit replayed against its records: no action runs, nothing is written, no lock is
+    waited for. Each run is reported ok, or with what would block it.
+
+    \b
+    Example:
+        tinywf check flows/user_onboarding.py && deploy
+    """
+    session = Session(store, state_dir, as_json)
+    report = session.call(lambda: session.runtime.check(flow))
+    if as_json:
+        session.emit(report)
+    else:
+        from tinywf_cli.render import check_lines
+
+        session.console.print(check_lines(report), soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 # -- reading flows ---------------------------------------------------------------------------
@@ -728,43 +894,81 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     options = args[: args.index("--")] if "--" in args else args
     debug = "--debug" in options or bool(os.environ.get("TINYWF_DEBUG"))
-    try:
-        code = app(args=args, prog_name="tinywf", standalone_mode=False)
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        code = 130
-    except TinyWFError as exc:
+    code: Any = 0
+    interrupted = False
+    with guard_streams(), interrupts.handling():
+        try:
+            code = app(args=args, prog_name="tinywf", standalone_mode=False)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.Abort:
+            print("error: aborted", file=sys.stderr)
+            code = 130
+        except TinyWFError as exc:
+            report(exc, debug)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            print("error: interrupted; a run being advanced is left running, and `tinywf tick` recovers it",
+                  file=sys.stderr)
+            code = 130
+            interrupted = True
+        except BrokenPipeError:
+            code = 0
+        except Exception as exc:
+            code = unexpected(exc, debug)
+        code = code if isinstance(code, int) else 0
+        code = flush_output(code)
+    if interrupted:  # action threads may still run: do not wait for them at exit
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def report(exc: BaseException, debug: bool) -> None:
+    """One ``error:`` line (and the traceback with ``--debug``)."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    message = exc.message if isinstance(exc, TinyWFError) else str(exc)
+    print(f"error: {message}", file=sys.stderr)
+
+
+def unexpected(exc: Exception, debug: bool) -> int:
+    """An exception no command maps: a usage error from the parser (2), or a bug in tinywf (70)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `tinywf`: the help is the answer
+        print(exc.format_message())  # type: ignore[attr-defined]
+        return 0
+    if _usage_error(exc):
         if debug:
             import traceback
 
             traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        code = 130
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        print(f"error: {message} (see `tinywf --help`)", file=sys.stderr)
+        return 2
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+          file=sys.stderr)
+    return 70
+
+
+def flush_output(code: int) -> int:
+    """Flush stdout now, so that a failure to write is reported here, not as a traceback at exit."""
+    try:
+        sys.stdout.flush()
     except BrokenPipeError:
-        code = 0
-    except Exception as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `tinywf`: the help is the answer
-            print(exc.format_message())  # type: ignore[attr-defined]
-            code = 0
-        elif _usage_error(exc):
-            if debug:
-                import traceback
-
-                traceback.print_exc()
-            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-            print(f"error: {message} (see `tinywf --help`)", file=sys.stderr)
-            code = 2
-        else:
-            if debug:
-                import traceback
-
-                traceback.print_exc()
-            print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                  file=sys.stderr)
-            code = 70
-    sys.exit(code if isinstance(code, int) else 0)
+        pass
+    except OutputError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return code or exc.exit_code
+    else:
+        return code
+    # the reader went away: nothing more can be written, and Python must not try again at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(devnull, sys.__stdout__.fileno())  # type: ignore[union-attr]
+    return code

@@ -59,6 +59,23 @@ def install(handler: Callable[[int, FrameType | None], Any] = interrupted,
     _handlers_installed = True
 
 
+@contextmanager
+def handling() -> Iterator[None]:
+    """For one CLI command: SIGINT counted as a real interrupt; the previous handler restored after."""
+    global _handlers_installed, _signals_seen
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    saved = _handlers_installed, _signals_seen
+    install()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _handlers_installed, _signals_seen = saved
+
+
 def note_signal() -> None:
     """Count a real signal received by a handler other than ``interrupted`` (the worker's)."""
     global _signals_seen

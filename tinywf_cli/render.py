@@ -21,11 +21,22 @@ from rich.table import Table
 from rich.text import Text
 
 from tinywf_cli.clock import format_instant
-from tinywf_cli.model import LogEntry, PendingResume, RunDocument, RunList, ShowDocument, TickReport
+from tinywf_cli.model import (
+    CheckReport,
+    LogEntry,
+    PendingResume,
+    PruneReport,
+    RunDocument,
+    RunList,
+    ShowDocument,
+    TickReport,
+)
 
 STATUS_STYLE = {
     "running": "bold blue",
     "waiting": "bold yellow",
+    "paused": "bold cyan",
+    "blocked": "bold red",
     "finished": "bold green",
     "failed": "bold red",
     "cancelled": "bold magenta",
@@ -50,9 +61,9 @@ def ago(when: datetime | None, now: datetime) -> str:
     if when is None:
         return "-"
     seconds = (when - now).total_seconds()
-    text = span(abs(seconds))
-    if abs(seconds) < 1:
+    if abs(seconds) < 0.005:
         return "now"
+    text = span(abs(seconds))
     return f"in {text}" if seconds > 0 else f"{text} ago"
 
 
@@ -109,13 +120,18 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
             command = resolve_command(doc.run_id, pending, state_hint, placeholder_for(expects))
             # one line however narrow the terminal: a wrapped command does not paste
             out.append(Text.assemble(("    answer: ", "dim"), (command, "cyan"), no_wrap=True, overflow="ignore"))
+        elif pending.kind == "child":
+            child = (pending.request or {}).get("run_id", "?")
+            out.append(Text.assemble(("  waits for child run ", ""), (str(child), "bold"),
+                                     (f" ({pending.key}, {pending.resume_id})", "dim")))
+            out.append(Text(f"    see it with `tinywf show{state_hint} {shlex.quote(str(child))}`", style="dim"))
         else:
             what = "timer" if pending.kind == "timer" else "retry of action"
             due = format_instant(pending.due_at) if pending.due_at else "?"
             out.append(Text.assemble((f"  waits for {what} ", ""), (pending.key, "bold"),
                                      (f" ({pending.resume_id})", "dim"),
                                      (f", due {due} ({ago(pending.due_at, now)})", "")))
-    if any(p.kind != "event" for p in doc.pending):
+    if any(p.kind in ("timer", "retry") for p in doc.pending):
         out.append(Text("    `tinywf tick` (cron) or `tinywf worker` carries it on when due", style="dim"))
     return out
 
@@ -129,7 +145,8 @@ def run_outcome(doc: RunDocument, now: datetime, state_hint: str = "") -> Render
     if doc.error is not None:
         parts.append(Text.assemble(("  error: ", "red"), (f"{doc.error.type}: ", "bold red"),
                                    (doc.error.message, "")))
-        parts.append(Text(f"    fix the cause, then `tinywf retry{state_hint} {doc.run_id}`", style="dim"))
+        if doc.status in ("failed", "blocked"):
+            parts.append(Text(f"    fix the cause, then `tinywf retry{state_hint} {doc.run_id}`", style="dim"))
     parts.extend(pending_lines(doc, now, state_hint))
     if doc.status == "finished":
         parts.append(Text.assemble(("  state: ", "dim"), (compact_json(doc.state), "")))
@@ -163,6 +180,12 @@ def show_view(doc: ShowDocument, now: datetime, state_hint: str = "") -> Rendera
     status = status_text(doc.status)
     status.append(f"  at step {doc.step}", style="")
     grid.add_row("status", status)
+    if doc.version != 1:
+        grid.add_row("version", str(doc.version))
+    if doc.parent is not None:
+        grid.add_row("parent", doc.parent)
+    if doc.children:
+        grid.add_row("children", ", ".join(doc.children))
     grid.add_row("created", f"{format_instant(doc.created_at)} ({ago(doc.created_at, now)})")
     grid.add_row("updated", f"{format_instant(doc.updated_at)} ({ago(doc.updated_at, now)})")
     if doc.error is not None:
@@ -174,11 +197,14 @@ def show_view(doc: ShowDocument, now: datetime, state_hint: str = "") -> Rendera
     if doc.pending:
         parts.append(Text("Pending", style="bold underline"))
         parts.extend(pending_lines(doc, now, state_hint))
-    visits = visit_table(doc.logs, doc.status, now)
+    visits = visit_table(doc.logs, doc.status, now) if not doc.omitted else None
     if visits is not None:
         parts.append(Text("Step visits", style="bold underline"))
         parts.append(visits)
     parts.append(Text("Timeline", style="bold underline"))
+    if doc.omitted:
+        parts.append(Text(f"… {doc.omitted:,} earlier entr{'y' if doc.omitted == 1 else 'ies'} not shown "
+                          f"(`tinywf show{state_hint} {doc.run_id} --last N`, or --json)", style="dim"))
     parts.append(timeline_table(doc.logs, now))
     return Group(*parts)
 
@@ -205,7 +231,7 @@ def step_visits(logs: list[LogEntry], status: str, now: datetime) -> list[tuple[
     for entry in logs:
         if entry.type == "transition":
             visits.append((int(entry.values.get("visit", len(visits) + 1)), str(entry.values.get("to")), entry.at))
-    ends = [v[2] for v in visits[1:]] + [logs[-1].at if status in ("finished", "failed", "cancelled")
+    ends = [v[2] for v in visits[1:]] + [logs[-1].at if status in ("finished", "failed", "cancelled", "blocked")
                                          else max(now, logs[-1].at)]
     return [(n, name, start, max(0.0, (end - start).total_seconds()))
             for (n, name, start), end in zip(visits, ends, strict=True)]
@@ -229,17 +255,38 @@ def visit_table(logs: list[LogEntry], status: str, now: datetime) -> Table | Non
     return table
 
 
+#: Above this many runs, ``list`` prints plain aligned lines instead of measuring a table.
+TABLE_ROWS = 200
+
+
 def runs_table(runs: RunList, now: datetime) -> RenderableType:
-    """``tinywf list``."""
+    """``tinywf list``: a table, or for many runs lines in columns sized from the first rows."""
     if not runs.runs:
         return Text("no runs", style="dim")
+    rows: list[tuple[str, str, str, str, str]] = [
+        (row.run_id, row.workflow, row.status, row.step or "-", ago(row.updated_at, now)) for row in runs.runs]
+    if len(rows) > TABLE_ROWS:
+        return Group(*list(run_lines(rows)))
     table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
     for name in ("run", "workflow", "status", "step", "updated"):
         table.add_column(name, no_wrap=name != "workflow")
-    for row in runs.runs:
-        table.add_row(row.run_id, row.workflow, status_text(row.status), row.step or "-",
-                      ago(row.updated_at, now))
+    for run_id, workflow, status, step, updated in rows:
+        table.add_row(run_id, workflow, status_text(status), step, updated)
     return table
+
+
+def run_lines(rows: list[tuple[str, str, str, str, str]]) -> Iterable[Text]:
+    """One line per run, columns as wide as the widest of the first rows (a long list is not measured whole)."""
+    sample = rows[:TABLE_ROWS]
+    widths = [max(len(r[i]) for r in [("run", "workflow", "status", "step", "updated"), *sample]) for i in range(4)]
+    header = Text("  ".join(h.ljust(w) for h, w in zip(("run", "workflow", "status", "step"), widths, strict=True))
+                  + "  updated", style="bold")
+    yield header
+    for run_id, workflow, status, step, updated in rows:
+        line = Text(f"{run_id.ljust(widths[0])}  {workflow.ljust(widths[1])}  ")
+        line.append(status.ljust(widths[2]), style=STATUS_STYLE.get(status, ""))
+        line.append(f"  {step.ljust(widths[3])}  {updated}")
+        yield line
 
 
 def tick_lines(report: TickReport) -> RenderableType:
@@ -252,4 +299,28 @@ def tick_lines(report: TickReport) -> RenderableType:
         lines.append(Text.assemble(("skipped  ", "yellow"), (skipped.run_id, "bold"), (f": {skipped.reason}", "")))
     lines.append(Text(f"{report.due} due, {len(report.advanced)} advanced, {len(report.skipped)} skipped",
                       style="dim"))
+    return Group(*lines)
+
+
+def prune_lines(report: PruneReport, dry_run: bool) -> RenderableType:
+    """``tinywf prune``: what was (or would be) deleted, what was skipped."""
+    verb = "would delete" if dry_run else "deleted"
+    lines: list[RenderableType] = [Text.assemble((f"{verb} ", "green"), (run_id, "bold")) for run_id in report.pruned]
+    for skipped in report.skipped:
+        lines.append(Text.assemble(("skipped ", "yellow"), (skipped.run_id, "bold"), (f": {skipped.reason}", "")))
+    lines.append(Text(f"{len(report.pruned)} {verb}, {len(report.skipped)} skipped", style="dim"))
+    return Group(*lines)
+
+
+def check_lines(report: CheckReport) -> RenderableType:
+    """``tinywf check``: each unfinished run ok, or what would block it."""
+    lines: list[RenderableType] = []
+    for result in report.runs:
+        if result.ok:
+            lines.append(Text.assemble(("ok      ", "green"), (result.run_id, "bold")))
+        else:
+            lines.append(Text.assemble(("BLOCKED ", "bold red"), (result.run_id, "bold"), (f": {result.reason}", "")))
+    bad = sum(1 for r in report.runs if not r.ok)
+    lines.append(Text(f"{len(report.runs)} unfinished run{'s' if len(report.runs) != 1 else ''} checked, "
+                      f"{bad} would not replay", style="red" if bad else "dim"))
     return Group(*lines)

@@ -18,6 +18,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from tinywf_cli.jsonio import TextValue, dumps, strict_loads
+
+__all__ = ["NotJSON", "TextValue", "adapter_for_type", "check_json_value", "describe_schema", "describe_type",
+           "dumps", "restore", "return_adapter", "strict_loads", "to_json_value", "validation_message"]
+
 
 class NotJSON(ValueError):
     """A value that cannot be stored as JSON."""
@@ -108,53 +113,6 @@ def check_json_value(value: Any) -> None:
         raise NotJSON("the value holds something JSON cannot keep (a number that is not finite?)") from None
     except RecursionError:
         raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text} is too large")
-    return value
-
-
-def strict_loads(text: str | bytes) -> Any:
-    """``json.loads`` of JSON as written: no ``NaN``/``Infinity``, no number too large for a
-    float; ValueError for anything else (nesting too deep included)."""
-    try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None
-
-
-class TextValue:
-    """A value typed on a command line: taken as JSON when it parses and fits the wait's
-    type, else as the text itself (so ``1234`` answers a ``type=str`` wait with ``"1234"``)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"TextValue({self.text!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TextValue) and other.text == self.text
-
-    def __hash__(self) -> int:
-        return hash(("TextValue", self.text))
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text of a JSON value (one shared encoder: this is on every checkpoint)."""
-    return _ENCODER.encode(value)
 
 
 @functools.lru_cache(maxsize=1024)

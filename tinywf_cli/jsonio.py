@@ -1,0 +1,59 @@
+"""JSON as tinywf reads and writes it, with nothing heavier than the standard library.
+
+Strict parsing (no ``NaN``, no ``Infinity``, no number too large for a float), the one
+compact encoder every checkpoint uses, and ``TextValue``: a value typed on a command line.
+Read commands import this module, never pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is too large")
+    return value
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` of JSON as written: no ``NaN``/``Infinity``, no number too large for a
+    float; ValueError for anything else (nesting too deep included)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+class TextValue:
+    """A value typed on a command line: taken as JSON when it parses and fits the wait's
+    type, else as the text itself (so ``1234`` answers a ``type=str`` wait with ``"1234"``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"TextValue({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextValue) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(("TextValue", self.text))
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a JSON value (one shared encoder: this is on every checkpoint)."""
+    return _ENCODER.encode(value)
