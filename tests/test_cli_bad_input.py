@@ -63,6 +63,21 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("bad-limit", ("tick", "--limit", "0"), 2, "--limit"),
     ("bad-lock-timeout", ("cancel", "g1", "--lock-timeout", "-1"), 2, "--lock-timeout"),
     ("bad-poll", ("worker", "--poll", "0"), 2, "--poll"),
+    # numbers that are no numbers of seconds, values that could not be stored or read back
+    ("poll-nan", ("worker", "--poll", "nan"), 2, "--poll"),
+    ("poll-inf", ("worker", "--poll", "inf"), 2, "--poll"),
+    ("poll-huge", ("worker", "--poll", "1e308"), 2, "--poll"),
+    ("lock-timeout-nan", ("cancel", "g1", "--lock-timeout", "nan"), 2, "--lock-timeout"),
+    ("lock-timeout-inf", ("resolve", "g1", "ask_0", "5", "--lock-timeout", "inf"), 2, "--lock-timeout"),
+    ("input-nested-100k-deep", ("run", "flows/echo.py", "--input", "@deep.json"), 2, "--input"),
+    ("input-lone-surrogate", ("run", "flows/echo.py", "--input", '{"x": "\\ud800"}'), 2, "surrogate"),
+    ("input-number-too-large", ("run", "flows/echo.py", "--input", '{"computed": 1e999}'), 2, "--input"),
+    ("input-integer-too-large", ("run", "flows/echo.py", "--input", '{"n": ' + "9" * 5000 + "}"), 2, "digits"),
+    ("value-not-unicode", ("resolve", "g1", "ask_0", "\udcff\udcfe"), 2, "ask_0"),
+    ("send-not-unicode", ("send", "g1", "later", "\udcff\udcfe"), 2, "Unicode"),
+    ("reason-not-unicode", ("cancel", "g1", "--reason", "\udcff\udcfe"), 2, "Unicode"),
+    ("store-empty", ("show", "g1", "--store", ""), 2, "--store is empty"),
+    ("run-id-10k", ("show", "x/" * 5000), 2, "10,000 characters"),
 ]
 
 #: Commands on a run that does not exist (exit 3).
@@ -90,6 +105,7 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> InProcessCli:
     cli.start("flows/simple.py", "s1")
     cli.start("flows/fail.py", "f1", code=1, env={"TINYWF_TEST_FAIL": "1"})
     cli.start("flows/interval_payment.py", "sub-1")
+    (cli.workspace / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     return cli
 
 
@@ -135,7 +151,29 @@ def test_a_bad_clock_is_bad_input(fast: InProcessCli) -> None:
     before = snapshot(fast.state_dir)
     assert_error(fast("show", "g1", now="yesterday"), 2, "$TINYWF_NOW")
     assert_error(fast("tick", now="2026-13-01T00:00:00Z"), 2, "$TINYWF_NOW")
+    assert_error(fast("run", "flows/user_onboarding.py", now="9999-12-31T23:59:59Z"), 2, "out of range")
+    assert_error(fast("tick", now="1960-01-01T00:00:00Z"), 2, "out of range")
     assert snapshot(fast.state_dir) == before
+
+
+def test_an_empty_state_dir_is_bad_usage(fast: InProcessCli) -> None:
+    before = snapshot(fast.state_dir)
+    assert_error(fast("show", "g1", "--state-dir", "", state_dir=False), 2, "--state-dir is empty")
+    assert_error(fast("run", "flows/simple.py", "--state-dir", "", state_dir=False), 2, "--state-dir is empty")
+    assert snapshot(fast.state_dir) == before
+    assert not (fast.workspace / "s1.json").exists()  # nothing was written in the working directory
+
+
+def test_a_deeply_nested_value_on_stdin_is_bad_input(fast: InProcessCli) -> None:
+    before = snapshot(fast.state_dir)
+    for depth in (990, 5000):
+        assert_error(fast("resolve", "g1", "ask_0", "-", input="[" * depth + "]" * depth), 2, "ask_0")
+    assert snapshot(fast.state_dir) == before
+
+
+def test_an_error_line_names_a_huge_run_id_in_short(fast: InProcessCli) -> None:
+    line = assert_error(fast("show", "x/" * 5000), 2, "invalid run id")
+    assert len(line) < 300
 
 
 def test_a_signal_that_refuses_its_call_is_bad_input(fast: InProcessCli) -> None:

@@ -212,13 +212,20 @@ def analyze_source(source: str | bytes, path: str = "<flow>") -> FlowAnalysis:
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
-        raise FlowLoadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+        raise FlowLoadError(f"{syntax_where(path, exc)}: syntax error: {exc.msg}") from None
     except ValueError as exc:  # NUL bytes, undecodable text
         raise FlowLoadError(f"cannot read flow file '{path}': {exc}") from None
+    except (RecursionError, MemoryError):
+        raise FlowLoadError(f"{path}: nested too deeply to be read (split the deepest expression)") from None
     try:
         return FlowAnalysis(path, _ModuleReader(tree).workflows())
     except RecursionError:
         raise FlowLoadError(f"{path}: nested too deeply to be read") from None
+
+
+def syntax_where(path: str, exc: SyntaxError) -> str:
+    """``path:line`` of a syntax error (just ``path`` when Python gives no line)."""
+    return f"{path}:{exc.lineno}" if exc.lineno is not None else path
 
 
 # -- reading the module ------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def parse_instant(text: str) -> datetime:
     """Parse an ISO 8601 instant (``Z`` allowed); naive times are taken as UTC."""
     try:
         return as_utc(datetime.fromisoformat(text.strip()))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadInput(f"invalid time {text!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z") from None
 
 
@@ -122,12 +122,21 @@ def format_instant(when: datetime) -> str:
     return as_utc(when).isoformat().replace("+00:00", "Z")
 
 
+#: The instants ``$TINYWF_NOW`` may name: far enough from the ends of what a date can hold that
+#: every timer and deadline a run sets stays within it.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def clock_from_env() -> Clock:
     """``ManualClock($TINYWF_NOW)`` when the variable is set, else the wall clock."""
     fixed = os.environ.get("TINYWF_NOW")
     if fixed:
         try:
-            return ManualClock(parse_instant(fixed))
+            when = parse_instant(fixed)
         except BadInput:
-            raise BadInput(f"invalid $TINYWF_NOW {fixed!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z") from None
+            raise BadInput(f"invalid $TINYWF_NOW {fixed[:60]!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z") from None
+        if not EARLIEST <= when < LATEST:
+            raise BadInput(f"$TINYWF_NOW {fixed!r} is out of range: use a time from 1970 to 8999")
+        return ManualClock(when)
     return SystemClock()

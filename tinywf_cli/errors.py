@@ -111,8 +111,9 @@ class InvalidRunId(BadInput):
     """A run id outside ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``."""
 
     def __init__(self, run_id: str) -> None:
+        shown = repr(run_id) if len(run_id) <= 60 else f"{run_id[:40]!r}… ({len(run_id):,} characters)"
         super().__init__(
-            f"invalid run id {run_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ - "
+            f"invalid run id {shown}: use 1-128 characters from A-Z a-z 0-9 . _ - "
             "starting with a letter or digit"
         )
         self.run_id = run_id

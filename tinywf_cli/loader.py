@@ -14,8 +14,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from tinywf_cli.analysis import WorkflowInfo, analyze_source
+from tinywf_cli.analysis import WorkflowInfo, analyze_source, syntax_where
 from tinywf_cli.errors import FlowDefinitionError, FlowLoadError
+from tinywf_cli.interrupts import is_interrupt
 from tinywf_cli.model import FlowRef
 from tinywf_cli.workflow import Workflow
 
@@ -84,9 +85,11 @@ def load_module(path: Path) -> types.ModuleType:
     try:
         code = compile(source, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise FlowLoadError(f"{shown}:{exc.lineno}: syntax error: {exc.msg}") from None
+        raise FlowLoadError(f"{syntax_where(shown, exc)}: syntax error: {exc.msg}") from None
     except ValueError as exc:  # e.g. NUL bytes
         raise FlowLoadError(f"cannot load flow file '{shown}': {exc}") from None
+    except (RecursionError, MemoryError):
+        raise FlowLoadError(f"{shown}: nested too deeply to be read (split the deepest expression)") from None
     check_transitions(source, shown)
     folder = str(path.parent)
     if folder not in sys.path:
@@ -106,6 +109,11 @@ def load_module(path: Path) -> types.ModuleType:
     except SystemExit as exc:
         sys.modules.pop(name, None)
         raise FlowLoadError(f"cannot load flow file '{shown}': it called exit({exc.code})") from None
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        if is_interrupt(exc):
+            raise
+        raise FlowLoadError(f"cannot load flow file '{shown}': {type(exc).__name__}: {exc}") from None
     return module
 
 

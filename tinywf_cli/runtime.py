@@ -35,8 +35,10 @@ from tinywf_cli.errors import (
     RunLocked,
     RunNotFound,
     StatusConflict,
+    StorageError,
     TinyWFError,
 )
+from tinywf_cli.fileio import UNCHANGED
 from tinywf_cli.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots
 from tinywf_cli.model import (
     ENDED,
@@ -233,7 +235,18 @@ class Runtime:
                                                             f"`tinywf retry {head.run_id}`")
                 return None
         engine = self._engine(cls, run, session)
-        engine.advance(resolving=resolving, recover=recover)
+        try:
+            engine.advance(resolving=resolving, recover=recover)
+        except StorageError as exc:
+            if engine.cp.saved and exc.problem.endswith(UNCHANGED):
+                # "unchanged" holds for the last write only: say what the earlier ones kept
+                saved = engine.cp.saved
+                raise StorageError(exc.path, (
+                    f"{exc.problem[:-len(UNCHANGED)]}this last change was not saved, but the "
+                    f"{saved} change{'s' if saved != 1 else ''} this command made before it "
+                    f"{'were' if saved != 1 else 'was'} (`tinywf show {head.run_id}`); "
+                    "`tinywf tick` carries the run on")) from None
+            raise
         follow.after(engine, head)
         return engine
 
@@ -723,7 +736,7 @@ class Runtime:
     def fork(self, run_id: str, at_visit: int | None = None, new_run_id: str | None = None) -> RunDocument:
         """A new run from the state at the start of visit ``at_visit`` of ``run_id`` (default: its
         current visit), starting at that visit's step; the original is untouched."""
-        head = self.store.head(check_run_id(run_id))
+        head = self.store.load(check_run_id(run_id)).head  # the whole record is checked, not just its head
         if new_run_id is not None:
             check_run_id(new_run_id)
         visit = head.visit if at_visit is None else at_visit
