@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clihelpers import TINYWF, Cli, InProcessCli, at, clean_env, describe, snapshot
+from clihelpers import TINYWF, Cli, InProcessCli, at, describe, snapshot
 
 HOSTILE = '''
 """Flows that misbehave in every way one run can, once their first timer is due."""
