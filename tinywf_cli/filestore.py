@@ -584,3 +584,41 @@ class FileStore:
                 self._index_remove(name)
         if keep is not None and keep not in found:
             self._index_add(head.run_id, keep)
+
+    def secret(self, name: str) -> bytes:
+        """The store's secret ``name`` (32 random bytes, e.g. the key that signs links): ``.secret~NAME``,
+        made on first use and readable by its owner only.
+
+        A new secret is written to a private temp file and hard-linked into place, which, like
+        ``O_EXCL``, fails when the name exists: of two processes racing, one key wins and both read it.
+        """
+        if not is_run_id(name):
+            raise InvalidRunId(str(name))
+        path = self.root / f".secret~{name}"
+        self._check_root(create=True)
+        try:
+            if not os.path.lexists(path):
+                import secrets
+
+                tmp = self.root / f".secret~{name}~{os.getpid()}.{threading.get_ident()}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(fd, secrets.token_bytes(32))
+                    os.fsync(fd)
+                    os.close(fd)
+                    with suppress(FileExistsError):
+                        os.link(tmp, path)
+                finally:
+                    os.unlink(tmp)
+                self._fsync_dir(self.root)
+            fd = os.open(path, READ_FLAGS)
+            try:
+                info = os.fstat(fd)
+                data = os.read(fd, 64)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(path, f"cannot read or create the secret: {_problem(exc)}") from None
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or len(data) != 32:
+            raise StorageError(path, "is not a 32-byte file readable by its owner only; remove it to make a new one")
+        return data

@@ -140,6 +140,7 @@ class MemoryStore:
         self._due: dict[str, datetime] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._secrets: dict[str, bytes] = {}
 
     @contextmanager
     def lock(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[None]:
@@ -216,3 +217,10 @@ class MemoryStore:
         """Drop the index entry of a run that has no head."""
         if run_id not in self._heads:
             self._due.pop(run_id, None)
+
+    def secret(self, name: str) -> bytes:
+        """The store's secret ``name`` (32 random bytes), made on first use."""
+        with self._guard:
+            import secrets
+
+            return self._secrets.setdefault(name, secrets.token_bytes(32))
