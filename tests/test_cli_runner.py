@@ -98,7 +98,8 @@ def test_every_command_answers_help(workspace: Path) -> None:
 #: Options each command takes: all take --state-dir and --json; those that change runs or
 #: wait for their locks take --lock-timeout.
 # every command that touches a run takes --lock-timeout (show, list and graph only read: they never wait)
-TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph"}
+TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph",
+            "serve", "link"}
 
 
 def test_every_command_takes_the_shared_options(workspace: Path) -> None:
@@ -120,12 +121,13 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
         "run": ["flows/simple.py"], "resolve": ["g1", "ask_0", "5"], "send": ["g1", "ask_1", "6"],
         "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [], "tick": [],
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
+        "link": ["g1", "ask_2"],
     }
     for info in app.registered_commands:
         assert info.callback is not None
         name = info.name or info.callback.__name__
-        if name == "worker":
-            continue  # JSON Lines until stopped: see the worker tests
+        if name in ("worker", "serve"):
+            continue  # they run until stopped: see the worker tests and tests/test_web_api.py
         assert name in commands, f"add `tinywf {name}` to this test"
         result = invoke(name, *commands[name], "--json")
         assert result.exit_code == 0, (name, result.exception, result.output)
