@@ -248,3 +248,12 @@ def test_answers_are_read_as_the_cli_reads_values() -> None:
     assert parse_answer(form_for(None), "NaN") == "NaN"
     assert parse_answer(form_for("boolean"), "false") is False
     assert enum_values('one of "x", "y') is None
+
+
+def test_a_link_to_an_unreadable_run_says_so_without_its_path(server: Server) -> None:
+    server.cli.start("flows/approve.py", "unreadable-1")
+    url = server.link("unreadable-1", "first")
+    (server.cli.state_dir / "unreadable-1.json").write_text("{broken", encoding="utf-8")
+    refused(server, token_of(url), 503, "cannot be used right now")
+    page = server.anonymous.get(server.path_of(url)).text
+    assert str(server.cli.state_dir) not in page and "unreadable-1.json" not in page

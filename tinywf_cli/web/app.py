@@ -669,6 +669,13 @@ def _link_routes(api: FastAPI, web: Web) -> None:
     def refused(exc: LinkRefused) -> HTMLResponse:
         return _html(pages.message_page(exc.title, exc.detail), exc.status)
 
+    def trouble(exc: TinyWFError) -> HTMLResponse:
+        # whoever holds a link is no operator: the message (paths, run details) goes to the log only
+        print(f"link: {type(exc).__name__}: {exc.message}", file=sys.stderr, flush=True)
+        return _html(pages.message_page("This link cannot be used right now",
+                                        "The server could not record or show this question. Try again "
+                                        "later, or tell whoever sent you the link."), http_status(exc))
+
     @api.get("/link/{token}", include_in_schema=False)
     def link_page(token: str) -> Response:
         try:
@@ -676,7 +683,7 @@ def _link_routes(api: FastAPI, web: Web) -> None:
         except LinkRefused as exc:
             return refused(exc)
         except TinyWFError as exc:
-            return _html(pages.message_page("This link cannot be used now", exc.message), http_status(exc))
+            return trouble(exc)
         return _html(pages.link_page(doc, pending, action=f"/link/{quote(token)}", expires_at=link.expires_at,
                                      now=web.now()))
 
@@ -698,7 +705,7 @@ def _link_routes(api: FastAPI, web: Web) -> None:
         except LinkRefused as exc:
             return refused(exc)
         except TinyWFError as exc:
-            return _html(pages.message_page("Your answer could not be recorded", exc.message), http_status(exc))
+            return trouble(exc)
         return _html(pages.link_done_page(pending, value, after))
 
     @api.post("/link/{token}", include_in_schema=False)

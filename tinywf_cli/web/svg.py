@@ -44,6 +44,7 @@ class _Node:
     out: list[str] = field(default_factory=list)
 
     def measure(self) -> None:
+        """Set the node's size from its shape and its lines of text."""
         if self.shape in ("start", "end"):
             self.width = self.height = 18
         elif self.shape == "diamond":
