@@ -19,9 +19,13 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tinywf_cli.errors import BadInput, StorageError
+
+if TYPE_CHECKING:
+    from tinywf_cli.model import PendingResume, RunDocument
+    from tinywf_cli.runtime import Runtime
 
 #: The store secret that signs links.
 SECRET_NAME = "link"
@@ -147,7 +151,7 @@ def link_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/link/{token}"
 
 
-def pending_event(doc: Any, resume: str) -> Any:
+def pending_event(doc: RunDocument, resume: str) -> PendingResume:
     """The pending event of a run document named by resume id or event key, as ``resolve`` finds it.
 
     Raises StatusConflict for a run that has ended, ResumeNotFound when nothing pending has
@@ -167,11 +171,10 @@ def pending_event(doc: Any, resume: str) -> Any:
     return pending
 
 
-def issue_link(runtime: Any, run_id: str, resume: str, lifetime: timedelta) -> tuple[Link, str]:
-    """A link to the pending event ``resume`` (resume id or key) of ``run_id`` and its token.
+def issue_link(runtime: Runtime, run_id: str, resume: str, lifetime: timedelta) -> tuple[Link, str]:
+    """A link to the pending event ``resume`` (resume id or key) of ``run_id``, and its token.
 
-    ``runtime`` is a ``Runtime``: its store keeps the key (made on first use), its clock
-    says when the link expires.
+    The runtime's store keeps the key (made on first use); its clock says when the link expires.
     """
     from tinywf_cli.model import RunDocument
     from tinywf_cli.runtime import check_run_id
