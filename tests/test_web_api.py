@@ -133,6 +133,10 @@ def test_start_errors(server: Server) -> None:
     error_of(server.api.post("/api/runs", json={"flow": "nope.py"}), 400, "not found")
     error_of(server.api.post("/api/runs", json={"flow": "broken.py"}), 400, "syntax error")
     error_of(server.api.post("/api/runs", json={"flow": ""}), 400)
+    error_of(server.api.post("/api/runs", json={"flow": "a" * 300}), 400, "too long")  # found by the fuzzer
+    error_of(server.api.post("/api/runs", json={"flow": "a/" * 3000}), 400, "too long")
+    error_of(server.api.post("/api/runs", json={"flow": "simple.py/x.py"}), 400)
+    error_of(server.api.post("/api/runs", json={"flow": "/"}), 400, "only flows under")
     error_of(server.api.post("/api/runs", json={"flow": "simple.py", "run_id": "taken"}), 409, "already taken")
     error_of(server.api.post("/api/runs", json={"flow": "simple.py", "run_id": "bad id!"}), 400, "invalid run id")
     error_of(server.api.post("/api/runs", json={"flow": "guess_game.py", "input": {"number": "many"}}), 422)

@@ -192,7 +192,7 @@ def flow_under(flows_dir: Path, spec: str) -> str:
     bases = [Path(text)] if Path(text).is_absolute() else [root / text, Path.cwd() / text]
     inside = False
     for base in bases:
-        for candidate in (base,) if text.endswith(".py") else (base, base.with_name(base.name + ".py")):
+        for candidate in (base,) if text.endswith(".py") else (base, Path(f"{base}.py")):
             try:
                 path = candidate.resolve()
             except (OSError, RuntimeError):  # a symlink loop
@@ -200,7 +200,11 @@ def flow_under(flows_dir: Path, spec: str) -> str:
             if not path.is_relative_to(root):
                 continue
             inside = True
-            if path.is_file():
+            try:
+                found = path.is_file()
+            except OSError as exc:  # a name too long, a path through a file: no flow there
+                raise FlowLoadError(f"flow file '{text[:200]}' cannot be read: {exc.strerror}") from None
+            if found:
                 return f"{path}:{name}" if name else str(path)
     if inside:
         raise FlowLoadError(f"flow file '{text}' not found under {flows_dir}")
