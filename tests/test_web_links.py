@@ -257,3 +257,27 @@ def test_a_link_to_an_unreadable_run_says_so_without_its_path(server: Server) ->
     refused(server, token_of(url), 503, "cannot be used right now")
     page = server.anonymous.get(server.path_of(url)).text
     assert str(server.cli.state_dir) not in page and "unreadable-1.json" not in page
+
+
+def test_random_tokens_and_answers_never_break_a_link_page(server: Server) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    server.cli.start("flows/approve.py", "random-1")
+    token = token_of(server.link("random-1", "first"))
+    before = snapshot(server.cli.state_dir)
+    pieces = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp"),
+                                        exclude_characters="/?#%\\"), max_size=80)
+
+    @given(forged=st.one_of(pieces, pieces.map(lambda s: token[: len(token) // 2] + s),
+                            st.builds(lambda a, b: f"{a}.{b}", pieces, pieces)),
+           value=st.text(max_size=40))
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def check(forged: str, value: str) -> None:
+        for response in (server.anonymous.get(f"/link/{forged}"),
+                         server.anonymous.post(f"/link/{forged}", data={"value": value})):
+            assert 400 <= response.status_code < 500, (forged, response.status_code, response.text[-300:])
+
+    check()
+    assert snapshot(server.cli.state_dir) == before
