@@ -17,7 +17,8 @@ import uvicorn
 
 from tinywf_cli.errors import BadInput, Conflict
 from tinywf_cli.runtime import Runtime
-from tinywf_cli.web.app import Settings, create_app
+from tinywf_cli.web.app import create_app
+from tinywf_cli.web.gate import Settings
 
 #: Where ``tinywf serve`` takes its token from, when it is set.
 TOKEN_ENV = "TINYWF_API_TOKEN"
