@@ -99,7 +99,7 @@ def test_every_command_answers_help(workspace: Path) -> None:
 #: wait for their locks take --lock-timeout.
 # every command that touches a run takes --lock-timeout (show, list and graph only read: they never wait)
 TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph",
-            "pause", "resume", "fork", "prune", "check"}
+            "pause", "resume", "fork", "prune", "check", "serve", "link"}
 
 
 def test_every_command_takes_the_shared_options(workspace: Path) -> None:
@@ -122,12 +122,13 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
         "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [], "tick": [],
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
         "pause": ["g1"], "resume": ["g1"], "fork": ["g1"], "prune": ["--older-than", "0s"], "check": [],
+        "link": ["g1", "ask_2"],
     }
     for info in app.registered_commands:
         assert info.callback is not None
         name = info.name or info.callback.__name__
-        if name == "worker":
-            continue  # JSON Lines until stopped: see the worker tests
+        if name in ("worker", "serve"):
+            continue  # they run until stopped: see the worker tests and tests/test_web_api.py
         assert name in commands, f"add `tinywf {name}` to this test"
         result = invoke(name, *commands[name], "--json")
         assert result.exit_code == 0, (name, result.exception, result.output)

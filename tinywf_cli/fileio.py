@@ -187,31 +187,3 @@ def atomic_replace(path: Path, tmp: Path, data: bytes) -> None:
     except OSError as exc:
         raise StorageError(path.parent, f"cannot sync the state directory after writing {path.name}: "
                                         f"{problem(exc)}; the change may not survive a power loss") from None
-
-
-def create_exclusive(path: Path, data: bytes) -> bool:
-    """Create ``path`` (0600) holding ``data`` unless it exists; whether this call created it.
-
-    Written to a temp name and linked into place, so a reader never sees it half-written
-    and two processes racing agree on one file.
-    """
-    tmp = path.with_name(f"{path.name}~{os.getpid()}.tmp")
-    try:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-        fsync_dir(path.parent)
-        return True
-    except OSError as exc:
-        raise StorageError(path, f"cannot write: {problem(exc)}") from None

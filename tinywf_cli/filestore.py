@@ -23,7 +23,9 @@ directory must not be writable by others: a record names the flow file its run e
 from __future__ import annotations
 
 import os
+import secrets
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -33,10 +35,11 @@ from tinywf_cli import record as records
 from tinywf_cli.dueindex import DueIndex, entry_name
 from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
 from tinywf_cli.fileio import (
+    READ_FLAGS,
     append_at,
     atomic_replace,
     check_owner,
-    create_exclusive,
+    fsync_dir,
     problem,
     read_file,
     read_range,
@@ -230,17 +233,41 @@ class FileStore:
         return [n[:-5] for n in names if n.endswith(".json") and is_run_id(n[:-5])]
 
     def secret(self, name: str) -> bytes:
-        """A random key kept in ``.secret~NAME`` (0600), made on first use; racing processes agree on one."""
-        self._check_root(create=True)
+        """The store's secret ``name`` (32 random bytes, e.g. the key that signs links): ``.secret~NAME``,
+        made on first use and readable by its owner only.
+
+        A new secret is written to a private temp file and hard-linked into place, which, like
+        ``O_EXCL``, fails when the name exists: of two processes racing, one key wins and both read it.
+        """
+        if not is_run_id(name):
+            raise InvalidRunId(str(name))
         path = self.root / f".secret~{name}"
+        self._check_root(create=True)
         try:
-            return bytes.fromhex(read_file(path, 4096).decode("ascii").strip())
-        except FileNotFoundError:
-            pass
-        except (UnicodeDecodeError, ValueError):
-            raise StorageError(path, "is not a tinywf key (expected hex digits)") from None
-        create_exclusive(path, os.urandom(32).hex().encode() + b"\n")
-        return bytes.fromhex(read_file(path, 4096).decode("ascii").strip())
+            if not os.path.lexists(path):
+                tmp = self.root / f".secret~{name}~{os.getpid()}.{threading.get_ident()}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(fd, secrets.token_bytes(32))
+                    os.fsync(fd)
+                    os.close(fd)
+                    with suppress(FileExistsError):
+                        os.link(tmp, path)
+                finally:
+                    os.unlink(tmp)
+                fsync_dir(self.root)
+            fd = os.open(path, READ_FLAGS)
+            try:
+                info = os.fstat(fd)
+                data = os.read(fd, 64)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(path, f"cannot read or create the secret: {problem(exc)}") from None
+        check_owner(path, info, "the secret")
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or len(data) != 32:
+            raise StorageError(path, "is not a 32-byte file readable by its owner only; remove it to make a new one")
+        return data
 
     def close(self) -> None:
         """Nothing held open between calls."""

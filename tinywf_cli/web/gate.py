@@ -1,0 +1,218 @@
+"""The outermost layer of ``tinywf serve``: who may be served, how much they may send, and what
+every answer carries.
+
+``Gate`` wraps the application (plain ASGI): it checks the bearer token (constant time) or the
+cookie a browser got at ``/?token=``, lets a link's own page and POST through without either,
+refuses cross-site writes and cookie-only API writes without the CSRF token, reads request
+bodies up to ``--max-body`` (413 past it), adds the security headers to every answer, and
+writes one access-log line per request: no query string, no link token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any, Literal, TextIO
+from urllib.parse import parse_qs
+
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from tinywf_cli.web import pages
+
+#: Request bodies larger than this are refused with 413 (``tinywf serve --max-body``).
+DEFAULT_MAX_BODY = 1024 * 1024
+#: The cookie the HTML pages authenticate with, set after ``/?token=TOKEN``.
+COOKIE = "tinywf_token"
+#: The header a script that authenticates with the cookie sends its CSRF token in.
+CSRF_HEADER = "x-csrf-token"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class Settings:
+    """How ``tinywf serve`` was started."""
+
+    #: The bearer token every request but a link's needs.
+    token: str
+    #: Only flows under this folder can be started.
+    flows_dir: Path
+    max_body: int = DEFAULT_MAX_BODY
+    #: What the top bar shows (the state directory).
+    where: str | None = None
+    #: Where the access log goes (None: nowhere).
+    access_log: TextIO | None = field(default_factory=lambda: sys.stderr)
+
+    @property
+    def csrf(self) -> str:
+        """The token the HTML forms carry: derived from the API token, useless without it."""
+        return hmac.new(self.token.encode(), b"tinywf-csrf", "sha256").hexdigest()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _same(given: str | None, expected: str) -> bool:
+    """Constant-time equality of a presented secret and the expected one."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def shown_path(path: str) -> str:
+    """A path for the access log: a link's token is a credential, so it is cut out."""
+    return "/link/…" if path.startswith("/link/") else path
+
+
+class Gate:
+    """The outermost ASGI layer: authentication, body cap, security headers, access log."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.policy = ("default-src 'none'; style-src " + pages.stylesheet_hash() + "; img-src 'self' data:; "
+                       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+    def auth(self, scope: Scope) -> Literal["bearer", "cookie", "query", "link"] | None:
+        """How the request proves it may be served, if it does."""
+        path = scope.get("path", "")
+        if path.startswith("/link/") and path.count("/") == 2 and len(path) > len("/link/"):
+            return "link"
+        authorization = _header(scope, b"authorization") or ""
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() == "bearer" and _same(given.strip(), self.settings.token):
+            return "bearer"
+        cookie = SimpleCookie()
+        try:
+            cookie.load(_header(scope, b"cookie") or "")
+        except Exception:  # a malformed cookie header is no cookie
+            cookie = SimpleCookie()
+        if COOKIE in cookie and _same(cookie[COOKIE].value, self.settings.token):
+            return "cookie"
+        if path == "/" and scope.get("method") == "GET":
+            query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+            if _same(next(iter(query.get("token", [])), None), self.settings.token):
+                return "query"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request (lifespan and other scopes pass through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_seen = [0]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers += [(b"content-security-policy", self.policy.encode()),
+                            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                            (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.serve(scope, receive, send_with_headers)
+        finally:
+            self.log(scope, status_seen[0], time.perf_counter() - started)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse what needs refusing; otherwise hand the request (body read and capped) to the app."""
+        how = self.auth(scope)
+        scope.setdefault("state", {})["auth"] = how
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        if how is None:
+            await self.refuse_token(scope, receive, send)
+            return
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            origin = _header(scope, b"origin")
+            host = _header(scope, b"host")
+            if origin and origin != "null" and host and origin.split("://", 1)[-1] != host:
+                await self.refuse(scope, receive, send, 403, "cross-site requests are refused")
+                return
+            if how == "cookie" and path.startswith("/api/") and not _same(_header(scope, CSRF_HEADER.encode()),
+                                                                           self.settings.csrf):
+                await self.refuse(scope, receive, send, 403,
+                                  "a request authenticated by the cookie must send the page's CSRF token "
+                                  f"in {CSRF_HEADER}, or use Authorization: Bearer")
+                return
+        body = await self.read_body(scope, receive, send)
+        if body is None:
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body, only a disconnect can come
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole request body, or None once a 413 was sent for one over the cap."""
+        limit = self.settings.max_body
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+            await self.refuse(scope, receive, send, 413, f"the request body is larger than {limit} bytes")
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self.refuse(scope, receive, send, 413, f"the request body is larger than {limit} bytes")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def refuse_token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """401: JSON for the API, a page saying where the token is for browsers."""
+        path = scope.get("path", "")
+        if path.startswith("/api/") or path == "/openapi.json" or "text/html" not in (_header(scope, b"accept") or ""):
+            response: Response = JSONResponse(
+                {"error": {"type": "Unauthorized", "exit_code": 2,
+                           "message": "send Authorization: Bearer TOKEN (the token `tinywf serve` printed, "
+                                      "or $TINYWF_API_TOKEN)"}},
+                status_code=401, headers={"www-authenticate": 'Bearer realm="tinywf"'})
+        else:
+            response = HTMLResponse(pages.sign_in_page(), status_code=401,
+                                    headers={"www-authenticate": 'Bearer realm="tinywf"'})
+        await response(scope, receive, send)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        """An error answer from the gate itself."""
+        kind = {403: "Forbidden", 413: "TooLarge"}.get(status, "Refused")
+        response = JSONResponse({"error": {"type": kind, "message": message, "exit_code": 2}}, status_code=status)
+        await response(scope, receive, send)
+
+    def log(self, scope: Scope, status: int, seconds: float) -> None:
+        """One access-log line: method, path (no query string, no link token), status, time."""
+        out = self.settings.access_log
+        if out is None:
+            return
+        try:
+            out.write(f"{scope.get('method', '-')} {shown_path(scope.get('path', ''))} {status} "
+                      f"{seconds * 1000:.1f}ms\n")
+            out.flush()
+        except (OSError, ValueError):  # a closed log must not break serving
+            pass
