@@ -272,3 +272,27 @@ def test_a_pending_resume_round_trips(store: Store) -> None:
                PendingResume(resume_id="t@1", kind="timer", key="t", due_at=T0)]
     create(store, head_of("r1", status="waiting", pending=pending, wake_at=T0))
     assert store.head("r1").pending == pending
+
+
+# -- a bounded history ----------------------------------------------------------------------------------------
+
+
+def test_history_limit_keeps_the_newest_entries_and_the_current_visit(store: Store) -> None:
+    create(store, head_of("r1", history_limit=20))
+    with store.open("r1", 1) as run:
+        head = run.load().head
+        for visit in range(2, 1001):
+            head.visit = visit
+            run.commit(head, [log("transition", visit=visit), VisitEntry(visit, "first", {"n": visit}),
+                              slot(0, f"a{visit}"), log("action", visit=visit)])
+    history = store.history("r1")
+    assert len(history) <= 20 + max(20, 100) + 1 and history[-1].values == {"visit": 1000}
+    assert [e.values["visit"] for e in history] == sorted(e.values["visit"] for e in history)
+    head = store.head("r1")
+    assert head.dropped_logs + len(history) == 1 + 2 * 999  # the start entry and two per visit
+    assert [s.key for s in store.load("r1").slots] == ["a1000"]  # the current visit loads whole
+    with store.open("r1", 1) as run:
+        loaded = run.load()
+        assert loaded.head.dropped_logs == head.dropped_logs
+        run.commit(loaded.head, [log("later")])
+    assert store.history("r1")[-1].type == "later"

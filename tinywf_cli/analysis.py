@@ -30,7 +30,7 @@ END = "[*]"
 COMPUTED = "?"
 
 #: The ``self.<kind>(key, ...)`` calls listed per step.
-COMMAND_KINDS = ("action", "sleep", "sleep_until", "wait_event", "parallel")
+COMMAND_KINDS = ("action", "sleep", "sleep_until", "wait_event", "parallel", "child", "start_child")
 
 #: How a step ends: at a step, at the end of the run, somewhere computed, or at a name that is no step.
 TransitionKind = Literal["step", "end", "computed", "missing"]
@@ -55,7 +55,7 @@ _MERMAID_PREFIXES = ("default", "statediagram")
 class Command:
     """Something a step yields, as written in its source: ``wait_event ask_{count}``."""
 
-    #: ``action``, ``sleep``, ``sleep_until``, ``wait_event`` or ``parallel``.
+    #: ``action``, ``sleep``, ``sleep_until``, ``wait_event``, ``parallel``, ``child`` or ``start_child``.
     kind: str
     #: The key as written; f-string placeholders kept (``ask_{count}``); ``?`` when there is none.
     #: For ``parallel``: the keys of the actions written inside it, else its argument.

@@ -38,6 +38,7 @@ from tinywf_cli.errors import (
 )
 from tinywf_cli.interrupts import WATCHDOG, StepOverrun, is_interrupt
 from tinywf_cli.journal import AuditEntry, Entry, PartEntry, Slot, SlotEntry, VisitEntry
+from tinywf_cli.loader import code_of
 from tinywf_cli.model import ErrorInfo, PendingResume, Recovery, RunHead
 from tinywf_cli.signals import signal_caller
 from tinywf_cli.state import MigrationProblem, StateMismatch, dump_state, migrate, new_instance
@@ -350,6 +351,7 @@ class Engine:
         try:
             if recover:
                 self.recover()
+            self.note_code()
             self.migrate()
             while self.head.status in ("running", "waiting"):
                 self.run_visit()
@@ -359,6 +361,16 @@ class Engine:
             self.cp.live = None
             self.wf = None
         return self.head
+
+    def note_code(self) -> None:
+        """Name in the run's history the flow code it runs with, when it changed; keep its history_limit."""
+        head = self.head
+        head.history_limit = self.cls.history_limit
+        code = code_of(self.cls)
+        if code is not None and code != head.code:
+            if head.code is not None:
+                self.cp.log("code", {"from": head.code, "to": code})
+            head.code = code
 
     def migrate_now(self) -> list[Entry]:
         """Apply pending migrations outside an advance (before a signal); returns the entries to

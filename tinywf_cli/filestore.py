@@ -11,6 +11,9 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   When the tail outgrows its bound, it is appended here (and synced) before the record
   that empties it is written. Bytes past the committed size (a writer killed between the
   two) are ignored by readers and cut off by the next writer; bytes before it never change.
+  A run with a ``history_limit`` has its history trimmed now and then: the kept entries
+  are written whole to the journal's next generation ``R~N.journal``, then the record that
+  names it, then the old generation is removed.
 - ``R.lock``     the ``filelock.FileLock`` that guards every change (``FileStore.open``).
 - ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
   the run's next writer (or removed when the run never got a record).
@@ -22,11 +25,12 @@ directory must not be writable by others: a record names the flow file its run e
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +48,7 @@ from tinywf_cli.fileio import (
     read_file,
     read_range,
 )
-from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots
+from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots, needs_trim, trim_history
 from tinywf_cli.model import RunHead
 from tinywf_cli.record import Record, encode_entry, encode_record, is_visit_line, parse_entries, split_journal
 from tinywf_cli.store import LoadedRun, RunSession, index_due, is_run_id
@@ -82,9 +86,9 @@ class FileStore:
         """``R.json``."""
         return self._file(run_id, ".json")
 
-    def journal_path(self, run_id: str) -> Path:
-        """``R.journal``."""
-        return self._file(run_id, ".journal")
+    def journal_path(self, run_id: str, gen: int = 0) -> Path:
+        """``R.journal``, or ``R~N.journal`` for generation N of a trimmed history."""
+        return self._file(run_id, ".journal" if not gen else f"~{gen}.journal")
 
     def _check_root(self, create: bool) -> bool:
         """Whether the state directory exists (creating it when asked); refuse unsafe ones."""
@@ -167,14 +171,16 @@ class FileStore:
             raise RunNotFound(run_id) from None
         return records.parse_record(path, run_id, data)
 
-    def read_journal(self, run_id: str, start: int, end: int) -> list[Entry]:
+    def read_journal(self, run_id: str, start: int, end: int, gen: int = 0) -> list[Entry]:
         """The journal's entries between two committed offsets."""
-        path = self.journal_path(run_id)
+        path = self.journal_path(run_id, gen)
+        if end > start and gen and not os.path.lexists(path):
+            raise _JournalGone
         return parse_entries(path, split_journal(path, read_range(path, start, end), end))
 
-    def check_journal(self, run_id: str, size: int) -> None:
+    def check_journal(self, run_id: str, size: int, gen: int = 0) -> None:
         """Refuse a journal the record does not agree with, without reading it."""
-        path = self.journal_path(run_id)
+        path = self.journal_path(run_id, gen)
         try:
             info = os.lstat(path)
         except FileNotFoundError:
@@ -197,26 +203,41 @@ class FileStore:
 
     def load(self, run_id: str) -> LoadedRun:
         """Head and current visit's slots, read without the lock."""
-        record = self.read_record(run_id)
-        self.check_journal(run_id, record.size)
-        return LoadedRun(record.head, self.visit_slots(run_id, record))
+        for _ in range(3):  # a trim may replace the journal between reading the record and it
+            record = self.read_record(run_id)
+            try:
+                self.check_journal(run_id, record.size, record.gen)
+                return LoadedRun(record.head, self.visit_slots(run_id, record))
+            except _JournalGone:
+                continue
+        raise StorageError(self.journal_path(run_id), "keeps changing under this reader; try again")
 
     def visit_slots(self, run_id: str, record: Record) -> list[Slot]:
         """The current visit's slots: from the journal and the record's tail."""
         tail = parse_entries(self.record_path(run_id), record.tail)
         starts = [i for i, line in enumerate(record.tail) if is_visit_line(line)]
         # a visit that began after the journal's last entry lies wholly in the tail
-        entries = tail[starts[-1]:] if starts else self.read_journal(run_id, record.visit_start, record.size) + tail
+        entries = (tail[starts[-1]:] if starts
+                   else self.read_journal(run_id, record.visit_start, record.size, record.gen) + tail)
         try:
             return fold_slots(entries)
         except BadEntry as exc:
-            raise StorageError(self.journal_path(run_id), f"is corrupt: {exc}") from None
+            raise StorageError(self.journal_path(run_id, record.gen), f"is corrupt: {exc}") from None
 
     def entries(self, run_id: str) -> list[Entry]:
         """Every entry: the journal, then the record's tail."""
-        record = self.read_record(run_id)
-        path = self.record_path(run_id)
-        return self.read_journal(run_id, 0, record.size) + parse_entries(path, record.tail)
+        for _ in range(3):  # a trim may replace the journal between reading the record and it
+            record = self.read_record(run_id)
+            try:
+                return self.all_entries(run_id, record)
+            except _JournalGone:
+                continue
+        raise StorageError(self.journal_path(run_id), "keeps changing under this reader; try again")
+
+    def all_entries(self, run_id: str, record: Record) -> list[Entry]:
+        """Every entry a record names: its journal's, then its tail's."""
+        return (self.read_journal(run_id, 0, record.size, record.gen)
+                + parse_entries(self.record_path(run_id), record.tail))
 
     def history(self, run_id: str) -> list[AuditEntry]:
         """Every audit entry, oldest first."""
@@ -314,6 +335,10 @@ class FileStore:
         return self.index.add_missing(list(self._due_names()))
 
 
+class _JournalGone(Exception):
+    """The journal generation a record named was replaced by a trim (the reader reads again)."""
+
+
 class FileRunSession:
     """A run of a ``FileStore``, held under its lock: what it knows of the run's files holds only here."""
 
@@ -332,7 +357,7 @@ class FileRunSession:
         except RunNotFound:
             self._missing = True
             raise
-        self.store.check_journal(self.run_id, record.size)  # what we commit next must agree with it
+        self.store.check_journal(self.run_id, record.size, record.gen)  # what we commit next must agree with it
         self._record = record
         self._due_name = entry_name(index_due(record.head), self.run_id)
         return record
@@ -364,9 +389,12 @@ class FileRunSession:
     def _write(self, head: RunHead, entries: Sequence[Entry], before: Record, old_due: str | None) -> None:
         store = self.store
         run_id = head.run_id
-        path = store.record_path(run_id)
+        logs = before.logs + sum(1 for entry in entries if type(entry) is AuditEntry)
+        if needs_trim(logs, head.history_limit):
+            self._trim(head, entries, before, old_due)
+            return
         tail = before.tail + [encode_entry(entry) for entry in entries]
-        size, visit_start = before.size, before.visit_start
+        size, visit_start, gen = before.size, before.visit_start, before.gen
         flush = sum(len(line) + 1 for line in tail) > TAIL_BYTES
         data = b""
         if flush:
@@ -376,17 +404,48 @@ class FileRunSession:
                 size += len(line) + 1
             data = b"".join(line + b"\n" for line in tail)
             tail = []
-        record = encode_record(head, size, visit_start, tail)
+        self._replace(head, size, visit_start, tail, gen, logs, old_due,
+                      (lambda: append_at(store.journal_path(run_id, gen), before.size, data)) if flush else None)
+
+    def _trim(self, head: RunHead, entries: Sequence[Entry], before: Record, old_due: str | None) -> None:
+        """Commit with the history trimmed to ``head.history_limit``: the kept entries go whole to
+        the journal's next generation, which the new record names; the old one is removed after."""
+        store = self.store
+        run_id = head.run_id
+        assert head.history_limit is not None
+        kept, dropped = trim_history(store.all_entries(run_id, before) + list(entries), head.history_limit)
+        head.dropped_logs += dropped
+        lines = [encode_entry(entry) for entry in kept]
+        offset, visit_start = 0, 0
+        for line in lines:
+            if is_visit_line(line):
+                visit_start = offset
+            offset += len(line) + 1
+        gen = before.gen + 1
+        journal = store.journal_path(run_id, gen)
+        data = b"".join(line + b"\n" for line in lines)
+        self._replace(head, offset, visit_start, [], gen, head.history_limit, old_due,
+                      lambda: atomic_replace(journal, store._file(run_id, "~journal.tmp"), data))
+        with suppress(OSError):
+            os.unlink(store.journal_path(run_id, before.gen))
+
+    def _replace(self, head: RunHead, size: int, visit_start: int, tail: list[bytes], gen: int, logs: int,
+                 old_due: str | None, journal_first: Callable[[], None] | None) -> None:
+        """Write the record (after the journal, when it changes too), keeping the due index in step."""
+        store = self.store
+        run_id = head.run_id
+        path = store.record_path(run_id)
+        record = encode_record(head, size, visit_start, tail, gen, logs)
         if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
             raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
                                      f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")
         due_name = entry_name(index_due(head), run_id)
         if due_name is not None and due_name != old_due:
             store.index.add(due_name, store._rebuild_index)
-        if flush:
-            append_at(store.journal_path(run_id), before.size, data)
+        if journal_first is not None:
+            journal_first()
         atomic_replace(path, store._file(run_id, "~.tmp"), record)
-        self._record = Record(head, size, visit_start, tail)
+        self._record = Record(head, size, visit_start, tail, gen, logs)
         self._due_name = due_name
         self._loaded = None
         store._found.pop(run_id, None)  # this commit kept the index in step itself
@@ -418,9 +477,12 @@ class FileRunSession:
             names = [n for _, n in store._scan().get(self.run_id, [])]
         for name in names:
             store.index.remove(name)
-        for suffix in ("~.tmp", ".journal"):
+        for suffix in ("~.tmp", "~journal.tmp", ".journal"):
             with suppress(OSError):
                 os.unlink(store._file(self.run_id, suffix))
+        for older in store.root.glob(f"{glob.escape(self.run_id)}~*.journal"):
+            with suppress(OSError):
+                os.unlink(older)
 
     def close(self) -> None:
         """Repair the index for this run: a run that has no record leaves nothing behind; a run

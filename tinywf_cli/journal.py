@@ -252,3 +252,28 @@ def visit_start(entries: list[Entry]) -> int:
         if type(entries[position]) is VisitEntry:
             return position
     return 0
+
+
+#: Entries beyond a run's history_limit are dropped once this many more have gathered
+#: (at least): a compaction rewrites the kept history, so it happens rarely.
+TRIM_SLACK = 100
+
+
+def needs_trim(logs: int, limit: int | None) -> bool:
+    """Whether ``logs`` audit entries are enough beyond ``limit`` to drop the oldest."""
+    return limit is not None and logs > limit + max(limit, TRIM_SLACK)
+
+
+def trim_history(entries: list[Entry], keep: int) -> tuple[list[Entry], int]:
+    """The entries a run keeps under ``history_limit = keep``, and how many audit entries went.
+
+    Kept: the newest ``keep`` audit entries, every other entry from the oldest of them on,
+    and the current visit's records wherever they begin (a run must still load).
+    """
+    logs = [i for i, e in enumerate(entries) if type(e) is AuditEntry]
+    if len(logs) <= keep:
+        return entries, 0
+    cut = logs[len(logs) - keep] if keep else len(entries)
+    current = visit_start(entries)
+    kept = [e for i, e in enumerate(entries) if i >= cut or (i >= current and type(e) is not AuditEntry)]
+    return kept, len(logs) - keep

@@ -97,6 +97,7 @@ def load_module(path: Path) -> types.ModuleType:
     name = module_name_for(path)
     module = types.ModuleType(name)
     module.__file__ = str(path)
+    module.__tinywf_code__ = code_id(source)  # type: ignore[attr-defined]
     sys.modules[name] = module
     try:
         exec(code, module.__dict__)
@@ -115,6 +116,27 @@ def load_module(path: Path) -> types.ModuleType:
             raise
         raise FlowLoadError(f"cannot load flow file '{shown}': {type(exc).__name__}: {exc}") from None
     return module
+
+
+def code_id(source: bytes) -> str:
+    """A short id of a flow file's source: runs name the code they ran with in their history."""
+    return hashlib.sha256(source).hexdigest()[:12]
+
+
+def code_of(cls: type) -> str | None:
+    """The id of the flow file source a workflow class was loaded from (None for classes of
+    ordinary modules)."""
+    module = sys.modules.get(cls.__module__)
+    code = getattr(module, "__tinywf_code__", None)
+    return code if isinstance(code, str) else None
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
 
 
 def workflows_in(module: types.ModuleType) -> list[WorkflowClass]:
@@ -155,10 +177,11 @@ def display_path(path: Path) -> str:
 
 
 class FlowLoader:
-    """Loads flow files and workflow references, each at most once per loader."""
+    """Loads flow files and workflow references; a flow file is loaded again when it changed
+    (a long-running worker picks up a deploy)."""
 
     def __init__(self) -> None:
-        self._modules: dict[Path, types.ModuleType] = {}
+        self._modules: dict[Path, tuple[tuple[int, int, int] | None, types.ModuleType]] = {}
         self._classes: dict[tuple[str | None, str | None, str], WorkflowClass] = {}
         self._registered: dict[WorkflowClass, tuple[FlowRef, str]] = {}
 
@@ -170,10 +193,13 @@ class FlowLoader:
         return cls, FlowRef(file=str(path), cls=cls.__name__), f"{display_path(path)}:{cls.__name__}"
 
     def module(self, path: Path) -> types.ModuleType:
-        """The flow module of ``path`` (loaded once per loader)."""
-        module = self._modules.get(path)
-        if module is None:
-            module = self._modules[path] = load_module(path)
+        """The flow module of ``path``: loaded once, and again when the file changed."""
+        stamp = _stamp(path)
+        known = self._modules.get(path)
+        if known is not None and (known[0] == stamp or stamp is None):
+            return known[1]
+        module = load_module(path)
+        self._modules[path] = (stamp, module)
         return module
 
     def register(self, cls: WorkflowClass) -> tuple[FlowRef, str]:
@@ -193,9 +219,9 @@ class FlowLoader:
         return ref, shown
 
     def resolve(self, ref: FlowRef, run_id: str) -> WorkflowClass:
-        """The class a stored run refers to."""
+        """The class a stored run refers to (from its flow file as it is now)."""
         known = self._classes.get((ref.file, ref.module, ref.cls))
-        if known is not None:
+        if known is not None and (ref.file is None or self._fresh(Path(ref.file), known)):
             return known
         if ref.file is not None:
             path = Path(ref.file)
@@ -214,3 +240,10 @@ class FlowLoader:
                                 f"{ref.file or ref.module}")
         self._classes[(ref.file, ref.module, ref.cls)] = target
         return target
+
+    def _fresh(self, path: Path, cls: WorkflowClass) -> bool:
+        """Whether a class known for ``path`` still comes from the file as it is now."""
+        known = self._modules.get(path)
+        if known is None:
+            return True  # registered directly, from a module tinywf did not load
+        return known[1].__name__ == cls.__module__ and known[0] == _stamp(path)

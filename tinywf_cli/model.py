@@ -111,6 +111,10 @@ class RunHead:
     parent_woken: bool = False
     #: The status a paused run goes back to when resumed.
     paused_from: Status | None = None
+    #: The id of the flow source the run last ran with (its history names each change).
+    code: str | None = None
+    #: Keep only this many audit entries (the flow's ``history_limit``); the store drops older ones.
+    history_limit: int | None = None
     #: Audit entries dropped by ``history_limit``.
     dropped_logs: int = 0
 

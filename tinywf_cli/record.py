@@ -1,9 +1,11 @@
 """The file store's record format: one JSON document per run, and its journal lines.
 
-A record is ``{"tinywf": 2, "journal": {"size", "visit_start"}, "tail": [entries], "run": head}``:
-the head, how many bytes of the run's journal are committed and where the current visit
-begins in it, and the *tail* — the newest journal entries, not yet moved to the journal.
-Journal lines are one entry each, in the same JSON form as the tail's.
+A record is ``{"tinywf": 2, "journal": {"size", "visit_start", "gen", "logs"}, "tail": [entries],
+"run": head}``: the head, how many bytes of the run's journal are committed and where the
+current visit begins in it, which generation of the journal file holds them (a history
+trimmed by ``history_limit`` is rewritten into the next one), how many audit entries the
+journal and tail hold, and the *tail* — the newest journal entries, not yet moved to the
+journal. Journal lines are one entry each, in the same JSON form as the tail's.
 
 Parsing is strict: JSON without ``NaN``/``Infinity`` or out-of-range numbers, every field
 of the head and of every entry checked. What tinywf writes it can read back
@@ -39,6 +41,10 @@ class Record:
     visit_start: int
     #: Encoded journal entries kept in the record (one JSON text each).
     tail: list[bytes]
+    #: The journal file's generation (0: ``R.journal``; n: ``R~n.journal``).
+    gen: int = 0
+    #: Audit entries in the journal and the tail (for ``history_limit``).
+    logs: int = 0
 
 
 def _is_int(value: Any) -> bool:
@@ -65,7 +71,9 @@ def parse_record(path: Path, run_id: str, data: bytes) -> Record:
     journal = doc.get("journal")
     if (not isinstance(journal, dict) or not _is_int(journal.get("size"))
             or not _is_int(journal.get("visit_start"))
-            or not 0 <= journal["visit_start"] <= journal["size"]):
+            or not 0 <= journal["visit_start"] <= journal["size"]
+            or not _is_int(journal.get("gen", 0)) or journal.get("gen", 0) < 0
+            or not _is_int(journal.get("logs", 0)) or journal.get("logs", 0) < 0):
         raise StorageError(path, "has no valid journal position (corrupt run record)")
     tail = doc.get("tail", [])
     if not isinstance(tail, list):
@@ -85,7 +93,8 @@ def parse_record(path: Path, run_id: str, data: bytes) -> Record:
         raise StorageError(path, f"is not a valid run record ({where}: {first['msg']})") from None
     if head.run_id != run_id:
         raise StorageError(path, f"holds run '{head.run_id}', not '{run_id}'")
-    return Record(head, journal["size"], journal["visit_start"], [dumps(e).encode() for e in tail])
+    return Record(head, journal["size"], journal["visit_start"], [dumps(e).encode() for e in tail],
+                  journal.get("gen", 0), journal.get("logs", 0))
 
 
 def _upgrade_format_1(run: dict[str, Any]) -> None:
@@ -96,10 +105,11 @@ def _upgrade_format_1(run: dict[str, Any]) -> None:
                         for key, values in inbox.items()}
 
 
-def encode_record(head: RunHead, size: int, visit_start: int, tail: list[bytes]) -> bytes:
+def encode_record(head: RunHead, size: int, visit_start: int, tail: list[bytes], gen: int = 0,
+                  logs: int = 0) -> bytes:
     """A record's bytes (one line)."""
-    return (b'{"tinywf":%d,"journal":{"size":%d,"visit_start":%d},"tail":[%b],"run":%b}\n'
-            % (FORMAT, size, visit_start, b",".join(tail), head_to_json(head).encode()))
+    return (b'{"tinywf":%d,"journal":{"size":%d,"visit_start":%d,"gen":%d,"logs":%d},"tail":[%b],"run":%b}\n'
+            % (FORMAT, size, visit_start, gen, logs, b",".join(tail), head_to_json(head).encode()))
 
 
 def encode_entry(entry: Entry) -> bytes:

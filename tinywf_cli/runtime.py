@@ -273,6 +273,7 @@ class Runtime:
         """Create the child run ``run_id`` waiting to start (``tick`` or this call advances it), or
         accept it when it already is this parent's child (a replay after a crash)."""
         cls, ref, shown = self._child_flow(parent, command.flow)
+        from tinywf_cli.loader import code_of
         from tinywf_cli.state import encode_state_input
 
         state = encode_state_input(cls, command.input)
@@ -281,10 +282,10 @@ class Runtime:
         now = self.clock.now()
         head = RunHead(run_id=run_id, workflow=shown, flow=ref, doc=own_doc(cls), status="waiting", step=start,
                        state=state, visit_state=state, created_at=now, updated_at=now, version=cls.version,
-                       parent=parent.run_id, wake_at=now)
+                       parent=parent.run_id, wake_at=now, code=code_of(cls), history_limit=cls.history_limit)
         try:
             with self._open(run_id, create=True) as session:
-                session.create(head, [self._log(head, "start", {"workflow": shown, "parent": parent.run_id}),
+                session.create(head, [self._log(head, "start", start_values(shown, head)),
                                       VisitEntry(1, start, state, cls.version)])
         except RunExists:
             if self.store.head(run_id).parent == parent.run_id:
@@ -381,6 +382,7 @@ class Runtime:
         With ``attach``, a run that already has ``run_id`` and the same workflow is advanced
         (if due) and returned instead of raising RunExists: an idempotent start.
         """
+        from tinywf_cli.loader import code_of
         from tinywf_cli.state import encode_state_input
         from tinywf_cli.workflow import Workflow
 
@@ -403,10 +405,10 @@ class Runtime:
             now = self.clock.now()
             head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
                            step=start, state=state, visit_state=state, created_at=now, updated_at=now,
-                           version=cls.version)
+                           version=cls.version, code=code_of(cls), history_limit=cls.history_limit)
             try:
                 with self._open(rid, create=True) as session:
-                    session.create(head, [self._log(head, "start", {"workflow": shown}),
+                    session.create(head, [self._log(head, "start", start_values(shown, head)),
                                           VisitEntry(1, start, state, cls.version)])
                     self._advance(session, LoadedRun(head), follow, cls=cls)
             except RunExists:
@@ -808,6 +810,9 @@ class Runtime:
         head = self.store.head(run_id)
         history = self.store.history(run_id)
         omitted = head.dropped_logs
+        if head.history_limit is not None and len(history) > head.history_limit:  # not trimmed yet: show as if
+            omitted += len(history) - head.history_limit
+            history = history[len(history) - head.history_limit:]
         if last is not None and len(history) > last:
             omitted += len(history) - last
             history = history[len(history) - last:] if last else []
@@ -837,6 +842,16 @@ class Runtime:
                                         step=head.step, updated_at=head.updated_at)))
         rows.sort(key=lambda r: r[0], reverse=True)
         return RunList(runs=[r for _, r in rows], problems=problems)
+
+
+def start_values(shown: str, head: RunHead) -> dict[str, Any]:
+    """The values of a run's ``start`` entry: its workflow, and its parent and code when known."""
+    values: dict[str, Any] = {"workflow": shown}
+    if head.parent is not None:
+        values["parent"] = head.parent
+    if head.code is not None:
+        values["code"] = head.code
+    return values
 
 
 def new_run_id_suffix() -> str:

@@ -29,7 +29,17 @@ from pathlib import Path
 from typing import Protocol
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError
-from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, entry_from_json, fold_slots, visit_start
+from tinywf_cli.journal import (
+    AuditEntry,
+    BadEntry,
+    Entry,
+    Slot,
+    entry_from_json,
+    fold_slots,
+    needs_trim,
+    trim_history,
+    visit_start,
+)
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
@@ -172,6 +182,7 @@ class MemoryStore:
         self._due: dict[str, datetime] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._secrets: dict[str, bytes] = {}
+        self._logs: dict[str, int] = {}  # audit entries kept, for history_limit
         self._guard = threading.Lock()
 
     @property
@@ -200,6 +211,14 @@ class MemoryStore:
             if start or "visit" in encoded[0]:
                 self._visit_start[run_id] = (len(journal), start)
             journal.append(marshal.dumps(encoded))
+            logs = self._logs[run_id] = self._logs.get(run_id, 0) + sum(1 for e in entries if type(e) is AuditEntry)
+            if needs_trim(logs, head.history_limit):
+                assert head.history_limit is not None
+                kept, dropped = trim_history(self._entries(run_id), head.history_limit)
+                head.dropped_logs += dropped
+                self._journals[run_id] = [marshal.dumps([e.to_json() for e in kept])]
+                self._visit_start[run_id] = (0, visit_start(kept))
+                self._logs[run_id] = head.history_limit
         self._heads[run_id] = head_to_json(head)
         due = index_due(head)
         if due is None:
@@ -287,4 +306,5 @@ class _MemorySession:
             raise RunNotFound(self.run_id)
         store._journals.pop(self.run_id, None)
         store._visit_start.pop(self.run_id, None)
+        store._logs.pop(self.run_id, None)
         store._due.pop(self.run_id, None)
