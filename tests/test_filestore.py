@@ -99,9 +99,9 @@ def test_checkpoints_stay_the_same_size_over_1000_visits(memory_dir: Path) -> No
     reads: list[int] = []
     real = FileStore.read_journal
 
-    def measured(self: FileStore, run_id: str, start: int, end: int) -> list[Entry]:
+    def measured(self: FileStore, run_id: str, start: int, end: int, gen: int = 0) -> list[Entry]:
         reads.append(end - start)
-        return real(self, run_id, start, end)
+        return real(self, run_id, start, end, gen)
 
     FileStore.read_journal = measured  # type: ignore[method-assign]
     try:
