@@ -2,7 +2,7 @@
 
 Everything a flow author or an embedding program needs is importable from here::
 
-    from tinywf_cli import Workflow, step, signal, Retry, EventTimeout, Runtime
+    from tinywf_cli import Workflow, step, signal, Retry, EventTimeout, ActionFailed, ChildFailed, Runtime
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tinywf_cli.errors import (
+        ActionFailed,
         BadInput,
+        ChildFailed,
         Conflict,
         EventTimeout,
         FlowDefinitionError,
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
         NonDeterminismError,
         NotAnEvent,
         NotFound,
+        QueueFull,
         ResumeNotFound,
         RunExists,
         RunLocked,
@@ -33,9 +36,12 @@ if TYPE_CHECKING:
         TinyWFError,
     )
     from tinywf_cli.model import (
+        CheckReport,
+        CheckResult,
         ErrorInfo,
         LogEntry,
         PendingResume,
+        PruneReport,
         RunDocument,
         RunList,
         RunSummary,
@@ -49,7 +55,11 @@ __version__ = "0.1.0"
 
 # Imported on first use, so that `tinywf --version` and friends start fast.
 _EXPORTS = {
+    "ActionFailed": "tinywf_cli.errors",
     "BadInput": "tinywf_cli.errors",
+    "CheckReport": "tinywf_cli.model",
+    "CheckResult": "tinywf_cli.model",
+    "ChildFailed": "tinywf_cli.errors",
     "Conflict": "tinywf_cli.errors",
     "ErrorInfo": "tinywf_cli.model",
     "EventTimeout": "tinywf_cli.errors",
@@ -63,6 +73,8 @@ _EXPORTS = {
     "NotAnEvent": "tinywf_cli.errors",
     "NotFound": "tinywf_cli.errors",
     "PendingResume": "tinywf_cli.model",
+    "PruneReport": "tinywf_cli.model",
+    "QueueFull": "tinywf_cli.errors",
     "ResumeNotFound": "tinywf_cli.errors",
     "Retry": "tinywf_cli.workflow",
     "RunDocument": "tinywf_cli.model",
@@ -94,7 +106,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ActionFailed",
     "BadInput",
+    "CheckReport",
+    "CheckResult",
+    "ChildFailed",
     "Conflict",
     "ErrorInfo",
     "EventTimeout",
@@ -108,6 +124,8 @@ __all__ = [
     "NotAnEvent",
     "NotFound",
     "PendingResume",
+    "PruneReport",
+    "QueueFull",
     "ResumeNotFound",
     "Retry",
     "RunDocument",
