@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 FLOWS = REPO / "flows"
 BIN = Path(sys.executable).parent
 NOW = "2026-01-01T00:00:00Z"
+#: Pass as ``now=`` to run a command on the wall clock (no ``$TINYWF_NOW``).
+REAL_CLOCK = "real"
 #: The installed console script (the virtual environment's, else the one on PATH).
 TINYWF = shutil.which("tinywf", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}") or "tinywf"
 
@@ -267,6 +269,8 @@ class Cli:
         argv = list(args)
         if state_dir and argv and not argv[0].startswith("-"):
             argv[1:1] = ["--state-dir", str(self.state_dir)]
+        if now == REAL_CLOCK:
+            return argv, clean_env(**dict(env or {}))
         return argv, clean_env(TINYWF_NOW=now or self.now, **dict(env or {}))
 
     def json(self, *args: str, code: int = 0, **kwargs: Any) -> Any:

@@ -392,3 +392,25 @@ def test_times_in_due_index_names_are_milliseconds(tmp_path: Path) -> None:
     assert [p.name for p in (state / ".due").iterdir()] == [entry.name]
     clock.set(datetime(2026, 1, 1, 0, 1, 1, tzinfo=UTC))
     assert [a.run_id for a in Runtime(state, clock=clock).tick().advanced] == ["r1"]
+
+
+# -- a bounded history ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_long_loop_with_a_history_limit_keeps_its_files_small(memory_dir: Path) -> None:
+    store = MeasuredStore(memory_dir / "state")
+    rt = Runtime(store, clock=ManualClock(T0))
+    run = rt.start(f"{FLOWS}:BoundedLooper", input={"n": 5000}, run_id="loop")
+    assert run.status == "finished" and run.state["visits"] == 5000
+    files = {p.name: p.stat().st_size for p in (memory_dir / "state").iterdir() if p.name.startswith("loop")}
+    print(f"5,000 visits, history_limit 100: {files}")
+    assert sum(files.values()) < 256 * 1024  # bounded, whatever the number of visits
+    assert [n for n in files if n.endswith(".journal")] == [next(n for n in files if n.endswith(".journal"))]
+    doc = rt.get("loop")
+    assert len(doc.logs) == 100 and doc.logs[-1].type == "finish"
+    # start, an action, a log and a transition per visit (none after the last), finish: all counted
+    assert doc.omitted + len(doc.logs) == 1 + 5000 * 3 - 1 + 1
+    late = [size for visit, size, _ in store.commits if visit > 4000]
+    early = [size for visit, size, _ in store.commits if 1000 < visit <= 2000]
+    assert max(late) <= max(early) + 512  # the record does not grow with the visits

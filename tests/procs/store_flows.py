@@ -213,3 +213,9 @@ class Sleepy(Workflow[Total]):
         for i in range(self.state.n):
             self.state.total += yield self.action(f"a{i}", nap, 1)
         return None
+
+
+class BoundedLooper(Looper):
+    """``Looper`` keeping only its newest 100 audit entries."""
+
+    history_limit = 100
