@@ -974,6 +974,21 @@ def _usage_error(exc: Exception) -> bool:
     return callable(getattr(exc, "format_message", None)) and getattr(exc, "exit_code", None) == 2
 
 
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt lies behind ``exc`` (its cause or context, however deep)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+INTERRUPTED = "error: interrupted; a run being advanced is left running, and `tinywf tick` recovers it"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tinywf`` command: run the app, map errors to exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -984,8 +999,14 @@ def main(argv: list[str] | None = None) -> None:
     with guard_streams(), interrupts.handling():
         try:
             code = app(args=args, prog_name="tinywf", standalone_mode=False)
+            if interrupts.seen():  # typer turns a KeyboardInterrupt into a return of 130
+                print(INTERRUPTED, file=sys.stderr)
+                code, interrupted = 130, True
         except typer.Exit as exc:
             code = exc.exit_code
+            if interrupts.seen() or caused_by_interrupt(exc):
+                print(INTERRUPTED, file=sys.stderr)
+                interrupted = True
         except typer.Abort:
             print("error: aborted", file=sys.stderr)
             code = 130
@@ -993,8 +1014,7 @@ def main(argv: list[str] | None = None) -> None:
             report(exc, debug)
             code = exc.exit_code
         except KeyboardInterrupt:
-            print("error: interrupted; a run being advanced is left running, and `tinywf tick` recovers it",
-                  file=sys.stderr)
+            print(INTERRUPTED, file=sys.stderr)
             code = 130
             interrupted = True
         except BrokenPipeError:

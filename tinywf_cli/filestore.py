@@ -328,11 +328,23 @@ class FileStore:
         return min((min(items)[0] for items in self._scan().values()), default=None)
 
     def reindex(self) -> int:
-        """Add the index entries that records copied in by hand lack; how many were added."""
+        """Add the index entries that records copied in by hand lack (how many were added), and
+        remove lock files that no record goes with (left by a create killed before it wrote any)."""
         if not self._check_root(create=False):
             return 0
         self._ensure_index()
-        return self.index.add_missing(list(self._due_names()))
+        added = self.index.add_missing(list(self._due_names()))
+        try:
+            names = os.listdir(self.root)
+        except OSError as exc:
+            raise StorageError(self.root, f"cannot list: {problem(exc)}") from None
+        records = {n[:-5] for n in names if n.endswith(".json")}
+        for name in names:
+            run_id = name[:-5]
+            if name.endswith(".lock") and is_run_id(run_id) and run_id not in records:
+                with suppress(TinyWFError), self.open(run_id, 0):
+                    pass  # a session of a run without a record removes its lock file as it closes
+        return added
 
 
 class _JournalGone(Exception):

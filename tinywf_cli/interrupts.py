@@ -82,6 +82,11 @@ def note_signal() -> None:
     _signals_seen += 1
 
 
+def seen() -> int:
+    """How many real interrupts this command received."""
+    return _signals_seen
+
+
 def is_interrupt(exc: BaseException) -> bool:
     """Whether ``exc`` stops the process (propagate it) rather than failing the code that raised it."""
     if isinstance(exc, KeyboardInterrupt):
