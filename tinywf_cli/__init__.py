@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tinywf_cli.errors import (
         BadInput,
+        ClaimLost,
         Conflict,
         EventTimeout,
         FlowDefinitionError,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         SignalNotFound,
         StatusConflict,
         StorageError,
+        StoreUnavailable,
         TinyWFError,
     )
     from tinywf_cli.model import (
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 # Imported on first use, so that `tinywf --version` and friends start fast.
 _EXPORTS = {
     "BadInput": "tinywf_cli.errors",
+    "ClaimLost": "tinywf_cli.errors",
     "Conflict": "tinywf_cli.errors",
     "ErrorInfo": "tinywf_cli.model",
     "EventTimeout": "tinywf_cli.errors",
@@ -76,6 +79,7 @@ _EXPORTS = {
     "SignalNotFound": "tinywf_cli.errors",
     "StatusConflict": "tinywf_cli.errors",
     "StorageError": "tinywf_cli.errors",
+    "StoreUnavailable": "tinywf_cli.errors",
     "TickReport": "tinywf_cli.model",
     "TinyWFError": "tinywf_cli.errors",
     "Workflow": "tinywf_cli.workflow",
@@ -95,6 +99,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BadInput",
+    "ClaimLost",
     "Conflict",
     "ErrorInfo",
     "EventTimeout",
@@ -121,6 +126,7 @@ __all__ = [
     "SignalNotFound",
     "StatusConflict",
     "StorageError",
+    "StoreUnavailable",
     "TickReport",
     "TinyWFError",
     "Workflow",

@@ -135,15 +135,19 @@ class Store(Protocol):
         ...
 
 
-def open_store(target: str | Path | Store) -> Store:
-    """The store a target names: a ``postgresql://`` URL, a directory, or a store object as it is."""
+def open_store(target: str | Path | Store, *, lease: float | None = None) -> Store:
+    """The store a target names: a ``postgresql://`` URL, a directory, or a store object as it is.
+
+    ``lease`` (seconds) is how long a PostgreSQL claim outlives a process that stopped
+    renewing it; a directory's locks are the OS's and need none.
+    """
     if not isinstance(target, str | Path):
         return target
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
-        from tinywf_cli.pgstore import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from tinywf_cli.pgstore import DEFAULT_LEASE, PostgresStore
 
-        store: Store = PostgresStore(text)
+        store: Store = PostgresStore(text, DEFAULT_LEASE if lease is None else lease)
         return store
     from tinywf_cli.filestore import FileStore
 
