@@ -98,7 +98,9 @@ def test_every_command_answers_help(workspace: Path) -> None:
 #: Options each command takes: all take --state-dir and --json; those that change runs or
 #: wait for their locks take --lock-timeout.
 # every command that touches a run takes --lock-timeout (show, list and graph only read: they never wait)
-TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph"}
+TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph", "copy"}
+#: Commands that claim runs to change them take --lease (PostgreSQL stores).
+CLAIMING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "copy"}
 
 
 def test_every_command_takes_the_shared_options(workspace: Path) -> None:
@@ -108,6 +110,7 @@ def test_every_command_takes_the_shared_options(workspace: Path) -> None:
         text = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).stdout
         assert "--state-dir" in text and "--json" in text, name
         assert ("--lock-timeout" in text) == (name in TOUCHING), name
+        assert ("--lease" in text) == (name in CLAIMING), name
 
 
 def test_every_command_prints_one_json_document(workspace: Path) -> None:
@@ -120,6 +123,7 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
         "run": ["flows/simple.py"], "resolve": ["g1", "ask_0", "5"], "send": ["g1", "ask_1", "6"],
         "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [], "tick": [],
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
+        "copy": ["--to", "copied"],
     }
     for info in app.registered_commands:
         assert info.callback is not None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from tinywf_cli import __version__
-from tinywf_cli.errors import BadInput, InvalidValue, TinyWFError
+from tinywf_cli.errors import BadInput, InvalidValue, StoreUnavailable, TinyWFError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -61,6 +61,12 @@ LockTimeout = Annotated[
     typer.Option("--lock-timeout", min=0, metavar="SECONDS",
                  help="How long to wait for a run's lock before exiting 4."),
 ]
+Lease = Annotated[
+    float | None,
+    typer.Option("--lease", min=0.5, metavar="SECONDS", show_default=False,
+                 help="PostgreSQL stores: how long a run's claim outlives a process that stopped renewing it "
+                      "(killed, frozen, cut off) before another may take the run over. Default: 30."),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 ReadLockTimeout = Annotated[
     float,
@@ -79,10 +85,11 @@ class Session:
     """What one command invocation shares: its runtime, consoles and output mode."""
 
     def __init__(self, store: str | None, state_dir: str | None, as_json: bool,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT, lease: float | None = None) -> None:
         self.target = store_target(store, state_dir)
         self.as_json = as_json
         self.lock_timeout = lock_timeout
+        self.lease = lease
         self._runtime: Runtime | None = None
 
     @property
@@ -91,7 +98,7 @@ class Session:
         if self._runtime is None:
             from tinywf_cli.runtime import Runtime
 
-            self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout)
+            self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout, lease=self.lease)
         return self._runtime
 
     @property
@@ -332,6 +339,7 @@ def run(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Start a run of FLOW and advance it until it finishes, fails or waits.
@@ -343,7 +351,7 @@ def run(
     Example:
         tinywf run flows/guess_game.py --input '{"number": 42}'
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     data = parse_object(input, "--input")
     doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
@@ -363,6 +371,7 @@ def resolve(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Answer a pending event of RUN with VALUE, then advance the run as `run` does.
@@ -372,7 +381,7 @@ def resolve(
         tinywf resolve guess_game-1a2b3c4d ask_0 50
         tinywf resolve RUN approval -- -1
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     parsed = parse_value(value)
     doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
@@ -388,6 +397,7 @@ def send(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Deliver event KEY to RUN: resolve its pending wait, or queue it for the wait to come.
@@ -398,7 +408,7 @@ def send(
     Example:
         tinywf send order-17 approval true
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     parsed = parse_value(value)
     # a failed run waits for nothing: the event is only queued (for after `tinywf retry`),
     # so the run's failure is not this command's (exit 0, not 1)
@@ -425,6 +435,7 @@ def signal_command(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Call the @signal method NAME of RUN with the object's fields as arguments.
@@ -435,7 +446,7 @@ def signal_command(
     Example:
         tinywf signal sub-1 add_usage '{"item": "api-calls", "amount": 120}'
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     kwargs = parse_object(args, "the signal's arguments")
     doc = session.call(lambda: session.runtime.signal(run_id, name, **kwargs))
     finish(session, doc, advanced=False)
@@ -510,6 +521,7 @@ def tick(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Advance every run whose timer, retry delay or event timeout is due; recover dead runs.
@@ -521,7 +533,7 @@ def tick(
     Example:
         * * * * *  cd /srv/app && tinywf tick --json >> tick.log
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     report = session.call(lambda: session.runtime.tick(limit))
     if as_json:
         session.emit(report)
@@ -539,6 +551,7 @@ def worker(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Run `tick` in a loop, sleeping until the next due time; stop cleanly on SIGINT/SIGTERM.
@@ -550,7 +563,7 @@ def worker(
     Example:
         tinywf worker --poll 10
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     rt = session.runtime
     stop = threading.Event()
 
@@ -575,7 +588,10 @@ def worker(
 
                 session.console.print(tick_lines(report))
 
-        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick))
+        def unavailable(exc: StoreUnavailable) -> None:  # a worker outlives a database restart
+            print(f"warning: {exc.message}; trying again", file=sys.stderr, flush=True)
+
+        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick, on_unavailable=unavailable))
     finally:
         for sig, handler in previous.items():
             signals.signal(sig, handler)
@@ -591,6 +607,7 @@ def cancel(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Cancel RUN if it has not ended; nothing of it stays pending.
@@ -599,7 +616,7 @@ def cancel(
     Example:
         tinywf cancel order-17 --reason "customer asked"
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     finish(session, session.runtime.cancel(run_id, reason), advanced=False)
 
 
@@ -612,6 +629,7 @@ def retry(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Restart failed RUN from its failed step; earlier cached actions stay cached.
@@ -622,9 +640,47 @@ def retry(
     Example:
         tinywf retry order-17
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     doc = session.call(lambda: session.runtime.retry(run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input), advanced=True)
+
+
+@app.command(name="copy")
+def copy_runs(
+    to: Annotated[str, typer.Option("--to", metavar="TARGET", show_default=False,
+                                    help="The store to copy into: a directory, or a postgresql:// URL.")],
+    skip_existing: Annotated[bool, typer.Option("--skip-existing",
+                                                help="Leave runs whose id exists at TARGET alone (and report "
+                                                     "them) instead of exiting 4.")] = False,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
+    debug: Debug = False,
+) -> None:
+    """Copy every run of the store into another: a directory into PostgreSQL, or back.
+
+    Records and whole histories are copied, so every document (`show --json`) reads the
+    same in both. An id that exists at TARGET stops the copy before anything is copied
+    (exit 4) unless --skip-existing. Each run is read under its lock; stop the workers
+    first for a consistent snapshot of the whole store.
+
+    \b
+    Example:
+        tinywf copy --state-dir state --to postgresql://tinywf@db.internal/tinywf
+    """
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
+    report = session.runtime.copy(to, skip_existing=skip_existing)
+    if as_json:
+        session.emit(report)
+        return
+    from rich.text import Text
+
+    skipped = f", {len(report.skipped)} skipped (already there)" if report.skipped else ""
+    count = len(report.copied)
+    session.console.print(Text(f"copied {count} run{'' if count == 1 else 's'} to {report.to}{skipped}"),
+                          soft_wrap=True)
 
 
 # -- reading flows ---------------------------------------------------------------------------

@@ -193,3 +193,19 @@ class TickReport(_Model):
     due: int
     advanced: list[TickAdvanced] = Field(default_factory=list)
     skipped: list[TickSkipped] = Field(default_factory=list)
+
+
+class CopySkipped(_Model):
+    """A run ``copy --skip-existing`` left alone, and why."""
+
+    run_id: str
+    reason: str
+
+
+class CopyReport(_Model):
+    """``tinywf copy --json``: the store copied into (``to``, never with a password), the runs
+    copied, and those skipped."""
+
+    to: str
+    copied: list[str] = Field(default_factory=list)
+    skipped: list[CopySkipped] = Field(default_factory=list)

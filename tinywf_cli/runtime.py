@@ -26,12 +26,16 @@ from tinywf_cli.errors import (
     RunExists,
     RunLocked,
     RunNotFound,
+    RunsExistAtTarget,
     StatusConflict,
+    StoreUnavailable,
     TinyWFError,
 )
 from tinywf_cli.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots
 from tinywf_cli.model import (
     ENDED,
+    CopyReport,
+    CopySkipped,
     LogEntry,
     Recovery,
     RunDocument,
@@ -50,6 +54,10 @@ if TYPE_CHECKING:
     from tinywf_cli.engine import Engine
     from tinywf_cli.loader import FlowLoader, WorkflowClass
     from tinywf_cli.workflow import Workflow
+
+
+#: The first pause of a worker whose store cannot be reached (doubling up to its poll).
+MIN_BACKOFF = 0.5
 
 
 def check_run_id(run_id: str) -> str:
@@ -103,8 +111,11 @@ class Runtime:
     """
 
     def __init__(self, store: str | Path | Store = "state", clock: Clock | None = None,
-                 lock_timeout: float = 10) -> None:
-        self.store: Store = open_store(store)
+                 lock_timeout: float = 10, lease: float | None = None) -> None:
+        #: ``lease``: how long a claim on a run outlives a process that stopped renewing it
+        #: (PostgreSQL stores; default 30 s). A directory's locks are the OS's and need none.
+        self.store: Store = open_store(store, lease=lease)
+        self.lease = lease
         self.clock: Clock = clock if clock is not None else clock_from_env()
         self.lock_timeout = lock_timeout
         self._loader: FlowLoader | None = None
@@ -316,19 +327,69 @@ class Runtime:
         return self.store.next_due()
 
     def work(self, stop: threading.Event, *, poll: float = 5.0,
-             on_tick: Callable[[TickReport], None] | None = None) -> None:
+             on_tick: Callable[[TickReport], None] | None = None,
+             on_unavailable: Callable[[StoreUnavailable], None] | None = None) -> None:
         """Tick until ``stop`` is set, waiting on the runtime's clock until the next due time
         (at most ``poll`` seconds) between passes: ``tinywf worker`` is this loop.
 
         A pass ends after the run in progress once ``stop`` is set. ``on_tick`` receives the
-        report of each pass that found due runs.
+        report of each pass that found due runs. A store that can wake workers (PostgreSQL:
+        ``wait_for_work``) cuts the wait short when a run is released anywhere. A store that
+        cannot be reached is waited for (``on_unavailable`` hears of it), never given up on.
         """
+        wait = getattr(self.store, "wait_for_work", None)
+        backoff = MIN_BACKOFF
         while not stop.is_set():
-            report = self.tick(stop=stop)
-            if report.due and on_tick is not None:
-                on_tick(report)
-            if not stop.is_set():
-                self.clock.idle(self.next_due(), poll, stop)
+            try:
+                report = self.tick(stop=stop)
+                if report.due and on_tick is not None:
+                    on_tick(report)
+                if not stop.is_set():
+                    self.clock.idle(self.next_due(), poll, stop, wait)
+                backoff = MIN_BACKOFF
+            except StoreUnavailable as exc:
+                if on_unavailable is not None:
+                    on_unavailable(exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max(poll, MIN_BACKOFF))
+
+    # -- copying ---------------------------------------------------------------------------
+
+    def copy(self, to: str | Path | Store, *, skip_existing: bool = False) -> CopyReport:
+        """Copy every run of this store into another (a directory, a URL or a store): heads and
+        whole journals, so that every document reads the same there (``tinywf copy``).
+
+        A run id that exists at the target raises RunsExistAtTarget before anything is copied,
+        unless ``skip_existing``: then those runs are left alone and reported. Each run is
+        read under its lock, so a run being advanced is copied whole, before or after.
+        """
+        target = open_store(to, lease=self.lease)
+        try:
+            ids = self.store.run_ids()
+            taken: list[str] = []
+            for run_id in ids:
+                try:
+                    target.head(run_id)
+                    taken.append(run_id)
+                except RunNotFound:
+                    pass
+            if taken and not skip_existing:
+                raise RunsExistAtTarget(target.target, taken)
+            report = CopyReport(to=target.target, skipped=[
+                CopySkipped(run_id=r, reason=f"exists in {target.target}") for r in taken])
+            for run_id in ids:
+                if run_id in taken:
+                    continue
+                with self._open(run_id) as held:
+                    head = held.load().head
+                    entries = self.store.entries(run_id)
+                    with target.open(run_id, self.lock_timeout, create=True) as session:
+                        session.create(head, entries)
+                report.copied.append(run_id)
+            return report
+        finally:
+            if target is not to:
+                target.close()
 
     # -- reading ---------------------------------------------------------------------------
 
