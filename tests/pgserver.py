@@ -12,6 +12,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,26 @@ def fresh_url(server: str = SERVER) -> Iterator[str]:
         yield url_of(schema, server)
     finally:
         drop_schema(schema, server)
+
+
+def store_snapshot(url: str) -> dict[str, Any]:
+    """Every run's head and journal in a store (claims left out: taking and releasing one
+    changes nothing a user sees)."""
+    import psycopg
+
+    from tinywf_cli.pgstore.connection import parse_target
+
+    target = parse_target(url)
+    schema = f'"{target.schema}"'
+    found: dict[str, Any] = {}
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.runs",)).fetchone()
+        if exists is None or exists[0] is None:
+            return found
+        for run_id, head, status, due_at in conn.execute(
+                f"SELECT run_id, head::text, status, due_at FROM {schema}.runs ORDER BY run_id"):
+            found[run_id] = {"head": head, "status": status, "due_at": due_at}
+        for run_id, seq, entry in conn.execute(f"SELECT run_id, seq, entry::text FROM {schema}.journal "
+                                               "ORDER BY run_id, seq"):
+            found[run_id].setdefault("journal", []).append((seq, entry))
+    return found

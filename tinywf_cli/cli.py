@@ -8,6 +8,7 @@ exit codes in one place (``main``).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import signal as signals
@@ -80,6 +81,9 @@ Wait = Annotated[bool, typer.Option("--wait", help="Wait out timers and retry de
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 
+#: The runtimes the command being run opened: ``main`` closes them (database connections) when it ends.
+OPENED: contextvars.ContextVar[list[Runtime] | None] = contextvars.ContextVar("tinywf_opened", default=None)
+
 
 class Session:
     """What one command invocation shares: its runtime, consoles and output mode."""
@@ -99,6 +103,9 @@ class Session:
             from tinywf_cli.runtime import Runtime
 
             self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout, lease=self.lease)
+            opened = OPENED.get()
+            if opened is not None:
+                opened.append(self._runtime)
         return self._runtime
 
     @property
@@ -784,6 +791,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     options = args[: args.index("--")] if "--" in args else args
     debug = "--debug" in options or bool(os.environ.get("TINYWF_DEBUG"))
+    opened = OPENED.set([])
     try:
         code = app(args=args, prog_name="tinywf", standalone_mode=False)
     except typer.Exit as exc:
@@ -823,4 +831,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                   file=sys.stderr)
             code = 70
+    finally:
+        for runtime in OPENED.get() or []:
+            with contextlib.suppress(Exception):
+                runtime.close()
+        OPENED.reset(opened)
     sys.exit(code if isinstance(code, int) else 0)

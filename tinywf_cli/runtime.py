@@ -391,6 +391,10 @@ class Runtime:
             if target is not to:
                 target.close()
 
+    def close(self) -> None:
+        """Release what the store holds open (database connections); the runtime may be used again."""
+        self.store.close()
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, run_id: str) -> ShowDocument:

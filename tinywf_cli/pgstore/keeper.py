@@ -33,6 +33,8 @@ log = logging.getLogger("tinywf")
 
 #: How long the keeper's connection may stay silent before it is probed.
 PROBE_AFTER = 10.0
+#: How long the thread waits for new work before it ends.
+LINGER = 2.0
 #: The longest pause between two attempts to reconnect.
 MAX_BACKOFF = 5.0
 
@@ -108,10 +110,16 @@ class Keeper:
         try:
             while True:
                 with self._cond:
-                    while not self._closed and not self._listening and not self._held:
-                        self._cond.wait()
                     if self._closed:
                         return
+                    if not self._listening and not self._held:
+                        conn = self._discard(conn)  # nothing to keep alive: hold no connection
+                        # linger a little (the next session comes soon in a tick), then end, so that
+                        # a store nobody closes does not keep a thread alive
+                        self._cond.wait(LINGER)
+                        if self._closed or (not self._listening and not self._held):
+                            self._thread = None
+                            return
                     listening = self._listening
                     held = list(self._held.values())
                     beat_due = bool(held) and time.monotonic() >= self._next_beat
