@@ -385,3 +385,56 @@ def test_copy_through_the_installed_command(tmp_path: Path, url: str) -> None:
     assert result.returncode == 0, describe(result)
     assert json.loads(result.stdout)["copied"] == ["s1"]
     assert os.path.isdir(cli.state_dir)
+
+
+CLAIM_DUE = """
+import sys, json
+from datetime import datetime, timezone
+from tinywf_cli.pgstore import PostgresStore
+
+store = PostgresStore(sys.argv[1])
+store.run_ids()  # connected
+print("ready", flush=True)
+sys.stdin.readline()  # all start claiming at once
+got = []
+while (session := store.claim_due(datetime(2030, 1, 1, tzinfo=timezone.utc))) is not None:
+    got.append(session.run_id)  # kept claimed: each process takes a run at most once
+print(json.dumps(got), flush=True)
+"""
+
+
+def claim_in_processes(url: str, count: int) -> list[list[str]]:
+    """What each of ``count`` processes claimed, all starting at once."""
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM_DUE, url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    return [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+
+
+def test_processes_claiming_due_runs_at_once_each_get_different_ones_and_never_a_live_claim(url: str) -> None:
+    store = PostgresStore(url)
+    try:
+        for i in range(200):
+            create(store, f"r{i:03d}", status="waiting")
+        with store.open("r000", 1) as held:
+            head = held.load().head
+            head.status = "running"
+            held.commit(head, [])  # running, and held by a live process: never handed out
+            claimed = claim_in_processes(url, 4)
+        everything = [run_id for got in claimed for run_id in got]
+        assert len(everything) == len(set(everything)) == 0  # waiting runs without a due time are not due
+        import psycopg
+
+        with psycopg.connect(store.location.conninfo, autocommit=True) as conn:
+            conn.execute(f'UPDATE "{store.location.schema}".runs SET due_at = %s', (T0,))
+        claimed = claim_in_processes(url, 4)
+        everything = [run_id for got in claimed for run_id in got]
+        assert len(everything) == len(set(everything)) == 200  # each once; r000 too: its holder released it
+        assert sum(1 for got in claimed if got) >= 2, [len(got) for got in claimed]  # they shared the work
+    finally:
+        store.close()

@@ -11,7 +11,7 @@ import inspect
 import re
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 
 #: The first pause of a worker whose store cannot be reached (doubling up to its poll).
 MIN_BACKOFF = 0.5
+
+
+def _itself(session: AbstractContextManager[RunSession]) -> AbstractContextManager[RunSession]:
+    return session
 
 
 def check_run_id(run_id: str) -> str:
@@ -297,12 +301,14 @@ class Runtime:
         """
         now = self.clock.now()
         report = TickReport(due=0)
-        for run_id in self.store.due(now):
-            if (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set()):
-                break
+
+        def done() -> bool:
+            return (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set())
+
+        for run_id, opening in self._due_runs(now, done):
             counted = False
             try:
-                with self.store.open(run_id, 0) as session:
+                with opening() as session:
                     try:
                         run = session.load()
                     except RunNotFound:  # a create that never committed left an index entry
@@ -321,6 +327,28 @@ class Runtime:
                 report.due += 0 if counted else 1
                 report.skipped.append(TickSkipped(run_id=run_id, reason=exc.message))
         return report
+
+    def _due_runs(self, now: datetime, done: Callable[[], bool]
+                  ) -> Iterator[tuple[str, Callable[[], AbstractContextManager[RunSession]]]]:
+        """The runs due by ``now``, each with how to hold it, until ``done()``.
+
+        A store that claims its next due run itself (PostgreSQL: ``claim_due``, one statement,
+        skipping runs others are claiming) is asked run by run; what it never hands out (a run
+        another process holds) comes after, from ``due``, to be reported as locked.
+        """
+        claim = getattr(self.store, "claim_due", None)
+        seen: set[str] = set()
+        while claim is not None and not done():
+            session: Any = claim(now, seen)  # a session that releases the run when it exits
+            if session is None:
+                break
+            seen.add(session.run_id)
+            yield session.run_id, functools.partial(_itself, session)
+        for run_id in self.store.due(now):
+            if done():
+                return
+            if run_id not in seen:
+                yield run_id, functools.partial(self.store.open, run_id, 0)
 
     def next_due(self) -> datetime | None:
         """When the earliest waiting run will be due (for ``worker``)."""

@@ -70,6 +70,20 @@ UPDATE {{s}}.runs
 SET owner = %(owner)s, epoch = epoch + 1, lease_until = now() + make_interval(secs => %(lease)s)
 WHERE run_id = %(run_id)s AND {_FREE}
 RETURNING epoch""",
+    # tick: the next due run nobody holds, claimed in the same statement; rows another claimer is
+    # locking right now are skipped, not waited for
+    "claim_due": f"""
+WITH c AS (
+    SELECT run_id FROM {{s}}.runs
+    WHERE due_at <= %(now)s AND {_FREE} AND run_id <> ALL(%(seen)s::text[])
+    ORDER BY due_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {{s}}.runs r
+SET owner = %(owner)s, epoch = r.epoch + 1, lease_until = now() + make_interval(secs => %(lease)s)
+FROM c WHERE r.run_id = c.run_id
+RETURNING r.run_id, r.epoch""",
     "holder": """
 SELECT owner, extract(epoch FROM lease_until - now())::float8 FROM {s}.runs WHERE run_id = %(run_id)s""",
     # a new run is born claimed by its creator, epoch 1

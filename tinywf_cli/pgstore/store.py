@@ -22,7 +22,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -176,6 +176,16 @@ class PostgresStore:
             yield session
         finally:
             session.end()
+
+    def claim_due(self, now: datetime, seen: Collection[str] = ()) -> PostgresRunSession | None:
+        """A session holding the next run due by ``now`` that nobody holds (and that is not in
+        ``seen``), or None: ``tick`` takes its runs this way, one claim per statement, never
+        waiting for a run another process is claiming (``FOR UPDATE SKIP LOCKED``)."""
+        rows = self._execute("claim_due", {"now": now, "seen": list(seen), "owner": self.owner,
+                                           "lease": self.lease}, "claiming a due run")
+        if not rows:
+            return None
+        return PostgresRunSession(self, str(rows[0][0]), int(rows[0][1]))
 
     def _claim(self, run_id: str, timeout: float) -> int | None:
         """The epoch of a new claim on the run, or None when there is no such run; RunLocked after
@@ -398,6 +408,12 @@ class PostgresRunSession:
         self.store.keeper.drop(id(self))
         self.epoch = None
         raise ClaimLost(self.run_id, self.store.lease)
+
+    def __enter__(self) -> PostgresRunSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
 
     def end(self) -> None:
         """Release the claim (and wake the workers) when the session ends."""
