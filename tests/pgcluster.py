@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import socket
@@ -37,6 +38,8 @@ def pg_bin() -> Path | None:
 
 def why_not() -> str | None:
     """Why no private cluster with network namespaces can be made here, or None when it can."""
+    if importlib.util.find_spec("psycopg") is None:
+        return 'psycopg is not installed (pip install -e ".[test]")'
     if os.geteuid() != 0:
         return "needs root (network namespaces, and initdb as the postgres user)"
     if pg_bin() is None:

@@ -23,15 +23,18 @@ import pytest
 from clihelpers import TINYWF, Cli, InProcessCli, assert_error, clean_env, describe, make_workspace
 from pgserver import SERVER, fresh_url, require_server
 
-from tinywf_cli.errors import ClaimLost, RunLocked
+from tinywf_cli.errors import BadInput, ClaimLost, RunLocked, StorageError
 from tinywf_cli.journal import AuditEntry, VisitEntry
 from tinywf_cli.model import FlowRef, RunHead
 
+try:
+    from tinywf_cli.pgstore import PostgresStore
+except BadInput as missing:  # psycopg is not installed
+    if os.environ.get("TINYWF_REQUIRE_PG"):
+        raise
+    pytest.skip(missing.message, allow_module_level=True)
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-pytest.importorskip("psycopg")
-
-from tinywf_cli.pgstore import PostgresStore  # noqa: E402
 
 
 @pytest.fixture
@@ -259,6 +262,19 @@ def test_any_json_text_round_trips_nul_characters_included(url: str) -> None:
         assert store.history("r1")[0].values == value
     finally:
         store.close()
+
+
+def test_tables_newer_than_this_tinywf_are_refused(url: str) -> None:
+    import psycopg
+
+    store = PostgresStore(url)
+    store.run_ids()  # made at version 1
+    store.close()
+    with psycopg.connect(store.location.conninfo, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{store.location.schema}".schema_version SET version = 99')
+    with pytest.raises(StorageError) as caught:
+        PostgresStore(url).run_ids()
+    assert caught.value.exit_code == 5 and "newer than this tinywf knows" in caught.value.message
 
 
 # -- URLs, passwords, an unreachable server ----------------------------------------------------------

@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tinywf_cli.errors import ClaimLost, RunExists, RunLocked, RunNotFound, StorageError, StoreUnavailable
+from tinywf_cli.errors import BadInput, ClaimLost, RunExists, RunLocked, RunNotFound, StorageError, StoreUnavailable
 from tinywf_cli.journal import AuditEntry, BadEntry, Entry, VisitEntry, entry_from_json, fold_slots, visit_start
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
 from tinywf_cli.pgstore import schema
@@ -55,7 +55,7 @@ class PostgresStore:
 
     def __init__(self, url: str, lease: float = DEFAULT_LEASE) -> None:
         if not lease > 0:
-            raise ValueError("the lease must be a positive number of seconds")
+            raise BadInput(f"the lease must be a positive number of seconds, not {lease!r}")
         self.location: Target = parse_target(url)
         self.lease = float(lease)
         self.sql = schema.statements(self.location.schema)
