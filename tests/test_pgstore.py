@@ -195,10 +195,27 @@ def test_a_release_anywhere_wakes_a_waiting_worker_at_once(url: str) -> None:
         thread = threading.Thread(target=wait)
         thread.start()
         time.sleep(0.2)
-        with other.open("r1", 1):
-            pass  # the release notifies
+        with other.open("r1", 1) as run:
+            run.commit(run.load().head, [log("changed")])  # a release after a change notifies
         thread.join(10)
         assert woken and woken[0] < 1.0, woken
+    finally:
+        worker.close()
+        other.close()
+
+
+def test_a_session_that_changed_nothing_wakes_nobody(url: str) -> None:
+    worker, other = PostgresStore(url), PostgresStore(url)
+    try:
+        create(other, "r1", status="waiting")
+        stop = threading.Event()
+        worker.wait_for_work(0.5, stop)
+        worker.wait_for_work(0.2, stop)
+        with other.open("r1", 1) as run:
+            run.load()  # looked, changed nothing (a run a worker cannot load would wake them all, forever)
+        started = time.monotonic()
+        worker.wait_for_work(0.6, stop)
+        assert time.monotonic() - started >= 0.55
     finally:
         worker.close()
         other.close()
@@ -223,8 +240,8 @@ def test_wake_ups_come_back_after_the_listening_connection_is_killed(url: str) -
         assert time.monotonic() - started < 5
         time.sleep(0.3)
         started = time.monotonic()
-        with other.open("r1", 1):
-            pass
+        with other.open("r1", 1) as run:
+            run.commit(run.load().head, [log("changed")])
         worker.wait_for_work(10, stop)  # and a release after that is heard
         assert time.monotonic() - started < 1.0
     finally:

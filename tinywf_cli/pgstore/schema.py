@@ -125,6 +125,10 @@ WITH r AS (
     RETURNING run_id
 )
 SELECT pg_notify(%(channel)s, run_id) FROM r""",
+    # a session that wrote nothing changed no run: waking every worker for it would only make them
+    # look again at the same runs (a run they cannot load would keep them all busy)
+    "release_quietly": """
+UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = %(run_id)s AND epoch = %(epoch)s""",
     "heartbeat": """
 UPDATE {s}.runs r SET lease_until = now() + make_interval(secs => %(lease)s)
 FROM unnest(%(run_ids)s::text[], %(epochs)s::bigint[]) AS h(run_id, epoch)

@@ -232,9 +232,10 @@ class PostgresStore:
                 with suppress(psycopg.Error):
                     conn.execute(f'UNLISTEN "{channel}"')
 
-    def _release(self, run_id: str, epoch: int) -> None:
+    def _release(self, run_id: str, epoch: int, wake: bool) -> None:
         try:
-            self._execute("release", {"run_id": run_id, "epoch": epoch, "channel": self.location.channel},
+            self._execute("release" if wake else "release_quietly",
+                          {"run_id": run_id, "epoch": epoch, "channel": self.location.channel},
                           f"releasing run '{run_id}'")
         except StorageError as exc:  # the claim runs out by itself after the lease
             log.warning("tinywf: could not release run '%s' (%s); it is free again after its %gs lease",
@@ -351,6 +352,8 @@ class PostgresRunSession:
         self.run_id = run_id
         #: The claim's epoch; None while the run does not exist (until ``create``).
         self.epoch = epoch
+        #: Whether the session changed the run (then its release wakes the workers).
+        self.wrote = False
         if epoch is not None:
             store.keeper.hold(id(self), run_id, epoch)
 
@@ -374,6 +377,7 @@ class PostgresRunSession:
         if not rows:
             raise RunExists(head.run_id)
         self.epoch = int(rows[0][0])
+        self.wrote = True
         store.keeper.hold(id(self), self.run_id, self.epoch)
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
@@ -389,6 +393,7 @@ class PostgresRunSession:
         }, f"saving run '{self.run_id}'")
         if not rows or rows[0][0] != 1:
             self._lost()
+        self.wrote = True
 
     def delete(self) -> None:
         """Remove the run and its journal, if this claim still holds."""
@@ -420,7 +425,7 @@ class PostgresRunSession:
         self.store.keeper.drop(id(self))
         if self.epoch is not None:
             epoch, self.epoch = self.epoch, None
-            self.store._release(self.run_id, epoch)
+            self.store._release(self.run_id, epoch, self.wrote)
 
 
 def _encode(entries: Sequence[Entry]) -> tuple[list[str], list[str]]:
