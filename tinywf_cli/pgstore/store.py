@@ -386,11 +386,17 @@ class PostgresRunSession:
             raise RunNotFound(self.run_id)
         kinds, texts = _encode(entries)
         at = _last_visit(entries)
-        rows = self.store._execute("commit", {
-            "run_id": self.run_id, "epoch": self.epoch, "head": head_to_json(head), "status": head.status,
-            "due_at": index_due(head), "lease": self.store.lease, "kinds": kinds, "entries": texts,
-            "visit_at": at,
-        }, f"saving run '{self.run_id}'")
+        try:
+            rows = self.store._execute("commit", {
+                "run_id": self.run_id, "epoch": self.epoch, "head": head_to_json(head), "status": head.status,
+                "due_at": index_due(head), "lease": self.store.lease, "kinds": kinds, "entries": texts,
+                "visit_at": at,
+            }, f"saving run '{self.run_id}'")
+        except StoreUnavailable as exc:  # the answer was lost, not necessarily the write
+            raise StoreUnavailable(exc.path, f"{exc.problem}; whether this change of the run was saved is "
+                                             f"unknown: `tinywf show {self.run_id}` tells once the database "
+                                             "answers (an unfinished step is taken up again after the lease)"
+                                   ) from None
         if not rows or rows[0][0] != 1:
             self._lost()
         self.wrote = True
