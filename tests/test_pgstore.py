@@ -471,3 +471,45 @@ def test_processes_claiming_due_runs_at_once_each_get_different_ones_and_never_a
         assert sum(1 for got in claimed if got) >= 2, [len(got) for got in claimed]  # they shared the work
     finally:
         store.close()
+
+
+HANDOFF = '''
+from tinywf_cli import Workflow, step
+
+
+class Handoff(Workflow):
+    """Waits for go; a 1 ms timer then hands the rest to a worker."""
+
+    @step
+    def wait(self):
+        self.state["go"] = yield self.wait_event("go")
+        yield self.sleep("handoff", 0.001)
+        self.state["done"] = True
+        return None
+'''
+
+
+def test_a_resolve_here_wakes_a_worker_there_which_finishes_the_run_at_once(tmp_path: Path, url: str) -> None:
+    (tmp_path / "handoff.py").write_text(HANDOFF)
+    worker = subprocess.Popen([TINYWF, "worker", "--store", url, "--poll", "60", "--json"], cwd=tmp_path,
+                              env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from tinywf_cli import Runtime
+
+    runtime = Runtime(url)
+    try:
+        took = []
+        for _ in range(40):
+            run = runtime.start(str(tmp_path / "handoff.py"))
+            time.sleep(0.03)
+            started = time.monotonic()
+            assert runtime.resolve(run.run_id, "go", 1).status == "waiting"  # on its 1 ms timer
+            while runtime.get(run.run_id).status != "finished":
+                assert time.monotonic() - started < 10, "the worker was not woken (its poll is 60 s)"
+                time.sleep(0.002)
+            took.append(time.monotonic() - started)
+        assert sorted(took)[len(took) // 2] < 0.5, took
+    finally:
+        runtime.close()
+        worker.send_signal(signal.SIGTERM)
+        _, errors = worker.communicate(timeout=30)
+    assert worker.returncode == 0, errors

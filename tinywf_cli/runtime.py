@@ -369,11 +369,15 @@ class Runtime:
         backoff = MIN_BACKOFF
         while not stop.is_set():
             try:
+                started = self.clock.now()
                 report = self.tick(stop=stop)
                 if report.due and on_tick is not None:
                     on_tick(report)
-                if not stop.is_set():
-                    self.clock.idle(self.next_due(), poll, stop, wait)
+                until = self.next_due()
+                # a run that came due while the pass went on was not seen by it: go again at once
+                # (a due time that had passed before the pass is a run it skipped: wait for it)
+                if not stop.is_set() and not (until is not None and started < until <= self.clock.now()):
+                    self.clock.idle(until, poll, stop, wait)
                 backoff = MIN_BACKOFF
             except StoreUnavailable as exc:
                 if on_unavailable is not None:
