@@ -564,7 +564,10 @@ def worker(
     """Run `tick` in a loop, sleeping until the next due time; stop cleanly on SIGINT/SIGTERM.
 
     With --json, prints one tick document per line (JSON Lines) for each tick that found
-    due runs. A run being advanced when the signal arrives is finished first.
+    due runs. A run being advanced when the signal arrives is finished first. On a
+    PostgreSQL store any number of workers on any number of hosts share the runs; a run
+    changed anywhere wakes them at once (--poll is the fallback), and a database that
+    cannot be reached is waited for.
 
     \b
     Example:
