@@ -13,6 +13,11 @@ commit can only come from whoever holds the run. Reading (``head``, ``history``)
 lock. Each store keeps its own indexes in step with the heads it commits; nothing outside
 a store repairs them. ``open_store`` picks the store for a target: a directory
 (``FileStore``), a ``postgresql://`` URL, or a store object.
+
+A store shared by many processes may offer two more methods, which ``Runtime`` uses when
+they are there (``PostgresStore`` does): ``claim_due(now, seen)``, a session holding the
+next due run nobody holds (or None), for ``tick``; and ``wait_for_work(seconds, stop)``,
+which a worker waits in between passes and which returns early when a run changed anywhere.
 """
 
 from __future__ import annotations
