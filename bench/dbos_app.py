@@ -97,3 +97,17 @@ def sqlite_settings(database: Path) -> str:
         connection.close()
     names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
     return f"journal_mode={str(mode).upper()}, synchronous={names.get(sync, sync)}"
+
+
+def launch_postgres(url: str, schema: str) -> None:
+    """Create and launch DBOS on a PostgreSQL system database (tables in ``schema``)."""
+    DBOS(config={"name": "tinywf-bench", "system_database_url": url, "dbos_system_schema": schema,
+                 "log_level": "WARNING"})
+    DBOS.launch()
+
+
+@DBOS.workflow()
+def await_answer_at() -> float:
+    """Waits for a message on topic ``go``; returns ``time.time()`` when it arrived."""
+    DBOS.recv("go", timeout_seconds=60)
+    return time.time()

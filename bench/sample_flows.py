@@ -186,3 +186,42 @@ class FiveSteps(Workflow[FiveState]):
     def s5(self) -> Steps:
         yield self.action("e5", effect, 5, self.state.log)
         return None
+
+
+class QueuedState(BaseModel):
+    """When the run is due, and how long each action waits (an external call)."""
+
+    due: str
+    wait_ms: float = 0.0
+
+
+def call(n: int, wait_ms: float) -> int:
+    """An action: waits ``wait_ms`` (a call to another service), returns ``n``."""
+    if wait_ms:
+        time.sleep(wait_ms / 1000)
+    return n
+
+
+class QueuedThreeActions(Workflow[QueuedState]):
+    """Due at ``due`` (a timer), then three actions: work for the workers of a store."""
+
+    @step
+    def run(self) -> Steps:
+        from datetime import datetime
+
+        yield self.sleep_until("queued", datetime.fromisoformat(self.state.due))
+        yield self.action("one", call, 1, self.state.wait_ms)
+        yield self.action("two", call, 2, self.state.wait_ms)
+        yield self.action("three", call, 3, self.state.wait_ms)
+        return None
+
+
+class Handoff(Workflow[AnswerState]):
+    """Waits for ``go``; then a 1 ms timer hands the rest to whichever worker wakes first; one action."""
+
+    @step
+    def wait(self) -> Steps:
+        self.state.answer = yield self.wait_event("go", type=int)
+        yield self.sleep("handoff", 0.001)
+        yield self.action("done", echo, self.state.answer)
+        return None

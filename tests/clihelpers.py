@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -250,10 +251,36 @@ class Cli:
         doc = run_document(result)
     """
 
-    def __init__(self, workspace: Path, state_dir: Path | None = None) -> None:
+    def __init__(self, workspace: Path, state_dir: Path | None = None, store: str | None = None) -> None:
         self.workspace = workspace
         self.state_dir = state_dir if state_dir is not None else workspace / "state"
+        #: A PostgreSQL URL when the runs live there (``--store``), else None (``--state-dir``).
+        self.store = store
         self.now = NOW
+
+    @property
+    def target(self) -> str:
+        """Where the runs live: the URL, or the state directory."""
+        return self.store or str(self.state_dir)
+
+    @property
+    def store_args(self) -> list[str]:
+        """``--store URL`` or ``--state-dir DIR``."""
+        return ["--store", self.store] if self.store else ["--state-dir", str(self.state_dir)]
+
+    @property
+    def hint(self) -> str:
+        """How tinywf's ready-to-paste lines name this store."""
+        return f"--store {shlex.quote(self.store)}" if self.store else f"--state-dir {self.state_dir}"
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the store holds (every file; or every run's head and journal): to check that a
+        command changed nothing."""
+        if self.store is None:
+            return dict(snapshot(self.state_dir))
+        from pgserver import store_snapshot
+
+        return store_snapshot(self.store)
 
     def __call__(self, *args: str, input: str | None = None, now: str | None = None,
                  env: Mapping[str, str] | None = None, state_dir: bool = True,
@@ -268,7 +295,7 @@ class Cli:
         """The command line (with ``--state-dir`` after the command's name) and its environment."""
         argv = list(args)
         if state_dir and argv and not argv[0].startswith("-"):
-            argv[1:1] = ["--state-dir", str(self.state_dir)]
+            argv[1:1] = self.store_args
         if now == REAL_CLOCK:
             return argv, clean_env(**dict(env or {}))
         return argv, clean_env(TINYWF_NOW=now or self.now, **dict(env or {}))

@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pgserver import fresh_url
+
 from tinywf_cli.filestore import FileStore
 from tinywf_cli.store import MemoryStore, Store
 
-STORE_KINDS = ["memory", "file"]
+STORE_KINDS = ["memory", "file", "postgres"]
 
 
 @contextmanager
@@ -24,6 +26,15 @@ def make_store(kind: str, tmp_path: Path) -> Iterator[Store]:
         yield MemoryStore()
     elif kind == "file":
         yield FileStore(tmp_path / "state")
+    elif kind == "postgres":
+        from tinywf_cli.pgstore import PostgresStore
+
+        with fresh_url() as url:
+            store = PostgresStore(url, lease=5)
+            try:
+                yield store
+            finally:
+                store.close()
     else:
         raise ValueError(kind)
 
@@ -52,4 +63,18 @@ def damage_file(store: Store, run_id: str) -> None:
     path.write_text(json.dumps(record))
 
 
-DAMAGE: dict[str, Callable[[Store, str], None]] = {"memory": damage_memory, "file": damage_file}
+def damage_postgres(store: Store, run_id: str) -> None:
+    """Give the first slot in a run's journal rows a status no tinywf writes."""
+    import psycopg
+
+    from tinywf_cli.pgstore import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.location.conninfo, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{store.location.schema}".journal '
+                     "SET entry = json_build_object('slot', (entry->'slot')::jsonb || '{\"status\": \"odd\"}')::json "
+                     "WHERE run_id = %s AND kind = 'slot'", (run_id,))
+
+
+DAMAGE: dict[str, Callable[[Store, str], None]] = {
+    "memory": damage_memory, "file": damage_file, "postgres": damage_postgres}

@@ -35,9 +35,13 @@ from clihelpers import (
 
 from tinywf_cli import __version__
 
+#: Every test here runs on a state directory and on PostgreSQL, unless marked for one.
+pytestmark = pytest.mark.stores("file", "postgres")
+
 # -- list -----------------------------------------------------------------------------------
 
 
+@pytest.mark.stores("file")  # about files: a record damaged by hand
 def test_list_shows_an_unreadable_record_warns_and_exits_0(cli: Cli, fast: InProcessCli) -> None:
     fast.start("flows/simple.py", "s1")
     fast.start("flows/guess_game.py", "g1")
@@ -100,7 +104,7 @@ def start_worker(cli: Cli, *args: str) -> tuple[subprocess.Popen[str], queue.Que
     """``tinywf worker ARGS`` in the background; its stdout lines arrive in the queue (None at the end),
     its stderr goes to ``worker.err`` in the workspace (a file: it can never fill up and block)."""
     with (cli.workspace / "worker.err").open("w") as errors:
-        proc = subprocess.Popen([TINYWF, "worker", "--state-dir", str(cli.state_dir), "--poll", "0.2", *args],
+        proc = subprocess.Popen([TINYWF, "worker", *cli.store_args, "--poll", "0.2", *args],
                                 cwd=cli.workspace, env=clean_env(TINYWF_NOW=NOW), stdout=subprocess.PIPE,
                                 stderr=errors, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -245,6 +249,7 @@ def test_resolve_by_resume_id_or_by_key(fast: InProcessCli) -> None:
 # -- --version, help ---------------------------------------------------------------------------
 
 
+@pytest.mark.stores("file")  # about files: no store involved
 def test_version_from_the_command_and_from_python_m(cli: Cli) -> None:
     assert cli("--version").stdout == f"tinywf {__version__}\n"
     result = subprocess.run([sys.executable, "-m", "tinywf_cli", "--version"], capture_output=True, text=True,
@@ -252,6 +257,7 @@ def test_version_from_the_command_and_from_python_m(cli: Cli) -> None:
     assert result.returncode == 0 and result.stdout == f"tinywf {__version__}\n"
 
 
+@pytest.mark.stores("file")  # about files: no store involved
 def test_bare_tinywf_prints_its_help_and_exits_0(fast: InProcessCli) -> None:
     result = fast()
     assert result.returncode == 0 and "Usage: tinywf" in result.stdout and "resolve" in result.stdout
@@ -271,7 +277,7 @@ def test_no_ansi_codes_when_stdout_is_not_a_terminal(cli: Cli, fast: InProcessCl
 
 def test_colour_in_a_terminal_and_none_with_no_color(cli: Cli, fast: InProcessCli) -> None:
     fast.start("flows/guess_game.py", "g1")
-    argv = [TINYWF, "show", "g1", "--state-dir", str(cli.state_dir)]
+    argv = [TINYWF, "show", "g1", *cli.store_args]
     code, coloured = run_in_pty(argv, cli.workspace, clean_env(TINYWF_NOW=NOW, TERM="xterm-256color"))
     assert code == 0 and ANSI.search(coloured.decode())
     code, plain = run_in_pty(argv, cli.workspace, clean_env(TINYWF_NOW=NOW, TERM="xterm-256color", NO_COLOR="1"))
@@ -298,13 +304,14 @@ def test_show_for_people_has_the_whole_picture(cli: Cli, fast: InProcessCli) -> 
     out = result.stdout
     for text in ("flows/guess_game.py:GuessGame", "Guess a number between 0 and 100; each guess", "waiting",
                  "step_play", "State", '"answers"', "Pending", "Timeline", "wait_begin", "5m ago",
-                 f"tinywf resolve --state-dir {cli.state_dir} g1 ask_1@2 <integer>"):
+                 f"tinywf resolve {cli.hint} g1 ask_1@2 <integer>"):
         assert text in out, text
 
 
 # -- the README's first command ---------------------------------------------------------------
 
 
+@pytest.mark.stores("file")  # about files: the default state directory
 def test_readme_first_command_runs_the_demo_without_a_terminal(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     first = re.search(r'pip install -e "\.\[test\]" && (tinywf run [^\s#]+)', readme)
@@ -321,6 +328,7 @@ def test_readme_first_command_runs_the_demo_without_a_terminal(tmp_path: Path) -
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
 
 
+@pytest.mark.stores("file")  # about files: $TINYWF_STATE_DIR
 def test_state_dir_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path / "ws")
     elsewhere = tmp_path / "elsewhere"
@@ -347,7 +355,7 @@ def test_the_printed_resolve_line_pastes_into_a_shell(cli: Cli) -> None:
     result = cli("run", "flows/guess_game.py", "--input", '{"number": 42}', "--run-id", "g1")
     [line] = [line for line in result.stdout.splitlines() if "tinywf resolve" in line]
     command = line.split("answer: ", 1)[1].replace("<integer>", "42")
-    assert f"--state-dir {cli.state_dir}" in command  # not ./state: the line says where the run lives
+    assert cli.hint in command  # not ./state: the line says where the run lives
     pasted = subprocess.run(["sh", "-c", command], cwd=cli.workspace, env=clean_env(TINYWF_NOW=NOW),
                             capture_output=True, text=True, check=False)
     assert pasted.returncode == 0, describe(pasted)
@@ -370,7 +378,7 @@ def test_send_queues_early_events_first_in_first_out(cli: Cli, fast: InProcessCl
 
 
 def test_tick_recovers_a_run_whose_process_died(cli: Cli, fast: InProcessCli) -> None:
-    proc = subprocess.Popen([TINYWF, "run", "flows/slow.py", "--run-id", "h1", "--state-dir", str(cli.state_dir)],
+    proc = subprocess.Popen([TINYWF, "run", "flows/slow.py", "--run-id", "h1", *cli.store_args, "--lease", "1"],
                             cwd=cli.workspace, env=clean_env(TINYWF_NOW=NOW), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -385,6 +393,11 @@ def test_tick_recovers_a_run_whose_process_died(cli: Cli, fast: InProcessCli) ->
         proc.wait()
     assert fast.json("show", "h1")["status"] == "running"
     report = cli.json("tick")
+    for _ in range(100):  # PostgreSQL: the dead process's claim runs out after its lease (1 s)
+        if report["advanced"]:
+            break
+        threading.Event().wait(0.1)
+        report = cli.json("tick")
     assert report["advanced"] == [{"run_id": "h1", "status": "finished"}]
     assert fast.json("show", "h1")["state"] == {"result": "done"}
 
@@ -398,6 +411,7 @@ def test_cancel_records_its_reason(cli: Cli, fast: InProcessCli) -> None:
     assert logs[-1]["type"] == "cancel" and "changed my mind" in json.dumps(logs[-1]["values"])
 
 
+@pytest.mark.stores("file")  # about files: $TINYWF_STATE_DIR
 def test_the_resolve_line_names_a_state_dir_other_than_the_one_a_paste_would_find(
         cli: Cli, tmp_path: Path) -> None:
     result = cli("run", "flows/guess_game.py", "--run-id", "g1", env={"TINYWF_STATE_DIR": str(tmp_path / "other")})

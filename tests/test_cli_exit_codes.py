@@ -19,6 +19,9 @@ from clihelpers import (
 
 FAILING = {"TINYWF_TEST_FAIL": "1"}
 
+#: Every test here runs on a state directory and on PostgreSQL, unless marked for one.
+pytestmark = pytest.mark.stores("file", "postgres")
+
 #: Holds a run's lock from another process until its stdin closes.
 HOLD_LOCK = """
 import sys
@@ -34,7 +37,7 @@ with Runtime(sys.argv[1]).store.open(sys.argv[2], 5):
 def lock_holder(fast: InProcessCli) -> Iterator[None]:
     """Another process holding the lock of run ``u1`` (a timer run, due at NOW + 60 s)."""
     fast.start("flows/user_onboarding.py", "u1", "--input", '{"promotion_after": 60}')
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(fast.state_dir), "u1"],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, fast.target, "u1"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
@@ -96,10 +99,10 @@ def test_exit_3_for_what_does_not_exist(cli: Cli, fast: InProcessCli) -> None:
 
 @pytest.mark.usefixtures("lock_holder")
 def test_exit_4_when_another_process_holds_the_lock_past_the_timeout(cli: Cli) -> None:
-    before = snapshot(cli.state_dir)
+    before = cli.snapshot()
     assert_error(cli("cancel", "u1", "--lock-timeout", "0.2"), 4, "locked")
     assert_error(cli("signal", "u1", "nosuch", "--lock-timeout", "0"), 4, "locked")
-    assert snapshot(cli.state_dir) == before
+    assert cli.snapshot() == before
     assert cli.json("show", "u1")["status"] == "waiting"  # reading takes no lock
 
 
@@ -113,9 +116,9 @@ def test_tick_skips_and_reports_a_run_locked_by_another_process(cli: Cli) -> Non
 
 def test_exit_4_for_a_taken_run_id(cli: Cli, fast: InProcessCli) -> None:
     fast.start("flows/simple.py", "s1")
-    before = snapshot(cli.state_dir)
+    before = cli.snapshot()
     assert_error(cli("run", "flows/guess_game.py", "--run-id", "s1"), 4, "s1", "taken")
-    assert snapshot(cli.state_dir) == before
+    assert cli.snapshot() == before
 
 
 def test_exit_4_for_resolve_on_a_finished_run_and_cancel_on_a_cancelled_one(cli: Cli, fast: InProcessCli) -> None:
@@ -124,14 +127,15 @@ def test_exit_4_for_resolve_on_a_finished_run_and_cancel_on_a_cancelled_one(cli:
     assert_error(cli("resolve", "g1", "no-such-resume", "3"), 4, "finished")  # not 3: status first
     fast.start("flows/guess_game.py", "g2")
     fast.json("cancel", "g2")
-    before = snapshot(cli.state_dir)
+    before = cli.snapshot()
     assert_error(cli("cancel", "g2"), 4, "cancelled")
-    assert snapshot(cli.state_dir) == before
+    assert cli.snapshot() == before
 
 
 # -- 5 ------------------------------------------------------------------------------------
 
 
+@pytest.mark.stores("file")  # about files: a record damaged by hand
 def test_exit_5_for_a_corrupt_record_naming_its_path_and_changing_nothing(cli: Cli, fast: InProcessCli) -> None:
     fast.start("flows/guess_game.py", "g1")
     record = cli.state_dir / "g1.json"
@@ -145,6 +149,7 @@ def test_exit_5_for_a_corrupt_record_naming_its_path_and_changing_nothing(cli: C
     assert snapshot(cli.state_dir) == before
 
 
+@pytest.mark.stores("file")  # about files: a symlink
 def test_exit_5_for_a_record_that_is_a_symlink(cli: Cli, fast: InProcessCli, tmp_path: Path) -> None:
     fast.start("flows/simple.py", "s1")
     record = cli.state_dir / "s1.json"
@@ -189,10 +194,10 @@ def test_changing_commands_refuse_ended_runs_before_looking_anything_up(
     else:
         fast.json("cancel", "r1")
     assert doc["run_id"] == "r1"
-    before = snapshot(fast.state_dir)
+    before = fast.snapshot()
     args = [a.replace("RUN", "r1") for a in command]
     assert_error(fast(*args), 4, f"is {status}")  # 4, not 3: the status is checked first
-    assert snapshot(fast.state_dir) == before
+    assert fast.snapshot() == before
 
 
 # -- tick and worker exit 0 on failed runs; --debug; bugs ---------------------------------
@@ -217,12 +222,14 @@ def test_debug_shows_the_traceback_with_the_error_line(cli: Cli) -> None:
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: no run 'nosuch'")
 
 
+@pytest.mark.stores("file")  # about files: no store involved
 def test_a_usage_error_with_debug_still_exits_2(fast: InProcessCli) -> None:
     result = fast("run", "--debug")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: Missing argument 'FLOW'")
 
 
+@pytest.mark.stores("file")  # about files: no store involved
 def test_a_bug_in_tinywf_exits_70_with_an_internal_error_line(fast: InProcessCli,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from tinywf_cli.runtime import Runtime
@@ -240,6 +247,6 @@ def test_a_bug_in_tinywf_exits_70_with_an_internal_error_line(fast: InProcessCli
 
 
 def test_exit_codes_reach_the_shell_from_python_m(cli: Cli) -> None:
-    result = subprocess.run([sys.executable, "-m", "tinywf_cli", "show", "nosuch", "--state-dir",
-                             str(cli.state_dir)], cwd=cli.workspace, capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-m", "tinywf_cli", "show", "nosuch", *cli.store_args],
+                            cwd=cli.workspace, capture_output=True, text=True, check=False)
     assert_error(result, 3, "nosuch")

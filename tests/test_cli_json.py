@@ -3,6 +3,7 @@ stdout with exactly the contract's keys, times in UTC, through the installed com
 
 from __future__ import annotations
 
+import pytest
 from clihelpers import (
     ADVANCED_KEYS,
     LIST_KEYS,
@@ -19,6 +20,9 @@ from clihelpers import (
     describe,
     one_document,
 )
+
+#: Every test here runs on a state directory and on PostgreSQL, unless marked for one.
+pytestmark = pytest.mark.stores("file", "postgres")
 
 
 def test_run_prints_the_run_document(cli: Cli) -> None:
@@ -121,6 +125,7 @@ def test_tick_prints_what_was_due_advanced_and_skipped(cli: Cli, fast: InProcess
     assert fast.json("tick", now=at(120))["advanced"] == [{"run_id": "u1", "status": "finished"}]
 
 
+@pytest.mark.stores("file")  # about files: a record damaged by hand
 def test_tick_reports_a_run_it_cannot_read_as_skipped(cli: Cli, fast: InProcessCli) -> None:
     fast.start("flows/user_onboarding.py", "u1", "--input", '{"promotion_after": 60}')
     (cli.state_dir / "u1.json").write_text("{not json", encoding="utf-8")

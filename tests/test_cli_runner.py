@@ -99,7 +99,10 @@ def test_every_command_answers_help(workspace: Path) -> None:
 #: wait for their locks take --lock-timeout.
 # every command that touches a run takes --lock-timeout (show, list and graph only read: they never wait)
 TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph",
-            "pause", "resume", "fork", "prune", "check", "serve", "link"}
+            "pause", "resume", "fork", "prune", "check", "serve", "link", "copy"}
+#: Commands that claim runs to change them take --lease (PostgreSQL stores).
+CLAIMING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "copy", "pause", "resume",
+            "fork", "prune", "serve"}
 
 
 def test_every_command_takes_the_shared_options(workspace: Path) -> None:
@@ -109,6 +112,7 @@ def test_every_command_takes_the_shared_options(workspace: Path) -> None:
         text = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).stdout
         assert "--state-dir" in text and "--json" in text, name
         assert ("--lock-timeout" in text) == (name in TOUCHING), name
+        assert ("--lease" in text) == (name in CLAIMING), name
 
 
 def test_every_command_prints_one_json_document(workspace: Path) -> None:
@@ -123,6 +127,7 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
         "pause": ["g1"], "resume": ["g1"], "fork": ["g1"], "prune": ["--older-than", "0s"], "check": [],
         "link": ["g1", "ask_2"],
+        "copy": ["--to", "copied"],
     }
     for info in app.registered_commands:
         assert info.callback is not None

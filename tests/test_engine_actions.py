@@ -361,6 +361,7 @@ def test_retry_command_after_a_failed_step_reruns_only_what_is_new(rt: MemoryRun
     assert calls == ["fetch", "store"]
 
 
+@pytest.mark.stores("file", "postgres")
 def test_retry_from_a_restarted_runtime_keeps_cached_actions(open_runtime: Callable[[], Runtime]) -> None:
     RESTART_CALLS.clear()
     RESTART_FLAKY.calls = 0
@@ -398,6 +399,8 @@ class DelayedRetry(Workflow):
         self.state["r"] = yield self.action("call", DELAYED, retry=Retry(attempts=2, delay=timedelta(seconds=30)))
 
 
+@pytest.mark.stores("file", "postgres")
+@pytest.mark.stores("file", "postgres")
 def test_a_retry_delay_is_waited_out_durably_across_processes(
     open_runtime: Callable[[], Runtime], clock: Any
 ) -> None:

@@ -149,6 +149,7 @@ class Fanout(Workflow):
         })
 
 
+@pytest.mark.stores("file", "postgres")
 def test_parallel_results_survive_a_restart(open_runtime: Callable[[], Runtime], clock: Any) -> None:
     PARTS.clear()
     PARTS.update(x=Counted(1), y=Counted(2, failures=1), z=Counted(3))

@@ -80,6 +80,7 @@ def test_a_run_left_running_is_recovered_by_tick(rt: MemoryRuntime) -> None:
     assert [e.values for e in rt.get("p").logs if e.type == "recover"] == [{"count": 1}]
 
 
+@pytest.mark.stores("file", "postgres")
 def test_recovery_with_the_file_store_after_a_restart(open_runtime: Callable[[], Runtime]) -> None:
     STEPS["c"] = Script(DIE, "C")
     with pytest.raises(ProcessDied):

@@ -71,6 +71,7 @@ def test_replay_starts_from_the_state_at_the_top_of_the_visit(rt: MemoryRuntime)
     assert run.state["items"] == ["apple", "pear", "fig", "paid"]  # "apple" was not doubled
 
 
+@pytest.mark.stores("file", "postgres")
 def test_replay_from_a_file_store_after_a_restart(open_runtime: Callable[[], Runtime]) -> None:
     run = open_runtime().start(Shopping, run_id="basket")
     assert open_runtime().get("basket").state["items"] == ["apple", "pear"]
@@ -108,6 +109,7 @@ def test_a_signal_changes_live_and_replayed_state(rt: MemoryRuntime) -> None:
     assert run.state == {"items": ["apple", "pear", "fig", "paid"], "note": "ring twice"}
 
 
+@pytest.mark.stores("file", "postgres")
 def test_a_signal_survives_replay_with_the_file_store(open_runtime: Callable[[], Runtime]) -> None:
     open_runtime().start(Shopping, run_id="basket")
     open_runtime().signal("basket", "set_note", note="leave at door")

@@ -118,6 +118,7 @@ def test_a_signal_works_on_a_failed_run(rt: MemoryRuntime) -> None:
     assert (run.status, run.state["email"]) == ("failed", "fixed@b.c")
 
 
+@pytest.mark.stores("file", "postgres")
 def test_a_signal_is_saved_to_the_file_store(open_runtime: Callable[[], Runtime]) -> None:
     open_runtime().start(Shop, run_id="s")
     open_runtime().signal("s", "add", quantity=1)

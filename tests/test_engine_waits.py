@@ -126,6 +126,7 @@ def test_a_timer_id_cannot_be_resolved(rt: MemoryRuntime) -> None:
         rt.resolve(run.run_id, run.pending[0].resume_id, 1)
 
 
+@pytest.mark.stores("file", "postgres")
 def test_a_timer_survives_a_restart(open_runtime: Callable[[], Runtime], clock: Any) -> None:
     run = open_runtime().start(Napper, run_id="nap")
     assert run.status == "waiting"
@@ -188,6 +189,7 @@ def test_an_invalid_event_value_is_refused_and_the_run_is_unchanged(rt: MemoryRu
     assert run.state == {"asked": 1, "zip": "12345"}
 
 
+@pytest.mark.stores("file")  # compares the state directory's files
 def test_an_invalid_event_value_leaves_the_files_byte_for_byte_unchanged(
     open_runtime: Callable[[], Runtime], state_dir: Path
 ) -> None:
@@ -361,6 +363,7 @@ def test_an_invalid_queued_value_is_skipped_for_the_next_valid_one(rt: MemoryRun
     assert [e.type for e in rt.get(run.run_id).logs].count("event_rejected") == 1
 
 
+@pytest.mark.stores("file", "postgres")
 def test_queued_events_survive_a_restart(open_runtime: Callable[[], Runtime]) -> None:
     open_runtime().start(Collector, run_id="c")
     open_runtime().send("c", "item", 10)

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 from datetime import timedelta
 
+import pytest
 from clihelpers import Cli, InProcessCli, at, clean_env, describe
 
 DAY = timedelta(days=1)
+
+#: Every flow runs on a state directory and on PostgreSQL.
+pytestmark = pytest.mark.stores("file", "postgres")
 
 
 def test_simple_finishes_with_its_computation(cli: Cli, fast: InProcessCli) -> None:
@@ -47,8 +52,9 @@ def test_guess_game_2_loops_between_its_steps(cli: Cli) -> None:
 
 
 def test_user_onboarding_ten_runs_started_by_a_shell_loop_finished_by_tick(cli: Cli, fast: InProcessCli) -> None:
+    where = " ".join(shlex.quote(arg) for arg in cli.store_args)
     loop = ('for i in 0 1 2 3 4 5 6 7 8 9; do '
-            'tinywf run flows/user_onboarding.py --state-dir state --run-id "onboard-$i" '
+            f'tinywf run flows/user_onboarding.py {where} --run-id "onboard-$i" '
             '--input "{\\"email\\": \\"user$i@example.com\\"}" || exit 1; done')
     result = subprocess.run(["sh", "-c", loop], cwd=cli.workspace, env=clean_env(TINYWF_NOW=at(0)),
                             capture_output=True, text=True, timeout=120, check=False)

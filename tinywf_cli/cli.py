@@ -8,6 +8,7 @@ exit codes in one place (``main``).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import signal as signals
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from tinywf_cli import __version__, interrupts
-from tinywf_cli.errors import BadInput, InvalidValue, TinyWFError
+from tinywf_cli.errors import BadInput, InvalidValue, StoreUnavailable, TinyWFError
 from tinywf_cli.jsonio import TextValue, strict_loads
 from tinywf_cli.output import OutputError, guard_streams, is_utf8
 
@@ -77,6 +78,12 @@ LockTimeout = Annotated[
     typer.Option("--lock-timeout", metavar="SECONDS", callback=seconds_option("--lock-timeout", 0, MAX_LOCK_TIMEOUT),
                  help="How long to wait for a run's lock before exiting 4."),
 ]
+Lease = Annotated[
+    float | None,
+    typer.Option("--lease", min=0.5, metavar="SECONDS", show_default=False,
+                 help="PostgreSQL stores: how long a run's claim outlives a process that stopped renewing it "
+                      "(killed, frozen, cut off) before another may take the run over. Default: 30."),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 ReadLockTimeout = Annotated[
     float,
@@ -90,15 +97,19 @@ Wait = Annotated[bool, typer.Option("--wait", help="Wait out timers and retry de
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 
+#: The runtimes the command being run opened: ``main`` closes them (database connections) when it ends.
+OPENED: contextvars.ContextVar[list[Runtime] | None] = contextvars.ContextVar("tinywf_opened", default=None)
+
 
 class Session:
     """What one command invocation shares: its runtime, consoles and output mode."""
 
     def __init__(self, store: str | None, state_dir: str | None, as_json: bool,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT, lease: float | None = None) -> None:
         self.target = store_target(store, state_dir)
         self.as_json = as_json
         self.lock_timeout = lock_timeout
+        self.lease = lease
         self._runtime: Runtime | None = None
 
     @property
@@ -107,7 +118,10 @@ class Session:
         if self._runtime is None:
             from tinywf_cli.runtime import Runtime
 
-            self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout)
+            self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout, lease=self.lease)
+            opened = OPENED.get()
+            if opened is not None:
+                opened.append(self._runtime)
         return self._runtime
 
     @property
@@ -342,6 +356,7 @@ def run(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Start a run of FLOW and advance it until it finishes, fails or waits.
@@ -355,7 +370,7 @@ def run(
         tinywf run flows/guess_game.py --input '{"number": 42}'
         tinywf run flows/checkout.py --run-id order-17 --attach --input @order.json
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     data = parse_object(input, "--input")
     if attach and run_id is None:
         raise BadInput("--attach needs --run-id: it attaches to the run with that id")
@@ -377,6 +392,7 @@ def resolve(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Answer a pending event of RUN with VALUE, then advance the run as `run` does.
@@ -386,7 +402,7 @@ def resolve(
         tinywf resolve guess_game-1a2b3c4d ask_0 50
         tinywf resolve RUN approval -- -1
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     parsed = parse_value(value)
     doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed))
     finish(session, drive(session, doc, wait=wait, no_input=no_input))
@@ -402,6 +418,7 @@ def send(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Deliver event KEY to RUN: resolve its pending wait, or queue it for the wait to come.
@@ -412,7 +429,7 @@ def send(
     Example:
         tinywf send order-17 approval true
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     parsed = parse_value(value)
     finish(session, session.call(lambda: session.runtime.send(run_id, key, parsed)))
 
@@ -427,6 +444,7 @@ def signal_command(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Call the @signal method NAME of RUN with the object's fields as arguments.
@@ -437,7 +455,7 @@ def signal_command(
     Example:
         tinywf signal sub-1 add_usage '{"item": "api-calls", "amount": 120}'
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     kwargs = parse_object(args, "the signal's arguments")
     doc = session.call(lambda: session.runtime.signal(run_id, name, **kwargs))
     finish(session, doc)
@@ -522,6 +540,7 @@ def tick(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Advance every run whose timer, retry delay or event timeout is due; recover dead runs.
@@ -534,7 +553,7 @@ def tick(
     Example:
         * * * * *  cd /srv/app && tinywf tick --json >> tick.log
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     if reindex:
         session.runtime.reindex()
     report = session.call(lambda: session.runtime.tick(limit))
@@ -554,6 +573,7 @@ def worker(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Run `tick` in a loop, sleeping until the next due time; stop cleanly on SIGINT/SIGTERM.
@@ -561,14 +581,17 @@ def worker(
     With --json, prints one tick document per line (JSON Lines) for each tick that found
     due runs. On SIGINT/SIGTERM the run in progress is finished first, then the worker
     stops (exit 0); a second signal stops it at once, leaving that run for `tinywf tick`
-    to recover (exit 130). At start it repairs the due index. A pass that fails as a whole
-    (the state directory cannot be listed) is reported on stderr and tried again.
+    to recover (exit 130). At start it repairs the due index. On a PostgreSQL store any
+    number of workers on any number of hosts share the runs; a run changed anywhere wakes
+    them at once (--poll is the fallback), and a database that cannot be reached is waited
+    for. A pass that fails as a whole otherwise (the state directory cannot be listed) is
+    reported on stderr and tried again.
 
     \b
     Example:
         tinywf worker --poll 10
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     rt = session.runtime
     stop = threading.Event()
 
@@ -600,7 +623,11 @@ def worker(
         def show_error(exc: TinyWFError) -> None:
             print(f"error: {exc.message} (trying again)", file=sys.stderr, flush=True)
 
-        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick, on_error=show_error))
+        def unavailable(exc: StoreUnavailable) -> None:  # a worker outlives a database restart
+            print(f"warning: {exc.message}; trying again", file=sys.stderr, flush=True)
+
+        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick, on_error=show_error,
+                                     on_unavailable=unavailable))
     finally:
         for sig, handler in previous.items():
             signals.signal(sig, handler)
@@ -616,6 +643,7 @@ def cancel(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Cancel RUN if it has not ended, and its unfinished child runs; nothing of it stays pending.
@@ -624,7 +652,7 @@ def cancel(
     Example:
         tinywf cancel order-17 --reason "customer asked"
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     finish(session, session.call(lambda: session.runtime.cancel(run_id, reason)))
 
 
@@ -637,6 +665,7 @@ def retry(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Try failed or blocked RUN again from its current step; earlier cached actions stay cached.
@@ -648,7 +677,7 @@ def retry(
     Example:
         tinywf retry order-17
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     doc = session.call(lambda: session.runtime.retry(run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
@@ -660,6 +689,7 @@ def pause(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Hold RUN: nothing advances it until `tinywf resume`; tick and worker skip it.
@@ -670,7 +700,7 @@ def pause(
     Example:
         tinywf pause order-17
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     finish(session, session.call(lambda: session.runtime.pause(run_id)))
 
 
@@ -683,6 +713,7 @@ def resume_command(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Put paused RUN back and advance it as `tick` would (due timers fire, queued events are taken).
@@ -691,7 +722,7 @@ def resume_command(
     Example:
         tinywf resume order-17
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     doc = session.call(lambda: session.runtime.resume(run_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
@@ -710,6 +741,7 @@ def fork(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Start a new run from an earlier point of RUN: the state at the start of a step visit.
@@ -722,7 +754,7 @@ def fork(
     Example:
         tinywf fork order-17 --at-visit 2 --run-id order-17-again
     """
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     doc = session.call(lambda: session.runtime.fork(run_id, at_visit, new_id))
     finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
@@ -739,6 +771,7 @@ def prune(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Delete ended runs last updated before now - AGE, with all their files.
@@ -751,7 +784,7 @@ def prune(
         tinywf prune --older-than 7d --status failed --dry-run
     """
     statuses = [s.strip() for s in status.split(",") if s.strip()]
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     report = session.runtime.prune(older_than, statuses, dry_run=dry_run)
     if as_json:
         session.emit(report)
@@ -791,6 +824,44 @@ def check(
 
         session.console.print(check_lines(report), soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command(name="copy")
+def copy_runs(
+    to: Annotated[str, typer.Option("--to", metavar="TARGET", show_default=False,
+                                    help="The store to copy into: a directory, or a postgresql:// URL.")],
+    skip_existing: Annotated[bool, typer.Option("--skip-existing",
+                                                help="Leave runs whose id exists at TARGET alone (and report "
+                                                     "them) instead of exiting 4.")] = False,
+    store: StoreTarget = None,
+    state_dir: StateDir = None,
+    as_json: Json = False,
+    lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
+    debug: Debug = False,
+) -> None:
+    """Copy every run of the store into another: a directory into PostgreSQL, or back.
+
+    Records and whole histories are copied, so every document (`show --json`) reads the
+    same in both. An id that exists at TARGET stops the copy before anything is copied
+    (exit 4) unless --skip-existing. Each run is read under its lock; stop the workers
+    first for a consistent snapshot of the whole store.
+
+    \b
+    Example:
+        tinywf copy --state-dir state --to postgresql://tinywf@db.internal/tinywf
+    """
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
+    report = session.runtime.copy(to, skip_existing=skip_existing)
+    if as_json:
+        session.emit(report)
+        return
+    from rich.text import Text
+
+    skipped = f", {len(report.skipped)} skipped (already there)" if report.skipped else ""
+    count = len(report.copied)
+    session.console.print(Text(f"copied {count} run{'' if count == 1 else 's'} to {report.to}{skipped}"),
+                          soft_wrap=True)
 
 
 # -- reading flows ---------------------------------------------------------------------------
@@ -900,6 +971,7 @@ def serve(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Serve the store over HTTP: the JSON API, pages of runs, and signed links that answer one event.
@@ -919,7 +991,7 @@ def serve(
     except ImportError as exc:
         raise BadInput(f"`tinywf serve` needs the web extra ({exc.name or exc} is not installed): "
                        "pip install 'tinywf[web]'") from None
-    session = Session(store, state_dir, as_json, lock_timeout)
+    session = Session(store, state_dir, as_json, lock_timeout, lease)
     serve_forever(session.runtime, ServeOptions(host=host, port=port, flows_dir=flows, max_body=max_body,
                                                 as_json=as_json, quiet=quiet))
 
@@ -996,6 +1068,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in options or bool(os.environ.get("TINYWF_DEBUG"))
     code: Any = 0
     interrupted = False
+    opened = OPENED.set([])
     with guard_streams(), interrupts.handling():
         try:
             code = app(args=args, prog_name="tinywf", standalone_mode=False)
@@ -1021,6 +1094,11 @@ def main(argv: list[str] | None = None) -> None:
             code = 0
         except Exception as exc:
             code = unexpected(exc, debug)
+        finally:
+            for runtime in OPENED.get() or []:
+                with contextlib.suppress(Exception):
+                    runtime.close()
+            OPENED.reset(opened)
         code = code if isinstance(code, int) else 0
         code = flush_output(code)
     if interrupted:  # action threads may still run: do not wait for them at exit

@@ -15,6 +15,9 @@ from typing import Protocol
 
 from tinywf_cli.errors import BadInput
 
+#: How a worker waits between passes: ``wait(seconds, stop)`` (``stop.wait`` unless the store can wake it).
+Wait = Callable[[float, threading.Event], object]
+
 
 class Clock(Protocol):
     """What the engine asks of time: the current instant, and a way to wait."""
@@ -27,8 +30,13 @@ class Clock(Protocol):
         """Wait ``seconds``, calling ``progress(seconds_left)`` now and then; a manual clock advances instead."""
         ...
 
-    def idle(self, until: datetime | None, poll: float, stop: threading.Event) -> None:
-        """Between two passes of a worker: wait until ``until`` (at most ``poll`` seconds) or ``stop``."""
+    def idle(self, until: datetime | None, poll: float, stop: threading.Event,
+             wait: Wait | None = None) -> None:
+        """Between two passes of a worker: wait until ``until`` (at most ``poll`` seconds) or ``stop``.
+
+        ``wait(seconds, stop)`` does the waiting when given: a store's, which returns early
+        when there is new work.
+        """
         ...
 
 
@@ -51,13 +59,14 @@ class SystemClock:
                 progress(left)
             time.sleep(min(left, 0.25) if progress is not None else left)
 
-    def idle(self, until: datetime | None, poll: float, stop: threading.Event) -> None:
+    def idle(self, until: datetime | None, poll: float, stop: threading.Event,
+             wait: Wait | None = None) -> None:
         """Wait until ``until`` or for ``poll`` seconds, whichever is sooner (``poll`` when ``until``
         has passed: its run was skipped, and waiting beats spinning)."""
         seconds = poll
         if until is not None and until > self.now():
             seconds = min((until - self.now()).total_seconds(), poll)
-        stop.wait(max(seconds, MIN_IDLE))
+        (wait or _stop_wait)(max(seconds, MIN_IDLE), stop)
 
 
 class ManualClock:
@@ -92,14 +101,19 @@ class ManualClock:
         if seconds > 0:
             self.advance(seconds)
 
-    def idle(self, until: datetime | None, poll: float, stop: threading.Event) -> None:
+    def idle(self, until: datetime | None, poll: float, stop: threading.Event,
+             wait: Wait | None = None) -> None:
         """Jump to ``until`` when it lies ahead (a moment of real time passes, for signals);
-        otherwise nothing is coming: really wait ``poll`` seconds."""
+        otherwise nothing is coming: really wait ``poll`` seconds (or until the store has work)."""
         if until is not None and until > self._now:
             self._now = until
             stop.wait(MIN_IDLE)
         else:
-            stop.wait(poll)
+            (wait or _stop_wait)(poll, stop)
+
+
+def _stop_wait(seconds: float, stop: threading.Event) -> None:
+    stop.wait(seconds)
 
 
 def as_utc(when: datetime) -> datetime:

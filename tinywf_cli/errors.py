@@ -211,6 +211,30 @@ class RunExists(Conflict):
         self.run_id = run_id
 
 
+class ClaimLost(Conflict):
+    """The run was taken over: this process's claim ran out (its lease passed without a heartbeat)
+    and another process claimed the run, so what this process would write is refused."""
+
+    def __init__(self, run_id: str, lease: float) -> None:
+        super().__init__(
+            f"run '{run_id}': this process lost its claim (no heartbeat within its {lease:g}s lease) and "
+            "another process took the run over; this write was refused and the run is left to it"
+        )
+        self.run_id = run_id
+        self.lease = lease
+
+
+class RunsExistAtTarget(Conflict):
+    """``copy``: runs with these ids already exist in the store copied into."""
+
+    def __init__(self, target: str, run_ids: list[str]) -> None:
+        more = f" and {len(run_ids) - 1} more" if len(run_ids) > 1 else ""
+        super().__init__(f"run '{run_ids[0]}'{more} already exist{'s' if not more else ''} in {target}; "
+                         "nothing was copied (--skip-existing copies the others)")
+        self.target = target
+        self.run_ids = run_ids
+
+
 class StatusConflict(Conflict):
     """The run's status does not allow the command."""
 
@@ -233,3 +257,8 @@ class StorageError(TinyWFError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+class StoreUnavailable(StorageError):
+    """The store's server cannot be reached (or the connection broke); the message names the host
+    and database, never a password. A worker waits and tries again."""

@@ -240,3 +240,19 @@ class PruneReport(_Model):
 
     pruned: list[str]
     skipped: list[TickSkipped] = Field(default_factory=list)
+
+
+class CopySkipped(_Model):
+    """A run ``copy --skip-existing`` left alone, and why."""
+
+    run_id: str
+    reason: str
+
+
+class CopyReport(_Model):
+    """``tinywf copy --json``: the store copied into (``to``, never with a password), the runs
+    copied, and those skipped."""
+
+    to: str
+    copied: list[str] = Field(default_factory=list)
+    skipped: list[CopySkipped] = Field(default_factory=list)

@@ -16,7 +16,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +34,10 @@ from tinywf_cli.errors import (
     RunExists,
     RunLocked,
     RunNotFound,
+    RunsExistAtTarget,
     StatusConflict,
     StorageError,
+    StoreUnavailable,
     TinyWFError,
 )
 from tinywf_cli.fileio import UNCHANGED
@@ -44,6 +46,8 @@ from tinywf_cli.model import (
     ENDED,
     CheckReport,
     CheckResult,
+    CopyReport,
+    CopySkipped,
     ErrorInfo,
     FlowRef,
     LogEntry,
@@ -75,6 +79,14 @@ PRUNABLE = frozenset({"finished", "cancelled", "failed"})
 # inside (an action or signal of that very run) would wait for itself; it is refused at once.
 _HELD: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextVar("tinywf_held",
                                                                                   default=frozenset())
+
+
+#: The first pause of a worker whose store cannot be reached (doubling up to its poll).
+MIN_BACKOFF = 0.5
+
+
+def _itself(session: AbstractContextManager[RunSession]) -> AbstractContextManager[RunSession]:
+    return session
 
 
 def check_run_id(run_id: str) -> str:
@@ -156,8 +168,11 @@ class Runtime:
     """
 
     def __init__(self, store: str | Path | Store = "state", clock: Clock | None = None,
-                 lock_timeout: float = 10) -> None:
-        self.store: Store = open_store(store)
+                 lock_timeout: float = 10, lease: float | None = None) -> None:
+        #: ``lease``: how long a claim on a run outlives a process that stopped renewing it
+        #: (PostgreSQL stores; default 30 s). A directory's locks are the OS's and need none.
+        self.store: Store = open_store(store, lease=lease)
+        self.lease = lease
         self.clock: Clock = clock if clock is not None else clock_from_env()
         self.lock_timeout = lock_timeout
         self._loader: FlowLoader | None = None
@@ -180,8 +195,8 @@ class Runtime:
     # -- helpers -------------------------------------------------------------------
 
     @contextmanager
-    def _open(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[RunSession]:
-        check_run_id(run_id)
+    def _held(self, run_id: str) -> Iterator[None]:
+        """Note that this call chain holds ``run_id``; refuse at once when it already does."""
         key = (self.store.target, run_id)
         held = _HELD.get()
         if key in held:
@@ -191,11 +206,16 @@ class Runtime:
                 "instead, or change the run from another process"))
         token = _HELD.set(held | {key})
         try:
-            with self.store.open(run_id, self.lock_timeout if timeout is None else timeout,
-                                 create=create) as session:
-                yield session
+            yield
         finally:
             _HELD.reset(token)
+
+    @contextmanager
+    def _open(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[RunSession]:
+        check_run_id(run_id)
+        with self._held(run_id), self.store.open(run_id, self.lock_timeout if timeout is None else timeout,
+                                                 create=create) as session:
+            yield session
 
     def _class_of(self, head: RunHead) -> WorkflowClass:
         return self.loader.resolve(head.flow, head.run_id)
@@ -615,13 +635,15 @@ class Runtime:
         """
         now = self.clock.now()
         report = TickReport(due=0)
-        for run_id in self.store.due(now):
-            if (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set()):
-                break
+
+        def done() -> bool:
+            return (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set())
+
+        for run_id, opening in self._due_runs(now, done):
             counted = False
             follow = _Follow()
             try:
-                with self._open(run_id, 0) as session:
+                with self._held(run_id), opening() as session:
                     try:
                         run = session.load()
                     except RunNotFound:  # a create that never committed left an index entry
@@ -649,37 +671,70 @@ class Runtime:
                                                   reason=f"internal error: {type(exc).__name__}: {exc}"))
         return report
 
+    def _due_runs(self, now: datetime, done: Callable[[], bool]
+                  ) -> Iterator[tuple[str, Callable[[], AbstractContextManager[RunSession]]]]:
+        """The runs due by ``now``, each with how to hold it, until ``done()``.
+
+        A store that claims its next due run itself (PostgreSQL: ``claim_due``, one statement,
+        skipping runs others are claiming) is asked run by run; what it never hands out (a run
+        another process holds) comes after, from ``due``, to be reported as locked.
+        """
+        claim = getattr(self.store, "claim_due", None)
+        seen: set[str] = set()
+        while claim is not None and not done():
+            session: Any = claim(now, seen)  # a session that releases the run when it exits
+            if session is None:
+                break
+            seen.add(session.run_id)
+            yield session.run_id, functools.partial(_itself, session)
+        for run_id in self.store.due(now):
+            if done():
+                return
+            if run_id not in seen:
+                yield run_id, functools.partial(self.store.open, run_id, 0)
+
     def next_due(self) -> datetime | None:
         """When the earliest waiting run will be due (for ``worker``)."""
         return self.store.next_due()
 
     def work(self, stop: threading.Event, *, poll: float = 5.0,
              on_tick: Callable[[TickReport], None] | None = None,
-             on_error: Callable[[TinyWFError], None] | None = None) -> None:
+             on_error: Callable[[TinyWFError], None] | None = None,
+             on_unavailable: Callable[[StoreUnavailable], None] | None = None) -> None:
         """Tick until ``stop`` is set, waiting on the runtime's clock until the next due time
         (at most ``poll`` seconds) between passes: ``tinywf worker`` is this loop.
 
         A pass ends after the run in progress once ``stop`` is set. ``on_tick`` receives the
-        report of each pass that found due runs; a pass that fails as a whole (the store
-        cannot be listed) goes to ``on_error`` and the loop goes on after ``poll``.
+        report of each pass that found due runs. A store that can wake workers (PostgreSQL:
+        ``wait_for_work``) cuts the wait short when a run is released anywhere. A store that
+        cannot be reached is waited for (``on_unavailable`` hears of it), never given up on; a
+        pass that fails as a whole otherwise (a directory that cannot be listed) goes to
+        ``on_error`` and the loop goes on after ``poll``.
         """
+        wait = getattr(self.store, "wait_for_work", None)
+        backoff = MIN_BACKOFF
         while not stop.is_set():
             try:
+                started = self.clock.now()
                 report = self.tick(stop=stop)
+                if report.due and on_tick is not None:
+                    on_tick(report)
+                until = self.next_due()
+                # a run that came due while the pass went on was not seen by it: go again at once
+                # (a due time that had passed before the pass is a run it skipped: wait for it)
+                if not stop.is_set() and not (until is not None and started < until <= self.clock.now()):
+                    self.clock.idle(until, poll, stop, wait)
+                backoff = MIN_BACKOFF
+            except StoreUnavailable as exc:
+                if on_unavailable is not None:
+                    on_unavailable(exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max(poll, MIN_BACKOFF))
             except TinyWFError as exc:
                 if on_error is None:
                     raise
                 on_error(exc)
                 stop.wait(poll)
-                continue
-            if report.due and on_tick is not None:
-                on_tick(report)
-            if not stop.is_set():
-                try:
-                    due = self.next_due()
-                except TinyWFError:
-                    due = None
-                self.clock.idle(due, poll, stop)
 
     def reindex(self) -> int:
         """Repair the store's due index from the runs themselves (after records were copied in by
@@ -801,6 +856,48 @@ class Runtime:
             except TinyWFError as exc:
                 report.skipped.append(TickSkipped(run_id=run_id, reason=exc.message))
         return report
+
+    # -- copying ---------------------------------------------------------------------------
+
+    def copy(self, to: str | Path | Store, *, skip_existing: bool = False) -> CopyReport:
+        """Copy every run of this store into another (a directory, a URL or a store): heads and
+        whole journals, so that every document reads the same there (``tinywf copy``).
+
+        A run id that exists at the target raises RunsExistAtTarget before anything is copied,
+        unless ``skip_existing``: then those runs are left alone and reported. Each run is
+        read under its lock, so a run being advanced is copied whole, before or after.
+        """
+        target = open_store(to, lease=self.lease)
+        try:
+            ids = self.store.run_ids()
+            taken: list[str] = []
+            for run_id in ids:
+                try:
+                    target.head(run_id)
+                    taken.append(run_id)
+                except RunNotFound:
+                    pass
+            if taken and not skip_existing:
+                raise RunsExistAtTarget(target.target, taken)
+            report = CopyReport(to=target.target, skipped=[
+                CopySkipped(run_id=r, reason=f"exists in {target.target}") for r in taken])
+            for run_id in ids:
+                if run_id in taken:
+                    continue
+                with self._open(run_id) as held:
+                    head = held.load().head
+                    entries = self.store.entries(run_id)
+                    with target.open(run_id, self.lock_timeout, create=True) as session:
+                        session.create(head, entries)
+                report.copied.append(run_id)
+            return report
+        finally:
+            if target is not to:
+                target.close()
+
+    def close(self) -> None:
+        """Release what the store holds open (database connections); the runtime may be used again."""
+        self.store.close()
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -13,6 +13,11 @@ commit can only come from whoever holds the run. Reading (``head``, ``history``)
 lock. Each store keeps its own indexes in step with the heads it commits; nothing outside
 a store repairs them. ``open_store`` picks the store for a target: a directory
 (``FileStore``), a ``postgresql://`` URL, or a store object.
+
+A store shared by many processes may offer two more methods, which ``Runtime`` uses when
+they are there (``PostgresStore`` does): ``claim_due(now, seen)``, a session holding the
+next due run nobody holds (or None), for ``tick``; and ``wait_for_work(seconds, stop)``,
+which a worker waits in between passes and which returns early when a run changed anywhere.
 """
 
 from __future__ import annotations
@@ -151,15 +156,19 @@ class Store(Protocol):
         ...
 
 
-def open_store(target: str | Path | Store) -> Store:
-    """The store a target names: a ``postgresql://`` URL, a directory, or a store object as it is."""
+def open_store(target: str | Path | Store, *, lease: float | None = None) -> Store:
+    """The store a target names: a ``postgresql://`` URL, a directory, or a store object as it is.
+
+    ``lease`` (seconds) is how long a PostgreSQL claim outlives a process that stopped
+    renewing it; a directory's locks are the OS's and need none.
+    """
     if not isinstance(target, str | Path):
         return target
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
-        from tinywf_cli.pgstore import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from tinywf_cli.pgstore import DEFAULT_LEASE, PostgresStore
 
-        store: Store = PostgresStore(text)
+        store: Store = PostgresStore(text, DEFAULT_LEASE if lease is None else lease)
         return store
     from tinywf_cli.filestore import FileStore
 

@@ -1,0 +1,199 @@
+"""The PostgreSQL store's tables, their migrations, and every statement the store runs.
+
+Tables (all in the store's schema, default ``tinywf``):
+
+- ``runs``     one row per run: its head (``json``: ``jsonb`` would refuse the ``\\u0000``
+  that JSON allows, and reorder keys), a copy of its status, ``due_at`` (``index_due`` of
+  the head: 1970 while running, the wake time while waiting, NULL never), and the claim:
+  ``owner``, ``lease_until`` (the database's clock) and ``epoch``, the fencing token that
+  grows at every claim. ``next_seq``/``visit_seq`` say where the journal ends and where
+  the current visit begins.
+- ``journal``  the run's entries, ``(run_id, seq)``; deleted with the run.
+- ``secrets``  named random keys (``Store.secret``).
+- ``schema_version`` one row: the migration the tables are at.
+
+Every write of a run is fenced: ``... WHERE run_id = %(run_id)s AND epoch = %(epoch)s``.
+A process whose claim was taken over (another process claimed the run after its lease
+ran out) writes nothing: its statements match no row.
+"""
+
+from __future__ import annotations
+
+#: The version the statements below expect; ``MIGRATIONS[n]`` brings version n-1 to n.
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE {s}.runs (
+    run_id      text PRIMARY KEY,
+    head        json        NOT NULL,
+    status      text        NOT NULL,
+    due_at      timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    owner       text,
+    lease_until timestamptz,
+    epoch       bigint      NOT NULL DEFAULT 0,
+    next_seq    bigint      NOT NULL DEFAULT 0,
+    visit_seq   bigint      NOT NULL DEFAULT 0
+) WITH (fillfactor = 80);
+CREATE INDEX runs_due_idx ON {s}.runs (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX runs_claimed_idx ON {s}.runs (lease_until) WHERE owner IS NOT NULL;
+CREATE TABLE {s}.journal (
+    run_id text   NOT NULL REFERENCES {s}.runs ON DELETE CASCADE,
+    seq    bigint NOT NULL,
+    kind   text   NOT NULL,
+    entry  json   NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE {s}.secrets (
+    name       text PRIMARY KEY,
+    value      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+""",
+}
+
+# A run is claimable when nobody holds it, or its holder's lease has run out (database clock).
+_FREE = "(owner IS NULL OR lease_until < now())"
+
+# Due to be looked at: its due time has come (the runtime's clock), and it is not a running run
+# that a live process is advancing right now (that one is not for recovery).
+_DUE = f"due_at <= %(now)s AND (status <> 'running' OR {_FREE})"
+
+STATEMENTS: dict[str, str] = {
+    "version": "SELECT version FROM {s}.schema_version",
+    # open(): take the run if it is free; the test is on the target row itself, so a second
+    # claimer that waited for the row lock re-reads it and fails
+    "claim": f"""
+UPDATE {{s}}.runs
+SET owner = %(owner)s, epoch = epoch + 1, lease_until = now() + make_interval(secs => %(lease)s)
+WHERE run_id = %(run_id)s AND {_FREE}
+RETURNING epoch""",
+    # tick: the next due run nobody holds, claimed in the same statement; rows another claimer is
+    # locking right now are skipped, not waited for
+    "claim_due": f"""
+WITH c AS (
+    SELECT run_id FROM {{s}}.runs
+    WHERE due_at <= %(now)s AND {_FREE} AND run_id <> ALL(%(seen)s::text[])
+    ORDER BY due_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {{s}}.runs r
+SET owner = %(owner)s, epoch = r.epoch + 1, lease_until = now() + make_interval(secs => %(lease)s)
+FROM c WHERE r.run_id = c.run_id
+RETURNING r.run_id, r.epoch""",
+    "holder": """
+SELECT owner, extract(epoch FROM lease_until - now())::float8 FROM {s}.runs WHERE run_id = %(run_id)s""",
+    # a new run is born claimed by its creator, epoch 1
+    "create": """
+WITH r AS (
+    INSERT INTO {s}.runs (run_id, head, status, due_at, owner, lease_until, epoch, next_seq, visit_seq)
+    VALUES (%(run_id)s, %(head)s::json, %(status)s, %(due_at)s, %(owner)s,
+            now() + make_interval(secs => %(lease)s), 1, cardinality(%(entries)s::text[]), %(visit_seq)s)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, epoch
+), j AS (
+    INSERT INTO {s}.journal (run_id, seq, kind, entry)
+    SELECT r.run_id, e.ord - 1, e.kind, e.entry::json
+    FROM r, unnest(%(kinds)s::text[], %(entries)s::text[]) WITH ORDINALITY AS e(kind, entry, ord)
+)
+SELECT epoch FROM r""",
+    # one statement, so one transaction: the head and the entries land together or not at all;
+    # SET sees the old next_seq; progress renews the lease
+    "commit": """
+WITH r AS (
+    UPDATE {s}.runs
+    SET head = %(head)s::json, status = %(status)s, due_at = %(due_at)s, updated_at = now(),
+        next_seq = next_seq + cardinality(%(entries)s::text[]),
+        visit_seq = CASE WHEN %(visit_at)s::int IS NULL THEN visit_seq ELSE next_seq + %(visit_at)s END,
+        lease_until = greatest(lease_until, now() + make_interval(secs => %(lease)s))
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    RETURNING run_id, next_seq - cardinality(%(entries)s::text[]) AS first_seq
+), j AS (
+    INSERT INTO {s}.journal (run_id, seq, kind, entry)
+    SELECT r.run_id, r.first_seq + e.ord - 1, e.kind, e.entry::json
+    FROM r, unnest(%(kinds)s::text[], %(entries)s::text[]) WITH ORDINALITY AS e(kind, entry, ord)
+)
+SELECT count(*) FROM r""",
+    # the one place a run becomes claimable again: wake the workers in the same statement
+    "release": """
+WITH r AS (
+    UPDATE {s}.runs SET owner = NULL, lease_until = NULL
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    RETURNING run_id
+)
+SELECT pg_notify(%(channel)s, run_id) FROM r""",
+    # a session that wrote nothing changed no run: waking every worker for it would only make them
+    # look again at the same runs (a run they cannot load would keep them all busy)
+    "release_quietly": """
+UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = %(run_id)s AND epoch = %(epoch)s""",
+    "heartbeat": """
+UPDATE {s}.runs r SET lease_until = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(run_ids)s::text[], %(epochs)s::bigint[]) AS h(run_id, epoch)
+WHERE r.run_id = h.run_id AND r.epoch = h.epoch
+RETURNING r.run_id""",
+    "delete": "DELETE FROM {s}.runs WHERE run_id = %(run_id)s AND epoch = %(epoch)s",
+    "count_logs": "SELECT count(*) FROM {s}.journal WHERE run_id = %(run_id)s AND kind = 'log'",
+    # history_limit: keep the newest audit entries, every entry from the oldest of them on, and
+    # the current visit's records; fenced like every write
+    "trim": """
+WITH cut AS (
+    SELECT coalesce(min(seq), 0) AS seq FROM (
+        SELECT seq FROM {s}.journal WHERE run_id = %(run_id)s AND kind = 'log' ORDER BY seq DESC LIMIT %(keep)s
+    ) newest
+), d AS (
+    DELETE FROM {s}.journal j USING cut, {s}.runs r
+    WHERE j.run_id = %(run_id)s AND r.run_id = %(run_id)s AND r.epoch = %(epoch)s
+      AND j.seq < cut.seq AND (j.kind = 'log' OR j.seq < r.visit_seq)
+    RETURNING j.kind
+)
+SELECT count(*) FILTER (WHERE kind = 'log') FROM d""",
+    "set_head": """
+UPDATE {s}.runs SET head = %(head)s::json WHERE run_id = %(run_id)s AND epoch = %(epoch)s""",
+    "exists": "SELECT 1 FROM {s}.runs WHERE run_id = %(run_id)s",
+    # the head and the current visit's entries in one snapshot
+    "load": """
+SELECT r.head::text,
+       (SELECT coalesce(json_agg(j.entry ORDER BY j.seq), '[]')::text
+          FROM {s}.journal j WHERE j.run_id = r.run_id AND j.seq >= r.visit_seq)
+FROM {s}.runs r WHERE r.run_id = %(run_id)s""",
+    "head": "SELECT head::text FROM {s}.runs WHERE run_id = %(run_id)s",
+    "entries": """
+SELECT (SELECT coalesce(json_agg(j.entry ORDER BY j.seq), '[]')::text
+          FROM {s}.journal j WHERE j.run_id = r.run_id)
+FROM {s}.runs r WHERE r.run_id = %(run_id)s""",
+    "history": """
+SELECT (SELECT coalesce(json_agg(j.entry ORDER BY j.seq), '[]')::text
+          FROM {s}.journal j WHERE j.run_id = r.run_id AND j.kind = 'log')
+FROM {s}.runs r WHERE r.run_id = %(run_id)s""",
+    "run_ids": "SELECT run_id FROM {s}.runs ORDER BY created_at, run_id",
+    "due": f"SELECT run_id FROM {{s}}.runs WHERE {_DUE} ORDER BY due_at, run_id",
+    # the worker's next wake-up: a run a live process advances counts when its lease would run out
+    "next_due": f"""
+SELECT least(
+    (SELECT min(due_at) FROM {{s}}.runs WHERE due_at IS NOT NULL AND (status <> 'running' OR {_FREE})),
+    (SELECT min(lease_until) FROM {{s}}.runs
+      WHERE owner IS NOT NULL AND status = 'running' AND due_at IS NOT NULL AND lease_until >= now()))""",
+    # two statements on purpose: a second one sees the row a racing process committed
+    "secret_insert": """
+INSERT INTO {s}.secrets (name, value) VALUES (%(name)s, %(value)s) ON CONFLICT (name) DO NOTHING RETURNING value""",
+    "secret_select": "SELECT value FROM {s}.secrets WHERE name = %(name)s",
+}
+
+
+def quoted(schema: str) -> str:
+    """The schema as an SQL identifier (``Target`` checked it holds only letters, digits and _)."""
+    return '"' + schema + '"'
+
+
+def statements(schema: str) -> dict[str, str]:
+    """Every statement, with the schema filled in."""
+    name = quoted(schema)
+    return {key: text.replace("{s}", name) for key, text in STATEMENTS.items()}
+
+
+def migration(schema: str, version: int) -> str:
+    """Migration ``version`` with the schema filled in."""
+    return MIGRATIONS[version].replace("{s}", quoted(schema))
