@@ -621,7 +621,7 @@ def worker(
                 session.console.print(tick_lines(report))
 
         def show_error(exc: TinyWFError) -> None:
-            print(f"error: {exc.message} (trying again)", file=sys.stderr, flush=True)
+            print(f"error: {one_line(exc.message)} (trying again)", file=sys.stderr, flush=True)
 
         def unavailable(exc: StoreUnavailable) -> None:  # a worker outlives a database restart
             print(f"warning: {exc.message}; trying again", file=sys.stderr, flush=True)
@@ -1107,6 +1107,14 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {0x7F: "\\x7f"}
+
+
+def one_line(message: str) -> str:
+    """An error message as one line: control characters (a newline in a damaged key) escaped."""
+    return message.translate(_CONTROL)
+
+
 def report(exc: BaseException, debug: bool) -> None:
     """One ``error:`` line (and the traceback with ``--debug``)."""
     if debug:
@@ -1114,7 +1122,7 @@ def report(exc: BaseException, debug: bool) -> None:
 
         traceback.print_exc()
     message = exc.message if isinstance(exc, TinyWFError) else str(exc)
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
 
 
 def unexpected(exc: Exception, debug: bool) -> int:
@@ -1134,7 +1142,7 @@ def unexpected(exc: Exception, debug: bool) -> int:
         import traceback
 
         traceback.print_exc()
-    print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+    print(f"error: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with --debug for the traceback)",
           file=sys.stderr)
     return 70
 

@@ -76,11 +76,11 @@ class Slot:
         index, kind, key, status = data.get("index"), data.get("kind"), data.get("key"), data.get("status")
         if type(index) is not int or index < 0:
             raise BadEntry(f"a slot's index must be an integer >= 0, not {index!r}")
-        if kind not in SLOT_KINDS:
+        if not isinstance(kind, str) or kind not in SLOT_KINDS:
             raise BadEntry(f"slot {index} has an unknown kind {kind!r}")
         if not isinstance(key, str) or not key:
             raise BadEntry(f"slot {index} has no key")
-        if status not in SLOT_STATUSES:
+        if not isinstance(status, str) or status not in SLOT_STATUSES:
             raise BadEntry(f"slot {index} ({kind} {key!r}) has an unknown status {status!r}")
         due_at = _optional(data, "due_at", str, index)
         if due_at is not None:

@@ -230,7 +230,9 @@ def step_visits(logs: list[LogEntry], status: str, now: datetime) -> list[tuple[
     visits: list[tuple[int, str, datetime]] = [(1, logs[0].step or "?", logs[0].at)]
     for entry in logs:
         if entry.type == "transition":
-            visits.append((int(entry.values.get("visit", len(visits) + 1)), str(entry.values.get("to")), entry.at))
+            number = entry.values.get("visit")  # a log entry's values may be anything: use what fits
+            visits.append((number if type(number) is int else len(visits) + 1, str(entry.values.get("to")),
+                           entry.at))
     ends = [v[2] for v in visits[1:]] + [logs[-1].at if status in ("finished", "failed", "cancelled", "blocked")
                                          else max(now, logs[-1].at)]
     return [(n, name, start, max(0.0, (end - start).total_seconds()))
