@@ -54,7 +54,7 @@ class ExpenseApproval(Workflow[Claim]):
 
     @step
     def approve(self):
-        store = getattr(self, "store_target", None) or os.environ.get("TINYWF_STATE_DIR") or "state"
+        store = self.store_target  # the store this run lives in: the key that signs links is kept there
         visit = self.idempotency_key("approval").split(":", 2)[1]  # RUN:VISIT:KEY
         self.state.link = yield self.action("email_manager", email_manager, str(store), self.run_id,
                                             f"approval@{visit}", self.state.manager, self.state.employee,

@@ -81,3 +81,24 @@ def test_the_tool_only_touches_the_text_between_the_markers(tool: ModuleType) ->
     assert tool.with_reference(readme, "new") == f"# title\n\nbefore\n\n{tool.START}\nnew\n{tool.END}\n\nafter\n"
     with pytest.raises(SystemExit):
         tool.with_reference("no markers here\n", "new")
+
+
+def test_every_public_name_is_in_the_readme() -> None:
+    import tinywf_cli
+    from tinywf_cli.names import WORKFLOW_API
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in tinywf_cli.__all__ if name not in readme]
+    assert missing == [], f"not in README.md: {missing}"
+    api = [name for name in WORKFLOW_API if f"self.{name}" not in readme and f"{name} =" not in readme]
+    assert api == [], f"Workflow API not shown in README.md: {api}"
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    import inspect
+
+    import tinywf_cli
+
+    undocumented = [name for name in tinywf_cli.__all__ if not name.startswith("__")
+                    and not inspect.getdoc(getattr(tinywf_cli, name))]
+    assert undocumented == []

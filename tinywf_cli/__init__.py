@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tinywf_cli.model import (
         CheckReport,
         CheckResult,
+        CopyReport,
         ErrorInfo,
         LogEntry,
         PendingResume,
@@ -61,6 +62,7 @@ _EXPORTS = {
     "BadInput": "tinywf_cli.errors",
     "CheckReport": "tinywf_cli.model",
     "CheckResult": "tinywf_cli.model",
+    "CopyReport": "tinywf_cli.model",
     "ChildFailed": "tinywf_cli.errors",
     "ClaimLost": "tinywf_cli.errors",
     "Conflict": "tinywf_cli.errors",
@@ -114,6 +116,7 @@ __all__ = [
     "BadInput",
     "CheckReport",
     "CheckResult",
+    "CopyReport",
     "ChildFailed",
     "ClaimLost",
     "Conflict",
