@@ -468,19 +468,25 @@ class FileRunSession:
         """Remove the run's record, journal and index entries (the record first: then it is gone)."""
         store = self.store
         path = store.record_path(self.run_id)
+        record = self._record if self._record is not None else self._read()
+        due_name = self._due_name
         try:
             os.unlink(path)
         except FileNotFoundError:
             raise RunNotFound(self.run_id) from None
         except OSError as exc:
             raise StorageError(path, f"cannot delete: {problem(exc)}") from None
+        if due_name is not None:
+            store.index.remove(due_name)
+        for leftover in (store.journal_path(self.run_id, record.gen), store.journal_path(self.run_id),
+                         store._file(self.run_id, "~.tmp"), store._file(self.run_id, "~journal.tmp")):
+            with suppress(OSError):
+                os.unlink(leftover)
         self._record = None
         self._loaded = None
-        self._missing = True
-        self._forget()
 
     def _forget(self) -> None:
-        """Remove what a run without a record left behind (index entries, journal, temp file)."""
+        """Remove what a run without a record left behind (index entries, journals, temp files)."""
         store = self.store
         if os.path.lexists(store.record_path(self.run_id)):
             return

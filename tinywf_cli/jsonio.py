@@ -23,11 +23,14 @@ def _finite(text: str) -> float:
     return value
 
 
+_STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def strict_loads(text: str | bytes) -> Any:
     """``json.loads`` of JSON as written: no ``NaN``/``Infinity``, no number too large for a
-    float; ValueError for anything else (nesting too deep included)."""
+    float; ValueError for anything else (nesting too deep, text that is no UTF-8, included)."""
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        return _STRICT.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
 
