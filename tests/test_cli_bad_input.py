@@ -78,6 +78,10 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("reason-not-unicode", ("cancel", "g1", "--reason", "\udcff\udcfe"), 2, "Unicode"),
     ("store-empty", ("show", "g1", "--store", ""), 2, "--store is empty"),
     ("run-id-10k", ("show", "x/" * 5000), 2, "10,000 characters"),
+    ("flow-nested-too-deeply-run", ("run", "flows/deep.py"), 2, "nested too deeply"),
+    ("flow-nested-too-deeply-graph", ("graph", "flows/deep.py"), 2, "nested too deeply"),
+    ("flow-nested-too-deeply-schema", ("schema", "flows/deep.py"), 2, "nested too deeply"),
+    ("flow-nested-too-deeply-check", ("check", "flows/deep.py"), 2, "nested too deeply"),
 ]
 
 #: Commands on a run that does not exist (exit 3).
@@ -106,6 +110,9 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> InProcessCli:
     cli.start("flows/fail.py", "f1", code=1, env={"TINYWF_TEST_FAIL": "1"})
     cli.start("flows/interval_payment.py", "sub-1")
     (cli.workspace / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (cli.workspace / "flows" / "deep.py").write_text(  # 3,000 chained conditional expressions
+        "from tinywf_cli import Workflow, step\n\n\nclass Deep(Workflow):\n    @step\n    def only(self):\n"
+        "        a = True\n        self.state['x'] = " + " if a else ".join(["1"] * 3000) + "\n")
     return cli
 
 
