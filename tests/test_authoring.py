@@ -480,3 +480,25 @@ def test_a_generated_run_id_that_is_taken_is_drawn_again(rt: MemoryRuntime, monk
     assert rt.start(Once).run_id == "once-fresh"  # the second draw collided, the third did not
     with pytest.raises(RunExists):
         rt.start(Once, run_id="once-taken")  # an id the user gave is never replaced
+
+
+@pytest.mark.parametrize(("settings", "fragment"), [
+    ({"version": 0}, "version must be an integer >= 1"),
+    ({"version": "2"}, "version must be an integer >= 1"),
+    ({"version": 2, "migrations": {2: lambda s: s}}, "migrations[2]"),
+    ({"version": 2, "migrations": {1: "not a function"}}, "must be a function"),
+    ({"migrations": [1]}, "must be a dict"),
+    ({"history_limit": 0}, "history_limit must be None or an integer >= 1"),
+    ({"step_timeout": -1}, "step_timeout must be None or a number of seconds > 0"),
+    ({"step_timeout": float("inf")}, "step_timeout"),
+])
+def test_class_settings_are_checked_when_the_class_is_defined(settings: dict[str, object], fragment: str) -> None:
+    with pytest.raises(FlowDefinitionError) as caught:
+        type("Bad", (Workflow,), {**settings, "only": step(lambda self: None)})
+    assert fragment in caught.value.message
+
+
+def test_a_step_named_like_the_new_api_is_refused() -> None:
+    for name in ("child", "start_child", "patched", "store_target"):
+        with pytest.raises(FlowDefinitionError, match="part of the Workflow API"):
+            type("Bad", (Workflow,), {name: step(lambda self: None)})

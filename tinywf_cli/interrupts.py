@@ -104,7 +104,7 @@ class Watchdog:
         #: The segment of step code running now: (number, started at, budget) or None.
         self._segment: tuple[int, float, float] | None = None
         self._count = 0
-        self._pending: float | None = None  # the budget of an overrun being delivered
+        self._pending: tuple[int, float] | None = None  # the segment and budget of an overrun being delivered
         self._installed = False
         self._idle = False  # the thread waits with no deadline: arming must wake it
 
@@ -155,14 +155,15 @@ class Watchdog:
                 continue
             current = self._segment
             if current is not None and current[0] == number and main is not None:
-                self._pending = budget
+                self._pending = (number, budget)
                 signal.pthread_kill(main, signal.SIGALRM)
                 time.sleep(0.5)  # let it land (and again later, if the step swallows it)
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        budget, self._pending = self._pending, None
-        if budget is not None and self._segment is not None:
-            raise StepOverrun(budget)
+        pending, self._pending = self._pending, None
+        current = self._segment
+        if pending is not None and current is not None and current[0] == pending[0]:
+            raise StepOverrun(pending[1])  # only in the segment that overran, never in the next one
 
 
 WATCHDOG = Watchdog()
