@@ -113,14 +113,22 @@ def read_range(path: Path, start: int, end: int, what: str = "the run's journal"
     return b"".join(chunks)
 
 
-def append_at(path: Path, size: int, data: bytes) -> None:
+def append_at(path: Path, size: int, data: bytes, *, cut_back: bool = False) -> None:
     """Write ``data`` at offset ``size`` of ``path`` (dropping anything past ``size``) and sync it.
 
     Bytes past ``size`` were appended by a writer that was killed before it committed:
-    they are cut off. A file shorter than ``size`` is damaged and never padded.
+    they are cut off. A file shorter than ``size`` is damaged and never padded. A file this
+    call creates has its name synced too (the directory), so that what it holds is found.
+    ``cut_back``: after a failure, cut the file back to ``size`` (what reached it would read
+    as committed: a whole frame of a wal).
     """
+    created = False
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            created = True
     except OSError as exc:
         raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
     try:
@@ -138,7 +146,17 @@ def append_at(path: Path, size: int, data: bytes) -> None:
             view = view[written:]
             offset += written
         os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
+        if created:
+            fsync_dir(path.parent)
     except OSError as exc:
+        if not cut_back:  # bytes past the committed size are never read
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        try:
+            os.ftruncate(fd, size)
+            os.fdatasync(fd)
+        except OSError:
+            raise StorageError(path, f"cannot write: {problem(exc)}, and cannot cut off what was written; "
+                                     "the change may or may not have been saved") from None
         raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
     finally:
         os.close(fd)
