@@ -14,7 +14,8 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   append instead of a record rewrite. A load reads the record and the frames that carry its
   salt; a last frame cut short was never acknowledged: it is dropped, and cut off by the next
   writer. Rewriting the record moves the frames' entries into its tail (or the journal) and
-  raises the salt, which retires every frame before it at once; the file is then emptied.
+  raises the salt, which retires every frame before it at once; the file is then emptied
+  (when the retired frames add up to more than ``WAL_KEEP``; the next frame cuts them off anyway).
   Created empty with the record, so that its name is durable with the record's.
 - ``R.journal``  append-only JSON lines: audit entries and the records of step visits.
   When a rewritten record's tail would outgrow ``TAIL_BYTES``, the tail is appended here
@@ -91,6 +92,9 @@ TAIL_BYTES = 8 * 1024
 #: their bytes: a bound on what a load reads beyond the record.
 WAL_FRAMES = 128
 WAL_BYTES = 256 * 1024
+#: Retired frames up to this many bytes stay in the wal (the next frame cuts them off); more are
+#: cut off when the record is rewritten, so that a run that ended keeps no large wal.
+WAL_KEEP = 16 * 1024
 #: Records larger than this are refused rather than read (and never written).
 MAX_RECORD_BYTES = records.MAX_RECORD_BYTES
 
@@ -500,7 +504,7 @@ class FileRunSession:
     def _replace(self, head: RunHead, head_json: bytes, after: _OnDisk, old_due: str | None,
                  journal_first: Callable[[], None] | None, wal_end: int) -> None:
         """Write the record (after the journal, when it changes too), keeping the due index in step;
-        then empty the wal, whose frames the new record retired."""
+        then empty the wal, whose frames the new record retired, when they add up to much."""
         store = self.store
         run_id = self.run_id
         path = store.record_path(run_id)
@@ -514,7 +518,7 @@ class FileRunSession:
                 journal_first()
             atomic_replace(path, store._file(run_id, "~.tmp"), record)
             self._disk = after
-        if wal_end:
+        if wal_end > WAL_KEEP:  # a few retired frames cost a block; emptying costs a metadata write
             empty_wal(store.wal_path(run_id))
 
     def delete(self) -> None:

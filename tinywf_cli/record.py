@@ -27,7 +27,6 @@ commands use it without pydantic.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +41,26 @@ READS = frozenset({1, 2, 3})
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
-@dataclass
 class RawRecord:
     """A record whose shape was checked, with its head still as parsed JSON."""
 
-    run: dict[str, Any]
-    size: int
-    visit_start: int
-    #: Encoded journal entries kept in the record (one JSON text each).
-    tail: list[bytes]
-    #: The journal file's generation (0: ``R.journal``; n: ``R~n.journal``).
-    gen: int = 0
-    #: Audit entries in the journal and the tail (for ``history_limit``).
-    logs: int = 0
-    #: The salt of the write-ahead frames that follow this record.
-    salt: int = 0
-    #: The format the record was written in.
-    format: int = FORMAT
+    __slots__ = ("format", "gen", "logs", "run", "salt", "size", "tail", "visit_start")
+
+    def __init__(self, run: dict[str, Any], size: int, visit_start: int, tail: list[bytes], gen: int = 0,
+                 logs: int = 0, salt: int = 0, format: int = FORMAT) -> None:
+        self.run = run
+        self.size = size
+        self.visit_start = visit_start
+        #: Encoded journal entries kept in the record (one JSON text each).
+        self.tail = tail
+        #: The journal file's generation (0: ``R.journal``; n: ``R~n.journal``).
+        self.gen = gen
+        #: Audit entries in the journal and the tail (for ``history_limit``).
+        self.logs = logs
+        #: The salt of the write-ahead frames that follow this record.
+        self.salt = salt
+        #: The format the record was written in.
+        self.format = format
 
 
 def _is_int(value: Any) -> bool:
@@ -165,18 +167,20 @@ def encode_frame(salt: int, seq: int, lines: list[bytes], head_json: bytes) -> b
     return b"%08x %b\n" % (zlib.crc32(body), body)
 
 
-@dataclass
 class Frames:
     """The frames of a wal that follow a record: their entries, the last head, where they end."""
 
-    lines: list[bytes]
-    #: The head the last frame left, as JSON text (``None``: no frame follows the record).
-    head: bytes | None
-    #: How many frames, and the offset just past the last (where the next one is written).
-    count: int
-    end: int
-    #: Whether a frame with a newer salt was found: the record was rewritten while it was read.
-    stale: bool = False
+    __slots__ = ("count", "end", "head", "lines", "stale")
+
+    def __init__(self, lines: list[bytes], head: bytes | None, count: int, end: int, stale: bool = False) -> None:
+        self.lines = lines
+        #: The head the last frame left, as JSON text (``None``: no frame follows the record).
+        self.head = head
+        #: How many frames, and the offset just past the last (where the next one is written).
+        self.count = count
+        self.end = end
+        #: Whether a frame with a newer salt was found: the record was rewritten while it was read.
+        self.stale = stale
 
 
 class TornFrame(Exception):

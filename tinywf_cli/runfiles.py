@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,16 +50,18 @@ class Changed(Exception):
     """The run's files changed under a lock-free reader (it reads again)."""
 
 
-@dataclass
 class Snapshot:
     """A run as its files hold it: the record, the frames after it, and where its journal stands."""
 
-    record: RawRecord
-    frames: Frames
-    #: The run's head as JSON text when a frame holds the latest one (else the record's is it).
-    head_json: bytes | None
-    #: Encoded entries after the journal's committed end: the record's tail, then every frame's.
-    lines: list[bytes]
+    __slots__ = ("frames", "head_json", "lines", "record")
+
+    def __init__(self, record: RawRecord, frames: Frames, head_json: bytes | None, lines: list[bytes]) -> None:
+        self.record = record
+        self.frames = frames
+        #: The run's head as JSON text when a frame holds the latest one (else the record's is it).
+        self.head_json = head_json
+        #: Encoded entries after the journal's committed end: the record's tail, then every frame's.
+        self.lines = lines
 
     @property
     def logs(self) -> int:
