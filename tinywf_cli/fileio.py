@@ -205,3 +205,48 @@ def atomic_replace(path: Path, tmp: Path, data: bytes) -> None:
     except OSError as exc:
         raise StorageError(path.parent, f"cannot sync the state directory after writing {path.name}: "
                                         f"{problem(exc)}; the change may not survive a power loss") from None
+
+
+class LockTimeout(Exception):
+    """The lock stayed held by another process (or thread) past the timeout."""
+
+
+def lock_file(path: Path, timeout: float, poll: float = 0.01) -> int:
+    """Take the OS lock (``flock``, exclusive) on ``path``, created 0600 if missing; the fd that holds it.
+
+    Waits up to ``timeout`` seconds (0: one try), then raises LockTimeout; OSError for a lock
+    file that cannot be opened (a symlink is never followed). A lock file unlinked by its
+    holder before we got it is opened again: the lock must be on the file that has the name.
+    """
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise LockTimeout(path) from None
+            time.sleep(poll)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # unlinked (or replaced) under us: lock the file that has the name now
+
+
+def unlock_file(fd: int) -> None:
+    """Release a lock taken by ``lock_file`` (closing its fd releases it)."""
+    os.close(fd)

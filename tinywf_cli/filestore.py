@@ -24,7 +24,8 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   bytes before it never change. A run with a ``history_limit`` has its history trimmed now
   and then: the kept entries are written whole to the journal's next generation
   ``R~N.journal``, then the record that names it, then the old generation is removed.
-- ``R.lock``     the ``filelock.FileLock`` that guards every change (``FileStore.open``).
+- ``R.lock``     the OS file lock (``flock``; ``fileio.lock_file``) that guards every change
+  (``FileStore.open``).
 - ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
   the run's next writer (or removed when the run never got a record).
 - ``.due/<ms>~R`` the due index (``tinywf_cli.dueindex``).
@@ -63,12 +64,15 @@ from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, S
 from tinywf_cli.fileio import (
     READ_FLAGS,
     UNCHANGED,
+    LockTimeout,
     append_at,
     atomic_replace,
     check_owner,
     fsync_dir,
+    lock_file,
     problem,
     read_range,
+    unlock_file,
 )
 from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots, needs_trim, trim_history
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
@@ -176,12 +180,8 @@ class FileStore:
         path = self._file(run_id, ".lock")
         if not self._check_root(create=create):
             raise RunNotFound(run_id)
-        from filelock import FileLock  # imported here: reading runs takes no lock
-        from filelock import Timeout as LockTimeout
-
-        lock = FileLock(path, timeout=timeout, mode=0o600, poll_interval=0.01, fallback_to_soft=False)
         try:
-            lock.acquire()
+            lock = lock_file(path, timeout)
         except LockTimeout:
             raise RunLocked(run_id, timeout) from None
         except OSError as exc:
@@ -197,11 +197,11 @@ class FileStore:
         finally:
             if not os.path.lexists(self.record_path(run_id)):
                 # no run (a command on an unknown id, a create that failed): leave no lock file
-                # behind. Removing it while held is safe: filelock re-opens a lock file that
-                # was unlinked before it got the lock.
+                # behind. Removing it while held is safe: lock_file opens again a lock file
+                # that was unlinked before it got the lock.
                 with suppress(OSError):
                     os.unlink(path)
-            lock.release()
+            unlock_file(lock)
 
     # -- reading --------------------------------------------------------------------------
 
