@@ -91,11 +91,32 @@ class CountingSession:
 
 
 class CountingStore(FileStore):
-    """A ``FileStore`` that counts its durable checkpoints (creates and commits)."""
+    """A ``FileStore`` that counts its durable checkpoints (creates and commits), and of those the
+    frames appended to a wal and their bytes (see ``frames_written``)."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.checkpoints = 0
+
+
+@contextmanager
+def frames_written() -> Iterator[list[int]]:
+    """The size of every frame the file store appends to a wal while the block runs."""
+    from tinywf_cli import filestore
+
+    sizes: list[int] = []
+    real = filestore.append_at
+
+    def counting(path: Path, size: int, data: bytes, *, cut_back: bool = False) -> None:
+        if path.suffix == ".wal":
+            sizes.append(len(data))
+        real(path, size, data, cut_back=cut_back)
+
+    filestore.append_at = counting  # type: ignore[assignment]
+    try:
+        yield sizes
+    finally:
+        filestore.append_at = real
 
     @contextmanager
     def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
