@@ -91,12 +91,18 @@ class CountingSession:
 
 
 class CountingStore(FileStore):
-    """A ``FileStore`` that counts its durable checkpoints (creates and commits), and of those the
-    frames appended to a wal and their bytes (see ``frames_written``)."""
+    """A ``FileStore`` that counts its durable checkpoints (creates and commits); ``frames_written``
+    tells which of them were frames appended to a wal."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.checkpoints = 0
+
+    @contextmanager
+    def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
+        """A counting session."""
+        with super().open(run_id, timeout, create=create) as session:
+            yield CountingSession(session, self)
 
 
 @contextmanager
@@ -117,9 +123,3 @@ def frames_written() -> Iterator[list[int]]:
         yield sizes
     finally:
         filestore.append_at = real
-
-    @contextmanager
-    def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
-        """A counting session."""
-        with super().open(run_id, timeout, create=create) as session:
-            yield CountingSession(session, self)

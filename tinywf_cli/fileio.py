@@ -162,6 +162,76 @@ def append_at(path: Path, size: int, data: bytes, *, cut_back: bool = False) -> 
         os.close(fd)
 
 
+class Appender:
+    """A file a writer holding its lock appends to at known offsets, kept open between appends
+    (a run's wal, for one session): ``append_at`` without an open, a stat and a close each time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+        self.size = 0  # the file's size as this writer left it
+        self.created = False
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                self.created = True
+        except OSError as exc:
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        try:
+            info = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise StorageError(path, f"is not a regular file; {UNCHANGED}")
+        self.fd, self.size = fd, info.st_size
+
+    def append(self, at: int, data: bytes) -> None:
+        """Write ``data`` at offset ``at`` (dropping anything past it) and sync it; after a failure,
+        cut the file back to ``at`` (what reached it would read as committed)."""
+        if self.fd < 0:
+            self._open()
+        path, fd = self.path, self.fd
+        if self.size < at:
+            raise StorageError(path, f"is shorter than its record says ({self.size} < {at} bytes); {UNCHANGED}")
+        try:
+            if self.size > at:
+                os.ftruncate(fd, at)
+                self.size = at
+            view = memoryview(data)
+            offset = at
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+            self.size = offset
+            os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
+            if self.created:
+                fsync_dir(path.parent)
+                self.created = False
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, at)
+                os.fdatasync(fd)
+            except OSError:
+                raise StorageError(path, f"cannot write: {problem(exc)}, and cannot cut off what was written; "
+                                         "the change may or may not have been saved") from None
+            self.size = at
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+
+    def close(self) -> None:
+        """Close the file (the next append opens it again)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def fsync_dir(path: Path) -> None:
     """Make a directory's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -64,6 +64,7 @@ from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, S
 from tinywf_cli.fileio import (
     READ_FLAGS,
     UNCHANGED,
+    Appender,
     LockTimeout,
     append_at,
     atomic_replace,
@@ -89,6 +90,8 @@ from tinywf_cli.runfiles import RunFiles, Snapshot
 from tinywf_cli.store import LoadedRun, RunSession, index_due, is_run_id
 
 T = TypeVar("T")
+#: The index entry of every running run begins so (``index_due`` puts running runs at the epoch).
+_RUNNING_ENTRY_PREFIX = "000000000000000~"
 
 #: Journal entries kept in the record until they outgrow this; then they go to the journal.
 TAIL_BYTES = 8 * 1024
@@ -195,6 +198,7 @@ class FileStore:
                 session.close()
             raise
         finally:
+            session.release()
             if not os.path.lexists(self.record_path(run_id)):
                 # no run (a command on an unknown id, a create that failed): leave no lock file
                 # behind. Removing it while held is safe: lock_file opens again a lock file
@@ -372,6 +376,7 @@ class FileRunSession:
         self._due_name: str | None = None
         self._loaded: RunHead | None = None  # a head loaded and not committed since
         self._missing = False
+        self._wal: Appender | None = None  # the wal, held open while this session appends to it
 
     def _read(self) -> tuple[RunHead, Snapshot]:
         store = self.store
@@ -430,9 +435,15 @@ class FileRunSession:
 
     def _append(self, head: RunHead, frame: bytes, lines: list[bytes], logs: int, disk: _OnDisk) -> None:
         """Commit by appending one frame to the wal (cutting off a torn one left by a killed writer)."""
-        store = self.store
-        with self._index_kept(head, self._due_name):
-            append_at(store.wal_path(self.run_id), disk.wal_end, frame, cut_back=True)
+        if self._wal is None:
+            self._wal = Appender(self.store.wal_path(self.run_id))
+        if self._due_name == _RUNNING_ENTRY_PREFIX + self.run_id:  # running before and after: the index stays
+            self._wal.append(disk.wal_end, frame)
+            self._loaded = None
+            self.store._found.pop(self.run_id, None)
+        else:
+            with self._index_kept(head, self._due_name):
+                self._wal.append(disk.wal_end, frame)
         disk.lines = disk.lines + lines
         disk.frames += 1
         disk.wal_end += len(frame)
@@ -534,6 +545,7 @@ class FileRunSession:
         self._disk = None
         self._loaded = None
         self._missing = True
+        self.release()
         self._forget()
 
     def _forget(self) -> None:
@@ -552,6 +564,11 @@ class FileRunSession:
         for older in store.root.glob(f"{glob.escape(self.run_id)}~*.journal"):
             with suppress(OSError):
                 os.unlink(older)
+
+    def release(self) -> None:
+        """Close the files this session held open."""
+        if self._wal is not None:
+            self._wal.close()
 
     def close(self) -> None:
         """Repair the index for this run: a run that has no record leaves nothing behind; a run
