@@ -108,18 +108,18 @@ class CountingStore(FileStore):
 @contextmanager
 def frames_written() -> Iterator[list[int]]:
     """The size of every frame the file store appends to a wal while the block runs."""
-    from tinywf_cli import filestore
+    from tinywf_cli.fileio import Appender
 
     sizes: list[int] = []
-    real = filestore.append_at
+    real = Appender.append
 
-    def counting(path: Path, size: int, data: bytes, *, cut_back: bool = False) -> None:
-        if path.suffix == ".wal":
+    def counting(self: Appender, at: int, data: bytes) -> None:
+        if self.path.suffix == ".wal":
             sizes.append(len(data))
-        real(path, size, data, cut_back=cut_back)
+        real(self, at, data)
 
-    filestore.append_at = counting  # type: ignore[assignment]
+    Appender.append = counting  # type: ignore[method-assign]
     try:
         yield sizes
     finally:
-        filestore.append_at = real
+        Appender.append = real  # type: ignore[method-assign]

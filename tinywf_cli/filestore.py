@@ -199,7 +199,7 @@ class FileStore:
             raise
         finally:
             session.release()
-            if not os.path.lexists(self.record_path(run_id)):
+            if not os.path.lexists(session.record_path):
                 # no run (a command on an unknown id, a create that failed): leave no lock file
                 # behind. Removing it while held is safe: lock_file opens again a lock file
                 # that was unlinked before it got the lock.
@@ -371,6 +371,10 @@ class FileRunSession:
     def __init__(self, store: FileStore, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
+        #: The run's record, its temp file and its wal (named once: a commit names them again and again).
+        self.record_path = store.record_path(run_id)
+        self.tmp_path = self.record_path.with_name(f"{run_id}~.tmp")
+        self.wal_path = self.record_path.with_name(f"{run_id}.wal")
         self._disk: _OnDisk | None = None  # the run's files as last read or written in this session
         #: Its index entry, named when it was read or written (the engine changes the head in place).
         self._due_name: str | None = None
@@ -402,11 +406,10 @@ class FileRunSession:
     def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Store a new run: its record, and its wal, empty."""
         store = self.store
-        path = store.record_path(head.run_id)
         store._check_root(create=True)
-        if os.path.lexists(path):
+        if os.path.lexists(self.record_path):
             raise RunExists(head.run_id)
-        new_wal(store.wal_path(head.run_id))
+        new_wal(self.wal_path)
         lines = [encode_entry(entry) for entry in entries]
         # a journal without a record is a leftover of a create that never committed: size 0 cuts it off
         disk = _OnDisk(0, 0, 0, -1, [], [], 0, 0, 0)
@@ -436,7 +439,7 @@ class FileRunSession:
     def _append(self, head: RunHead, frame: bytes, lines: list[bytes], logs: int, disk: _OnDisk) -> None:
         """Commit by appending one frame to the wal (cutting off a torn one left by a killed writer)."""
         if self._wal is None:
-            self._wal = Appender(self.store.wal_path(self.run_id))
+            self._wal = Appender(self.wal_path)
         if self._due_name == _RUNNING_ENTRY_PREFIX + self.run_id:  # running before and after: the index stays
             self._wal.append(disk.wal_end, frame)
             self._loaded = None
@@ -516,9 +519,7 @@ class FileRunSession:
                  journal_first: Callable[[], None] | None, wal_end: int) -> None:
         """Write the record (after the journal, when it changes too), keeping the due index in step;
         then empty the wal, whose frames the new record retired, when they add up to much."""
-        store = self.store
-        run_id = self.run_id
-        path = store.record_path(run_id)
+        path = self.record_path
         record = encode_record(head_json, after.size, after.visit_start, after.tail, after.gen, after.logs,
                                after.salt)
         if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
@@ -527,10 +528,10 @@ class FileRunSession:
         with self._index_kept(head, old_due):
             if journal_first is not None:
                 journal_first()
-            atomic_replace(path, store._file(run_id, "~.tmp"), record)
+            atomic_replace(path, self.tmp_path, record)
             self._disk = after
         if wal_end > WAL_KEEP:  # a few retired frames cost a block; emptying costs a metadata write
-            empty_wal(store.wal_path(run_id))
+            empty_wal(self.wal_path)
 
     def delete(self) -> None:
         """Remove the run's record, wal, journal and index entries (the record first: then it is gone)."""
