@@ -231,6 +231,7 @@ def sweep(tmp_path: Path, setup: Path | None, argv: list[str], now: str,
         # a stale due-index entry the kill left is dropped by the next tick, which finds nothing to do
         assert Runtime(state, clock=ManualClock(now)).tick().advanced == []
         assert not list((state / ".due").glob(f"*~{RUN}")), f"{kill}: the index still lists the run"
+        assert not (state / f".running~{RUN}").exists(), f"{kill}: the run is still marked running"
         shutil.rmtree(folder)
     return tally
 
@@ -278,6 +279,7 @@ def test_kill_at_every_write_boundary_of_a_new_run(memory_dir: Path, tail_mode: 
         if not (state / f"{RUN}.json").exists():  # died before the run existed: the user starts it again
             assert read_effects(folder / "effects") == []
             assert not list((state / ".due").glob(f"*~{RUN}")) if (state / ".due").exists() else True
+            assert not (state / f".running~{RUN}").exists()
             child = run_forked(argv, state, env_for(folder))
             assert child.code == 0, child.stderr
 
@@ -462,7 +464,7 @@ def test_a_run_that_keeps_dying_at_one_point_fails_after_five_recoveries(tmp_pat
     assert doc is not None and doc["status"] == "failed"
     assert "died" in doc["error"]["message"] and "retry" in doc["error"]["message"]
     assert Counter(read_effects(tmp_path / "effects"))["a1"] == 6  # once per process that died in it
-    assert not list((state / ".due").iterdir())  # a failed run is not due
+    assert not list((state / ".due").iterdir()) and not (state / f".running~{RUN}").exists()  # a failed run is not due
     retried = run_forked(["retry", RUN], state, env)
     assert retried.code == 0, retried.stderr
     assert retried.json()["status"] == "finished"
@@ -474,10 +476,10 @@ def test_killed_create_leaves_nothing_a_new_run_could_pick_up(tmp_path: Path) ->
     died = run_forked(["start", f"{FLOWS}:Chain", RUN], state, env, kill_at=("tmp_write_torn", 1))
     assert died.killed
     assert not (state / f"{RUN}.json").exists()
-    assert list((state / ".due").glob(f"*~{RUN}")) and (state / f"{RUN}~.tmp").exists()
+    assert (state / f".running~{RUN}").exists() and (state / f"{RUN}~.tmp").exists()  # marked running, no record
     tick = run_forked(["tick"], state, env)
     assert tick.code == 0 and tick.json() == {"due": 0, "advanced": [], "skipped": []}, tick.stdout
-    assert not list((state / ".due").iterdir())
+    assert not list((state / ".due").iterdir()) and not (state / f".running~{RUN}").exists()
     assert not (state / f"{RUN}~.tmp").exists() and not (state / f"{RUN}.journal").exists()
     assert not (state / f"{RUN}.wal").exists()
     assert not (state / f"{RUN}.lock").exists()

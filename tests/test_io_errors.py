@@ -188,12 +188,28 @@ def test_a_failed_index_update_keeps_the_old_record(tmp_path: Path, monkeypatch:
     rt.start(f"{FLOWS}:Asker", run_id="r1")
     before = (state / "r1.json").read_bytes()
     with monkeypatch.context() as patch:
-        Injector(patch, "open", errno.ENOSPC, lambda p: "/.due/" in p)
+        Injector(patch, "open", errno.ENOSPC, lambda p: "/.running~" in p)
         with pytest.raises(StorageError) as caught:
-            rt.resolve("r1", "answer", 3)  # running again: needs a due-index entry first
-    assert str(state / ".due") in caught.value.message and "ENOSPC" in caught.value.message
+            rt.resolve("r1", "answer", 3)  # running again: needs its index entry (.running~r1) first
+    assert str(state / ".running~r1") in caught.value.message and "ENOSPC" in caught.value.message
     assert (state / "r1.json").read_bytes() == before and not list(state.glob("*~.tmp"))
     assert rt.resolve("r1", "answer", 3).status == "finished"
+
+
+def test_a_failed_timer_index_update_keeps_the_old_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    rt = Runtime(state, clock=ManualClock(T0), lock_timeout=0.5)
+    rt.start(f"{FLOWS}:Counter", run_id="r1")
+    before = (state / "r1.json").read_bytes()
+    with monkeypatch.context() as patch:
+        Injector(patch, "open", errno.ENOSPC, lambda p: "/.due/" in p)
+        with pytest.raises(StorageError) as caught:
+            rt.start(f"{FLOWS}:Alarm", run_id="r2")  # created, then waits on a timer: needs a due-index entry
+    assert str(state / ".due") in caught.value.message and "ENOSPC" in caught.value.message
+    assert (state / "r1.json").read_bytes() == before and not list(state.glob("*~.tmp"))
+    assert rt.get("r2").status == "running"  # as created: its pause was not saved
+    assert [(a.run_id, a.status) for a in rt.tick().advanced] == [("r2", "waiting")]
+    assert [p.name.partition("~")[2] for p in (state / ".due").iterdir()] == ["r2"]
 
 
 def test_a_failed_directory_sync_is_reported(waiting_run: tuple[Runtime, Path],

@@ -28,7 +28,8 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   (``FileStore.open``).
 - ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
   the run's next writer (or removed when the run never got a record).
-- ``.due/<ms>~R`` the due index (``tinywf_cli.dueindex``).
+- ``.due/<ms>~R`` the due index of waiting runs, and ``.running~R`` the index entry of a
+  running run, beside its record (``tinywf_cli.dueindex``).
 
 What is durable when: a run's creation, every commit of an action's result, a pause and an
 end each return only once synced. The engine defers what a replay re-derives (a transition)
@@ -501,13 +502,14 @@ class FileRunSession:
             os.unlink(journal)
 
     @contextmanager
-    def _index_kept(self, head: RunHead, old_due: str | None) -> Iterator[None]:
+    def _index_kept(self, head: RunHead, old_due: str | None, *, record: bool = False) -> Iterator[None]:
         """Around a commit: the index entry the new head needs is added (and synced) before it,
-        the one it no longer needs removed after."""
+        the one it no longer needs removed after. ``record``: the commit writes the record into
+        place, whose directory sync makes a running run's marker durable with it."""
         store = self.store
         due_name = entry_name(index_due(head), self.run_id)
         if due_name is not None and due_name != old_due:
-            store.index.add(due_name, store._rebuild_index)
+            store.index.add(due_name, store._rebuild_index, root_synced_next=record)
         yield
         self._due_name = due_name
         self._loaded = None
@@ -525,7 +527,7 @@ class FileRunSession:
         if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
             raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
                                      f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")
-        with self._index_kept(head, old_due):
+        with self._index_kept(head, old_due, record=True):
             if journal_first is not None:
                 journal_first()
             atomic_replace(path, self.tmp_path, record)

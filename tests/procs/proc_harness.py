@@ -10,7 +10,8 @@ boundary (or in the middle of a write, for the ``*_torn`` ones). Nothing in tiny
 Boundaries (each counted after the call returned):
 
 ``lock``                 the run's lock was taken
-``index_add``            a due-index entry was created; ``index_sync`` the index folder synced
+``index_add``            a due-index entry (or a running run's ``.running~R`` marker) was created;
+                         ``index_sync`` the index folder synced
 ``journal_truncate``     ``R.journal`` was cut to its committed size (before every append)
 ``journal_write``        entries were appended to ``R.journal``; ``journal_sync`` it was fdatasync'ed
 ``wal_truncate``         ``R.wal`` was created empty (a new run), cut back past its last frame (a torn
@@ -129,6 +130,8 @@ class KillSwitch:
             return "index" if real.endswith("/.due") else "index_entry"
         if os.path.dirname(real) != self.root:
             return None
+        if os.path.basename(real).startswith(".running~"):  # a running run's index entry, beside its record
+            return "index_entry"
         if real.endswith("~.tmp"):
             return "tmp"
         if real.endswith(".journal"):
