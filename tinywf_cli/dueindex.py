@@ -49,6 +49,8 @@ class DueIndex:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.folder = root / INDEX_DIR
+        #: Entries of running runs a scan found in ``.due/`` (where an older tinywf kept them).
+        self._legacy: set[str] = set()
 
     def path(self, name: str) -> Path:
         """Where the entry ``name`` lives: a running run's marker in the state directory, else ``.due/``."""
@@ -141,7 +143,8 @@ class DueIndex:
         """Drop an entry (best effort: a stale entry only costs a later tick one look at the run)."""
         with suppress(OSError):
             os.unlink(self.path(name))
-        if name.startswith(RUNNING):  # where tinywf before 0.2 kept it (or a hand-made copy)
+        if name in self._legacy:  # where an older tinywf kept a running run's entry (or a hand-made copy)
+            self._legacy.discard(name)
             with suppress(OSError):
                 os.unlink(self.folder / name)
 
@@ -161,6 +164,7 @@ class DueIndex:
             markers = [RUNNING + n[len(MARKER):] for n in os.listdir(self.root) if n.startswith(MARKER)]
         except OSError as exc:
             raise StorageError(self.root, f"cannot list: {problem(exc)}") from None
+        self._legacy = {n for n in names if n.startswith(RUNNING)}
         found: dict[str, list[tuple[datetime, str]]] = {}
         for name in names + markers:
             ms, sep, run_id = name.partition("~")

@@ -1,5 +1,6 @@
-"""Safe file primitives: read a regular file without following links, append and sync,
-replace atomically and durably.
+"""Safe file primitives: read a regular file without following links, append and sync (once,
+or through an ``Appender`` held open by a session), replace atomically and durably, and the
+OS lock (``flock``) that guards a run.
 
 Every write that matters is made durable before tinywf goes on: an append is followed by
 ``fdatasync``; a replace writes a temp file, syncs it, renames it over the target and syncs

@@ -200,7 +200,7 @@ class FileStore:
             raise
         finally:
             session.release()
-            if not os.path.lexists(session.record_path):
+            if (session._disk is None or session._missing) and not os.path.lexists(session.record_path):
                 # no run (a command on an unknown id, a create that failed): leave no lock file
                 # behind. Removing it while held is safe: lock_file opens again a lock file
                 # that was unlinked before it got the lock.
@@ -410,7 +410,7 @@ class FileRunSession:
         store._check_root(create=True)
         if os.path.lexists(self.record_path):
             raise RunExists(head.run_id)
-        new_wal(self.wal_path)
+        self._wal = new_wal(self.wal_path)
         lines = [encode_entry(entry) for entry in entries]
         # a journal without a record is a leftover of a create that never committed: size 0 cuts it off
         disk = _OnDisk(0, 0, 0, -1, [], [], 0, 0, 0)
@@ -596,18 +596,19 @@ class FileRunSession:
 WAL_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def new_wal(path: Path) -> None:
-    """Create a new run's wal, empty (its name becomes durable with the record's directory sync).
+def new_wal(path: Path) -> Appender:
+    """Create a new run's wal, empty (its name becomes durable with the record's directory sync),
+    held open for the session's first frames.
 
     A wal left by a run that had this id before is emptied and synced: none of its frames
     may ever follow the new record.
     """
+    wal = Appender(path)
     try:
         try:
-            fd = os.open(path, WAL_FLAGS | os.O_TRUNC)
-        except FileNotFoundError:
             fd = os.open(path, WAL_FLAGS | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
-        else:
+        except FileExistsError:
+            fd = os.open(path, WAL_FLAGS | os.O_TRUNC)
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise StorageError(path, f"is not a regular file; {UNCHANGED}")
@@ -615,9 +616,10 @@ def new_wal(path: Path) -> None:
             except BaseException:
                 os.close(fd)
                 raise
-        os.close(fd)
     except OSError as exc:
         raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+    wal.fd = fd
+    return wal
 
 
 def empty_wal(path: Path) -> None:
