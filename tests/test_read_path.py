@@ -95,7 +95,12 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("read")
     workspace = make_workspace(root / "ws")
     state = root / "state"
-    ids = list(runs(state, workspace))
+    here = os.getcwd()
+    os.chdir(workspace)  # flows write files beside them (an outbox, marks): never into the repository
+    try:
+        ids = list(runs(state, workspace))
+    finally:
+        os.chdir(here)
     return state, ids
 
 
