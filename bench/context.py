@@ -91,7 +91,8 @@ class CountingSession:
 
 
 class CountingStore(FileStore):
-    """A ``FileStore`` that counts its durable checkpoints (creates and commits)."""
+    """A ``FileStore`` that counts its durable checkpoints (creates and commits); ``frames_written``
+    tells which of them were frames appended to a wal."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -102,3 +103,23 @@ class CountingStore(FileStore):
         """A counting session."""
         with super().open(run_id, timeout, create=create) as session:
             yield CountingSession(session, self)
+
+
+@contextmanager
+def frames_written() -> Iterator[list[int]]:
+    """The size of every frame the file store appends to a wal while the block runs."""
+    from tinywf_cli.fileio import Appender
+
+    sizes: list[int] = []
+    real = Appender.append
+
+    def counting(self: Appender, at: int, data: bytes) -> None:
+        if self.path.suffix == ".wal":
+            sizes.append(len(data))
+        real(self, at, data)
+
+    Appender.append = counting  # type: ignore[method-assign]
+    try:
+        yield sizes
+    finally:
+        Appender.append = real  # type: ignore[method-assign]

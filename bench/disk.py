@@ -44,6 +44,27 @@ def floor_seconds(folder: Path, record: bytes, count: int) -> float:
     return (time.perf_counter() - start) / count
 
 
+def append_floor_seconds(folder: Path, frame: bytes, count: int) -> float:
+    """Seconds per append of ``frame`` + fdatasync (open and close included, as tinywf commits a
+    frame to a run's wal), over ``count`` appends: the floor of a durable action."""
+    path = folder / "floor.wal"
+    start = time.perf_counter()
+    for _ in range(count):
+        append_durably(path, frame)
+    return (time.perf_counter() - start) / count
+
+
+def design_floor_seconds(folder: Path, record: bytes, frame: bytes, replaces: int, appends: int) -> float:
+    """Seconds for ``replaces`` atomic replaces of ``record`` and ``appends`` appends of ``frame``:
+    the durable writes of one workflow in this design, and nothing else."""
+    start = time.perf_counter()
+    for i in range(replaces):
+        atomic_replace(folder, f"floor{i}.json", record)
+    for _ in range(appends):
+        append_durably(folder / "floor.wal", frame)
+    return time.perf_counter() - start
+
+
 def checkpoint_seconds(folder: Path, record: bytes, line: bytes, count: int) -> float:
     """Seconds per journal append (fdatasync) followed by an atomic replace: one tinywf commit, minus Python."""
     start = time.perf_counter()

@@ -96,10 +96,18 @@ def alternate(contenders: dict[str, Callable[[], float]], reps: int) -> dict[str
     return results
 
 
+#: Child processes keep Python's bytecode caches, as every user's do after a program's first run:
+#: a ``PYTHONDONTWRITEBYTECODE`` inherited from the shell would otherwise compile every module of
+#: the child at every start (about 1.5 ms per module here) and measure that instead.
+WARM_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
+
+
 def run_process(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None,
                 timeout: float = 120) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Wall-clock seconds of a whole process, from spawn to exit, and its result."""
+    """Wall-clock seconds of a whole process, from spawn to exit, and its result (with bytecode
+    caches, ``WARM_BYTECODE``, unless ``env`` says otherwise)."""
     full_env = dict(os.environ)
+    full_env.update(WARM_BYTECODE)
     full_env.update(env or {})
     start = time.perf_counter()
     done = subprocess.run(list(argv), env=full_env, cwd=cwd, capture_output=True, text=True,

@@ -2,10 +2,11 @@
 
 Each kill is a real ``SIGKILL`` of a child process (forked from the test, or a fresh
 interpreter) that is advancing a run; recovery is ``Runtime.tick()`` in another fresh
-process. After every kill the run's record must load and be byte-for-byte the record of
-the last completed checkpoint, the committed journal must be a prefix of the journal a
-run without kills writes, no committed action may be lost, and only the action killed
-between its return and its commit may run twice.
+process. After every kill the run must load, and load as it did right after the last write
+that completed before the kill (the record of the last rewrite and every whole frame
+after it: a torn frame is dropped); its entries must be a prefix of those a run without
+kills writes, no committed action may be lost, and only the action killed between its
+return and its commit may run twice.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from proc_harness import EFFECTS_ENV, fork_child, memory_folder, read_effects, r
 from tinywf_cli import Runtime, filestore
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.filestore import FileStore
+from tinywf_cli.model import head_to_json
 
 PROCS = Path(__file__).resolve().parent / "procs"
 FLOWS = PROCS / "store_flows.py"
@@ -43,12 +45,39 @@ LATER = "2026-01-01T00:02:00Z"  # past every one-minute timer of the flows
 RUN = "r1"
 
 
+View = tuple[str, list[str]]
+
+
+def view_of(state: Path, run_id: str = RUN) -> View | None:
+    """The run as a fresh store loads it: its head's JSON and every entry (None: no record yet)."""
+    store = FileStore(state)
+    try:
+        head = store.load(run_id).head
+    except Exception as exc:
+        from tinywf_cli.errors import RunNotFound
+
+        if isinstance(exc, RunNotFound):
+            return None
+        raise AssertionError(f"the run does not load after a kill: {exc!r}") from exc
+    return head_to_json(head), [json.dumps(e.to_json()) for e in store.entries(run_id)]
+
+
+def view_of_files(files: dict[str, str], folder: Path) -> View | None:
+    """The view of a run whose files held ``files`` (base64, as traced)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(mode=0o700)
+    for name, data in files.items():
+        (folder / name).write_bytes(base64.b64decode(data))
+    return view_of(folder)
+
+
 @dataclass
 class Reference:
-    """What a run without kills did: its boundaries in order, records, journal, effects, end state."""
+    """What a run without kills did: its boundaries in order (with the files after each), effects, end state."""
 
     trace: list[dict[str, Any]]
-    journal: bytes
+    entries: list[str]
     effects: list[str]
     final: dict[str, Any]
 
@@ -66,15 +95,15 @@ class Reference:
                 return i - 1 if name.endswith("_torn") else i  # a torn write did not complete
         raise AssertionError(f"{kill} is not in the reference trace")
 
-    def record_after(self, position: int) -> bytes | None:
-        """The record on disk once the boundaries up to ``position`` passed (None: not written yet)."""
-        records = [t["record"] for t in self.trace[: position + 1] if t["event"] == "replace"]
-        return base64.b64decode(records[-1]) if records else None
+    def files_after(self, position: int) -> dict[str, str] | None:
+        """The run's files once the boundaries up to ``position`` passed (None: before the first)."""
+        return self.trace[position]["files"] if position >= 0 else None
 
     def in_flight(self, position: int) -> str | None:
-        """The action that returned but whose result was not committed at ``position``."""
+        """The action that returned but whose result was not committed at ``position``: a frame
+        written whole, or a record renamed into place, commits it."""
         for t in reversed(self.trace[: position + 1]):
-            if t["event"] == "replace":
+            if t["event"] in ("replace", "wal_write"):
                 return None
             if t["event"] == "action_return":
                 return str(t["detail"])
@@ -91,10 +120,13 @@ class Tally:
     duplicates: int = 0
     tracebacks: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Kills by boundary kind (``wal_write``, ``tmp_write_torn``...).
+    kinds: Counter[str] = field(default_factory=Counter)
 
     def line(self, name: str) -> str:
         return (f"{name}: kills={self.kills} corrupted={self.corrupted} lost={self.lost} "
-                f"duplicates={self.duplicates} tracebacks={self.tracebacks}")
+                f"duplicates={self.duplicates} tracebacks={self.tracebacks} "
+                f"({', '.join(f'{k} {n}' for k, n in sorted(self.kinds.items()))})")
 
 
 def env_for(folder: Path, now: str = T0) -> dict[str, str]:
@@ -115,13 +147,6 @@ def check_loads(state: Path, run_id: str = RUN) -> dict[str, Any] | None:
     store.history(run_id)
     doc: dict[str, Any] = json.loads(Runtime(state, clock=ManualClock(T0)).get(run_id).model_dump_json())
     return doc
-
-
-def committed_journal(state: Path, run_id: str = RUN) -> bytes:
-    record = json.loads((state / f"{run_id}.json").read_bytes())
-    size = record["journal"]["size"]
-    journal = state / f"{run_id}.journal"  # absent until a record's tail first outgrows its bound
-    return journal.read_bytes()[:size] if journal.exists() else b""
 
 
 def tick_until_settled(state: Path, folder: Path, now: str, tally: Tally) -> None:
@@ -151,7 +176,9 @@ def reference(folder: Path, setup: Path | None, argv: list[str], now: str) -> Re
     traced = json.loads(trace.read_text())["trace"]
     final = check_loads(state)
     assert final is not None
-    return Reference(traced, committed_journal(state), read_effects(folder / "effects"), final)
+    view = view_of(state)
+    assert view is not None
+    return Reference(traced, view[1], read_effects(folder / "effects"), final)
 
 
 def sweep(tmp_path: Path, setup: Path | None, argv: list[str], now: str,
@@ -167,23 +194,22 @@ def sweep(tmp_path: Path, setup: Path | None, argv: list[str], now: str,
         if setup is not None:
             shutil.copytree(setup, state, symlinks=True)
             shutil.copy(setup.parent / "effects", folder / "effects")
-        before = (state / f"{RUN}.json").read_bytes() if setup is not None else None
+        before = view_of(state) if setup is not None else None
         child = run_forked(argv, state, env_for(folder, now), kill_at=kill)
         assert child.killed, f"{kill}: the child was not killed ({child.code}): {child.stderr}"
         tally.kills += 1
-        # right after the kill: the record is the last completed checkpoint's, byte for byte
+        tally.kinds[kill[0]] += 1
+        # right after the kill: the run loads as it was after the last write that completed
         position = ref.position(kill)
-        expected = ref.record_after(position)
-        if expected is None:
-            expected = before
-        on_disk = (state / f"{RUN}.json").read_bytes() if (state / f"{RUN}.json").exists() else None
+        files = ref.files_after(position)
+        expected = before if files is None else view_of_files(files, folder / "expected")
+        on_disk = view_of(state)
         if on_disk != expected:
             tally.corrupted += 1
-            raise AssertionError(f"{kill}: the record is neither the old nor the new checkpoint")
+            raise AssertionError(f"{kill}: the run does not load as it was after the last completed write")
         if on_disk is not None:
             check_loads(state)
-            journal = committed_journal(state)
-            assert ref.journal.startswith(journal), f"{kill}: the committed journal differs"
+            assert ref.entries[:len(on_disk[1])] == on_disk[1], f"{kill}: the committed entries differ"
         recover(state, folder, tally)
         # after recovery: every action ran, and only the one in flight ran twice
         doc = check_loads(state)
@@ -205,6 +231,7 @@ def sweep(tmp_path: Path, setup: Path | None, argv: list[str], now: str,
         # a stale due-index entry the kill left is dropped by the next tick, which finds nothing to do
         assert Runtime(state, clock=ManualClock(now)).tick().advanced == []
         assert not list((state / ".due").glob(f"*~{RUN}")), f"{kill}: the index still lists the run"
+        assert not (state / f".running~{RUN}").exists(), f"{kill}: the run is still marked running"
         shutil.rmtree(folder)
     return tally
 
@@ -230,13 +257,16 @@ def memory_dir(tmp_path: Path) -> Iterator[Path]:
         yield folder
 
 
-@pytest.fixture(params=["tail", "journal"])
+@pytest.fixture(params=["tail", "journal", "rewrites"])
 def tail_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Sweep both ways a checkpoint can be written: entries kept in the record's tail (one
-    atomic write), or moved to the journal first (append, sync, then the atomic write).
-    Forked children inherit the setting."""
+    """Sweep the ways a commit can be written: frames appended to the wal of a running run, the
+    record rewritten with its entries kept in its tail (one atomic write) or moved to the
+    journal first (append, sync, then the atomic write), and ("rewrites") a record rewritten
+    after every frame, as when the frames reach their bound. Forked children inherit the setting."""
     if request.param == "journal":
         monkeypatch.setattr(filestore, "TAIL_BYTES", 0)
+    if request.param == "rewrites":
+        monkeypatch.setattr(filestore, "WAL_FRAMES", 1)
     return str(request.param)
 
 
@@ -249,12 +279,19 @@ def test_kill_at_every_write_boundary_of_a_new_run(memory_dir: Path, tail_mode: 
         if not (state / f"{RUN}.json").exists():  # died before the run existed: the user starts it again
             assert read_effects(folder / "effects") == []
             assert not list((state / ".due").glob(f"*~{RUN}")) if (state / ".due").exists() else True
+            assert not (state / f".running~{RUN}").exists()
             child = run_forked(argv, state, env_for(folder))
             assert child.code == 0, child.stderr
 
     tally = sweep(memory_dir, None, argv, T0, recover)
     print(tally.line(f"new run (Chain), {tail_mode}"))
-    assert tally.kills >= {"tail": 60, "journal": 90}[tail_mode] and tally.corrupted == 0 and tally.lost == 0
+    # every boundary of an append, of a record rewrite, and those between them
+    assert {"wal_truncate", "wal_write", "wal_write_torn", "wal_sync", "tmp_write_torn", "replace",
+            "dir_fsync"} <= set(tally.kinds)
+    if tail_mode == "journal":
+        assert {"journal_write", "journal_write_torn", "journal_sync"} <= set(tally.kinds)
+    assert tally.kills >= {"tail": 40, "journal": 45, "rewrites": 50}[tail_mode]
+    assert tally.corrupted == 0 and tally.lost == 0
     assert 0 < tally.duplicates <= tally.kills
 
 
@@ -267,7 +304,8 @@ def test_kill_at_every_write_boundary_of_a_waking_run(memory_dir: Path, tail_mod
 
     tally = sweep(memory_dir, setup, ["tick"], LATER, recover)
     print(tally.line(f"timer wake (Napper via tick), {tail_mode}"))
-    assert tally.kills >= {"tail": 30, "journal": 40}[tail_mode] and tally.corrupted == 0 and tally.lost == 0
+    assert tally.kills >= {"tail": 20, "journal": 24, "rewrites": 25}[tail_mode]
+    assert tally.corrupted == 0 and tally.lost == 0
 
 
 @pytest.mark.slow
@@ -286,7 +324,8 @@ def test_kill_at_every_write_boundary_of_a_resolve(memory_dir: Path, tail_mode: 
 
     tally = sweep(memory_dir, setup, argv, T0, recover)
     print(tally.line(f"resolve (Asker), {tail_mode}"))
-    assert tally.kills >= {"tail": 25, "journal": 30}[tail_mode] and tally.corrupted == 0 and tally.lost == 0
+    assert tally.kills >= {"tail": 20, "journal": 22, "rewrites": 24}[tail_mode]
+    assert tally.corrupted == 0 and tally.lost == 0
 
 
 @pytest.mark.slow
@@ -303,7 +342,7 @@ def test_kill_at_every_write_boundary_of_a_signal(memory_dir: Path, tail_mode: s
 
     tally = sweep(memory_dir, setup, argv, T0, recover, settle)
     print(tally.line(f"signal (Counter), {tail_mode}"))
-    assert tally.kills >= {"tail": 7, "journal": 10}[tail_mode] and tally.corrupted == 0
+    assert tally.kills >= {"tail": 7, "journal": 10, "rewrites": 7}[tail_mode] and tally.corrupted == 0
 
 
 # -- random kills ------------------------------------------------------------------------------------
@@ -392,9 +431,10 @@ def exec_child(argv: list[str], state: Path, folder: Path, kill: str | None = No
 
 @pytest.mark.parametrize(("kill", "twice"), [
     ("action_return:2", ["a1"]),  # a1 returned, not committed
-    ("tmp_fsync:3", ["a1"]),  # a1's checkpoint synced but not renamed into place
-    ("replace:4", []),  # a2's checkpoint in place
-    ("tmp_write_torn:5", []),  # the transition's record half written
+    ("wal_write_torn:2", ["a1"]),  # a1's frame half written: never acknowledged, dropped
+    ("wal_write:3", []),  # a2's frame written whole (not synced yet: a kill loses nothing of it)
+    ("wal_write_torn:4", ["b0"]),  # b0's frame, which carries the transition before it, half written
+    ("tmp_write_torn:2", []),  # the last rewrite of the record half written: every frame still counts
 ])
 def test_kill_in_a_fresh_interpreter_then_tick_recovers(tmp_path: Path, kill: str, twice: list[str]) -> None:
     state = tmp_path / "state"
@@ -424,7 +464,7 @@ def test_a_run_that_keeps_dying_at_one_point_fails_after_five_recoveries(tmp_pat
     assert doc is not None and doc["status"] == "failed"
     assert "died" in doc["error"]["message"] and "retry" in doc["error"]["message"]
     assert Counter(read_effects(tmp_path / "effects"))["a1"] == 6  # once per process that died in it
-    assert not list((state / ".due").iterdir())  # a failed run is not due
+    assert not list((state / ".due").iterdir()) and not (state / f".running~{RUN}").exists()  # a failed run is not due
     retried = run_forked(["retry", RUN], state, env)
     assert retried.code == 0, retried.stderr
     assert retried.json()["status"] == "finished"
@@ -436,11 +476,12 @@ def test_killed_create_leaves_nothing_a_new_run_could_pick_up(tmp_path: Path) ->
     died = run_forked(["start", f"{FLOWS}:Chain", RUN], state, env, kill_at=("tmp_write_torn", 1))
     assert died.killed
     assert not (state / f"{RUN}.json").exists()
-    assert list((state / ".due").glob(f"*~{RUN}")) and (state / f"{RUN}~.tmp").exists()
+    assert (state / f".running~{RUN}").exists() and (state / f"{RUN}~.tmp").exists()  # marked running, no record
     tick = run_forked(["tick"], state, env)
     assert tick.code == 0 and tick.json() == {"due": 0, "advanced": [], "skipped": []}, tick.stdout
-    assert not list((state / ".due").iterdir())
+    assert not list((state / ".due").iterdir()) and not (state / f".running~{RUN}").exists()
     assert not (state / f"{RUN}~.tmp").exists() and not (state / f"{RUN}.journal").exists()
+    assert not (state / f"{RUN}.wal").exists()
     assert not (state / f"{RUN}.lock").exists()
     again = run_forked(["start", f"{FLOWS}:Chain", RUN], state, env)
     assert again.code == 0 and again.json()["status"] == "finished", again.stderr

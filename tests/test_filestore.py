@@ -22,8 +22,7 @@ import store_flows
 from commit_hooks import on_commit
 from proc_harness import EFFECTS_ENV, memory_folder, read_effects, run_forked
 
-from tinywf_cli import RunNotFound, Runtime, StorageError, filestore
-from tinywf_cli import record as record_format
+from tinywf_cli import RunNotFound, Runtime, StorageError, filestore, runfiles
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.filestore import FileStore
 from tinywf_cli.journal import Entry
@@ -42,19 +41,27 @@ def mode(path: Path) -> int:
 
 
 class MeasuredStore(FileStore):
-    """A file store that notes, per commit, the visit, the record size and the journal bytes appended."""
+    """A file store that notes, per commit, the visit, the record size, the journal bytes appended,
+    the wal's size and whether the record was rewritten."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.commits: list[tuple[int, int, int]] = []
+        self.wal_sizes: list[int] = []
+        self.rewrites = 0
         self.journal_sizes: dict[str, int] = {}
+        self.inodes: dict[str, int] = {}
         on_commit(self, self.measure)
 
     def measure(self, head: RunHead, entries: Sequence[Entry]) -> None:
         journal = self.journal_path(head.run_id)
         before = self.journal_sizes.get(head.run_id, 0)
         after = self.journal_sizes[head.run_id] = journal.stat().st_size if journal.exists() else 0
-        self.commits.append((head.visit, self.record_path(head.run_id).stat().st_size, after - before))
+        record = self.record_path(head.run_id).stat()
+        self.commits.append((head.visit, record.st_size, after - before))
+        self.wal_sizes.append(self.wal_path(head.run_id).stat().st_size)
+        self.rewrites += self.inodes.get(head.run_id) != record.st_ino
+        self.inodes[head.run_id] = record.st_ino
 
 
 @pytest.fixture
@@ -85,31 +92,33 @@ def test_checkpoints_stay_the_same_size_over_1000_visits(memory_dir: Path) -> No
         rows = [(size, appended) for v, size, appended in store.commits if v in visits]
         return max(r[0] for r in rows), max(r[1] for r in rows)
 
-    record_early, appended_early = largest(range(1, 101))
-    record_late, appended_late = largest(range(901, 1001))
-    print(f"largest record bytes over visits 1-100: {record_early}, over 901-1000: {record_late}; "
-          f"largest journal append: {appended_early} / {appended_late}")
+    record_early, appended_early = largest(range(1, 501))
+    record_late, appended_late = largest(range(501, 1001))
+    print(f"largest record bytes over visits 1-500: {record_early}, over 501-1000: {record_late}; "
+          f"largest journal append: {appended_early} / {appended_late}; largest wal: {max(store.wal_sizes)}")
     # the record holds the head and a bounded tail of entries; a few more digits in counters
     # (visit, progress, state), nothing that grows with the history
     assert record_late <= record_early + 256  # visit numbers in the tail's entries gain digits too
     assert record_late <= filestore.TAIL_BYTES + 2048
-    assert appended_late <= appended_early + 256
+    # the frames of a rewrite move to the journal in one append, whatever the history before them
+    assert 0 < appended_late <= appended_early + 2048
+    assert max(store.wal_sizes) <= filestore.WAL_BYTES
     journal = (tmp_path / "state" / "loop.journal").stat().st_size
     assert journal > 20 * record_late  # the history is all there, in the journal
     reads: list[int] = []
-    real = FileStore.read_journal
+    real = runfiles.RunFiles.journal_lines
 
-    def measured(self: FileStore, run_id: str, start: int, end: int, gen: int = 0) -> list[Entry]:
+    def measured(self: runfiles.RunFiles, run_id: str, start: int, end: int, gen: int = 0) -> list[bytes]:
         reads.append(end - start)
         return real(self, run_id, start, end, gen)
 
-    FileStore.read_journal = measured  # type: ignore[method-assign]
+    runfiles.RunFiles.journal_lines = measured  # type: ignore[method-assign]
     try:
         loaded = FileStore(tmp_path / "state").load("loop")
         read_to_load = sum(reads)
         logs = rt.get("loop").logs
     finally:
-        FileStore.read_journal = real  # type: ignore[method-assign]
+        runfiles.RunFiles.journal_lines = real  # type: ignore[method-assign]
     assert len(loaded.slots) == 1 and read_to_load < 1000  # loading reads the current visit only
     assert sum(1 for log in logs if log.type == "visited") == 1000  # show still has the whole audit log
     assert sum(1 for log in logs if log.type == "transition") == 999
@@ -122,16 +131,19 @@ def test_the_record_holds_the_run_id_and_only_a_bounded_tail_of_the_audit_log(tm
     record = json.loads(data)
     assert record["run"]["run_id"] == "loop"
     assert len(data) <= filestore.TAIL_BYTES + 2048
-    assert 0 < json.dumps(record["tail"]).count('"visited"') < 200
+    assert json.dumps(record["tail"]).count('"visited"') < 200
     assert sum(1 for log in rt.get("loop").logs if log.type == "visited") == 200
 
 
-def test_a_checkpoint_is_one_atomic_write_until_the_tail_is_full(tmp_path: Path) -> None:
+def test_a_commit_of_a_running_run_is_one_append_until_the_frames_are_full(tmp_path: Path) -> None:
     store = MeasuredStore(tmp_path / "state")
-    Runtime(store, clock=ManualClock(T0)).start(f"{FLOWS}:Looper", input={"n": 200}, run_id="loop")
+    Runtime(store, clock=ManualClock(T0)).start(f"{FLOWS}:Looper", input={"n": 600}, run_id="loop")
+    # the record is rewritten at the create, every WAL_FRAMES frames, and at the end
+    assert 2 < store.rewrites <= len(store.commits) // filestore.WAL_FRAMES + 3
     appends = [appended for _, _, appended in store.commits if appended]
-    assert 0 < len(appends) < len(store.commits) / 5  # the journal is written once per many checkpoints
+    assert 0 < len(appends) <= store.rewrites  # the journal is written only when the record is
     assert all(a > filestore.TAIL_BYTES for a in appends)
+    assert (tmp_path / "state" / "loop.wal").stat().st_size <= filestore.WAL_KEEP  # a run that ended keeps no large wal
 
 
 # -- the journal --------------------------------------------------------------------------------------
@@ -175,14 +187,14 @@ def test_a_reader_thread_never_rewinds_a_writer(tmp_path: Path, monkeypatch: pyt
     done = threading.Event()
     errors: list[BaseException] = []
     writer = threading.get_ident()
-    parse = record_format.parse_record
+    parse = runfiles.parse_document
 
-    def slow_parse(path: Path, run_id: str, data: bytes) -> Any:
+    def slow_parse(path: Path, data: bytes) -> Any:
         if threading.get_ident() != writer:
             time.sleep(0.0015)
-        return parse(path, run_id, data)
+        return parse(path, data)
 
-    monkeypatch.setattr(record_format, "parse_record", slow_parse)
+    monkeypatch.setattr(runfiles, "parse_document", slow_parse)
 
     def show() -> None:
         while not done.is_set():
@@ -221,9 +233,9 @@ class CountingStore(FileStore):
         super().__init__(root)
         self.reads = []
 
-    def read_record(self, run_id: str) -> Any:
+    def _read(self, run_id: str, then: Any) -> Any:
         self.reads.append(run_id)
-        return super().read_record(run_id)
+        return super()._read(run_id, then)
 
 
 @pytest.fixture
@@ -330,7 +342,7 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path, journal_every_comm
     finally:
         os.umask(old)
     assert mode(state) == 0o700 and mode(state / ".due") == 0o700
-    for name in ("r1.json", "r1.journal", "r1.lock"):
+    for name in ("r1.json", "r1.journal", "r1.wal", "r1.lock"):
         assert mode(state / name) == 0o600, name
     assert all(mode(p) == 0o600 for p in (state / ".due").iterdir())
 
@@ -405,7 +417,7 @@ def test_a_long_loop_with_a_history_limit_keeps_its_files_small(memory_dir: Path
     assert run.status == "finished" and run.state["visits"] == 5000
     files = {p.name: p.stat().st_size for p in (memory_dir / "state").iterdir() if p.name.startswith("loop")}
     print(f"5,000 visits, history_limit 100: {files}")
-    assert sum(files.values()) < 256 * 1024  # bounded, whatever the number of visits
+    assert sum(files.values()) < 512 * 1024  # bounded, whatever the number of visits (the wal included)
     assert [n for n in files if n.endswith(".journal")] == [next(n for n in files if n.endswith(".journal"))]
     doc = rt.get("loop")
     assert len(doc.logs) == 100 and doc.logs[-1].type == "finish"
@@ -413,4 +425,5 @@ def test_a_long_loop_with_a_history_limit_keeps_its_files_small(memory_dir: Path
     assert doc.omitted + len(doc.logs) == 1 + 5000 * 3 - 1 + 1
     late = [size for visit, size, _ in store.commits if visit > 4000]
     early = [size for visit, size, _ in store.commits if 1000 < visit <= 2000]
-    assert max(late) <= max(early) + 512  # the record does not grow with the visits
+    # the record does not grow with the visits: it holds the head and a bounded tail
+    assert max(late) <= filestore.TAIL_BYTES + 2048 and max(early) <= filestore.TAIL_BYTES + 2048

@@ -71,15 +71,23 @@ def test_a_write_that_fails_after_an_event_was_saved_says_what_was_saved(
     fast = InProcessCli(cli.workspace, cli.state_dir)
     fast.start("flows/fail.py", "f1")  # charges, then waits for a note
     writes = {"n": 0}
-    real = fileio.atomic_replace
+    real_replace, real_append = fileio.atomic_replace, fileio.Appender.append
 
-    def failing(path: Path, tmp: Path, data: bytes) -> None:
+    def second_fails(target: Any) -> None:
         writes["n"] += 1
         if writes["n"] == 2:  # the first write records the event; the second fails
-            raise StorageError(tmp, f"cannot write: No space left on device (ENOSPC); {fileio.UNCHANGED}")
-        real(path, tmp, data)
+            raise StorageError(target, f"cannot write: No space left on device (ENOSPC); {fileio.UNCHANGED}")
 
-    monkeypatch.setattr("tinywf_cli.filestore.atomic_replace", failing)
+    def replace(path: Path, tmp: Path, data: bytes) -> None:
+        second_fails(tmp)
+        real_replace(path, tmp, data)
+
+    def append(self: fileio.Appender, at: int, data: bytes) -> None:
+        second_fails(self.path)
+        real_append(self, at, data)
+
+    monkeypatch.setattr("tinywf_cli.filestore.atomic_replace", replace)
+    monkeypatch.setattr(fileio.Appender, "append", append)
     rt = Runtime(cli.state_dir, clock=ManualClock(T0))
     with pytest.raises(StorageError) as caught:
         rt.resolve("f1", "note", "boom")  # the step raises after the event: the failure's commit fails

@@ -138,18 +138,78 @@ def test_a_failed_write_keeps_the_old_record(waiting_run: tuple[Runtime, Path], 
     assert rt.get("r1").state["count"] == 3
 
 
+WAL_FAILURES = [
+    ("pwrite", errno.ENOSPC),
+    ("pwrite", errno.EIO),
+    ("fdatasync", errno.EIO),
+    ("ftruncate", errno.EIO),
+]
+
+
+@pytest.mark.parametrize(("name", "code"), WAL_FAILURES, ids=[f"{n}-{errno.errorcode[c]}" for n, c in WAL_FAILURES])
+def test_a_failed_append_to_the_wal_keeps_the_run_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            name: str, code: int) -> None:
+    """A running run commits by appending a frame to its wal: a failed append is cut back, and the
+    run reads as it was (the frame is never half there, never counted)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("TINYWF_TEST_EFFECTS", str(tmp_path / "effects"))
+    rt = Runtime(state, clock=ManualClock(T0), lock_timeout=0.5)
+    rt.start(f"{FLOWS}:Asker", run_id="r1")
+    if name == "ftruncate":  # only a wal with a torn frame after its last one is cut
+        with open(state / "r1.wal", "ab") as f:
+            f.write(b"0badf00d 1 0\t{")
+    before = rt.get("r1").model_dump_json()
+    files_before = files(state)
+    with monkeypatch.context() as patch:
+        real = getattr(os, name)
+        failed = {"n": 0}
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            if path_of(args[0]).endswith("r1.wal") and not failed["n"]:
+                failed["n"] += 1
+                raise OSError(code, os.strerror(code))
+            return real(*args, **kwargs)
+
+        patch.setattr(os, name, failing)
+        with pytest.raises(StorageError) as caught:
+            rt.resolve("r1", "answer", 3)  # running again: the event's value is the first frame
+    assert failed["n"] == 1
+    message = caught.value.message
+    assert str(state / "r1.wal") in message and errno.errorcode[code] in message and "unchanged" in message
+    assert rt.get("r1").model_dump_json() == before
+    assert files(state)["r1.json"] == files_before["r1.json"]
+    assert rt.resolve("r1", "answer", 3).status == "finished"
+    assert rt.get("r1").state["total"] == 4
+
+
 def test_a_failed_index_update_keeps_the_old_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = tmp_path / "state"
     rt = Runtime(state, clock=ManualClock(T0), lock_timeout=0.5)
     rt.start(f"{FLOWS}:Asker", run_id="r1")
     before = (state / "r1.json").read_bytes()
     with monkeypatch.context() as patch:
-        Injector(patch, "open", errno.ENOSPC, lambda p: "/.due/" in p)
+        Injector(patch, "open", errno.ENOSPC, lambda p: "/.running~" in p)
         with pytest.raises(StorageError) as caught:
-            rt.resolve("r1", "answer", 3)  # running again: needs a due-index entry first
-    assert str(state / ".due") in caught.value.message and "ENOSPC" in caught.value.message
+            rt.resolve("r1", "answer", 3)  # running again: needs its index entry (.running~r1) first
+    assert str(state / ".running~r1") in caught.value.message and "ENOSPC" in caught.value.message
     assert (state / "r1.json").read_bytes() == before and not list(state.glob("*~.tmp"))
     assert rt.resolve("r1", "answer", 3).status == "finished"
+
+
+def test_a_failed_timer_index_update_keeps_the_old_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    rt = Runtime(state, clock=ManualClock(T0), lock_timeout=0.5)
+    rt.start(f"{FLOWS}:Counter", run_id="r1")
+    before = (state / "r1.json").read_bytes()
+    with monkeypatch.context() as patch:
+        Injector(patch, "open", errno.ENOSPC, lambda p: "/.due/" in p)
+        with pytest.raises(StorageError) as caught:
+            rt.start(f"{FLOWS}:Alarm", run_id="r2")  # created, then waits on a timer: needs a due-index entry
+    assert str(state / ".due") in caught.value.message and "ENOSPC" in caught.value.message
+    assert (state / "r1.json").read_bytes() == before and not list(state.glob("*~.tmp"))
+    assert rt.get("r2").status == "running"  # as created: its pause was not saved
+    assert [(a.run_id, a.status) for a in rt.tick().advanced] == [("r2", "waiting")]
+    assert [p.name.partition("~")[2] for p in (state / ".due").iterdir()] == ["r2"]
 
 
 def test_a_failed_directory_sync_is_reported(waiting_run: tuple[Runtime, Path],
@@ -177,15 +237,15 @@ def test_a_failed_checkpoint_of_an_action_is_recovered_by_tick(tmp_path: Path,
     real_fsync = os.fsync
     calls = {"n": 0}
 
-    def fsync(fd: int) -> None:
-        if path_of(fd).endswith("r1~.tmp"):
+    def fdatasync(fd: int) -> None:
+        if path_of(fd).endswith("r1.wal"):
             calls["n"] += 1
             if calls["n"] == 2:  # 1: the event's value, 2: the result of action "use"
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_fsync(fd)
 
     with monkeypatch.context() as patch:
-        patch.setattr(os, "fsync", fsync)
+        patch.setattr(os, "fdatasync", fdatasync)
         with pytest.raises(StorageError):
             rt.resolve("r1", "answer", 7)
     assert rt.get("r1").status == "running" and not list(state.glob("*~.tmp"))

@@ -1,10 +1,15 @@
-"""The file store's due index: ``tick`` lists names in ``.due/``, it does not read every run.
+"""The file store's due index: ``tick`` lists names, it does not read every run.
 
 An entry is an empty file named ``<ms>~<run id>``: the run is to be looked at from that
-instant (milliseconds since the epoch, rounded down; running runs sit at 0). An entry is
-added (and synced) before the record that needs it is committed, and removed after, so a
-crash leaves at most a stale entry, which the run's next session drops. A missing index is
-rebuilt from the records, whole or not at all.
+instant (milliseconds since the epoch, rounded down). Entries of waiting runs live in
+``.due/``. A running run sits at 0 (``tick`` recovers it when its process died); its entry
+is the *marker* ``.running~<run id>`` in the state directory itself, beside the record, so
+that one sync of that directory makes a new run's record and marker durable together (a
+file system that journals metadata — ext4, XFS, btrfs — never keeps the later rename
+without the earlier marker). An entry is added (and synced, at the latest with the record
+that needs it) before that record is committed, and removed after, so a crash leaves at
+most a stale entry, which the run's next session drops. A missing ``.due/`` is rebuilt from
+the records, whole or not at all.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from tinywf_cli.fileio import fsync_dir, problem
 from tinywf_cli.store import is_run_id
 
 INDEX_DIR = ".due"
+#: Entry names of running runs begin so (due at the epoch) ...
+RUNNING = "000000000000000~"
+#: ... and live in the state directory as ``.running~<run id>`` (outside the run-id charset).
+MARKER = ".running~"
 #: Where a missing index is rebuilt before it is renamed into place, and the lock for that.
 INDEX_BUILD = ".due~build"
 INDEX_LOCK = ".due.lock"
@@ -40,6 +49,14 @@ class DueIndex:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.folder = root / INDEX_DIR
+        #: Entries of running runs a scan found in ``.due/`` (where an older tinywf kept them).
+        self._legacy: set[str] = set()
+
+    def path(self, name: str) -> Path:
+        """Where the entry ``name`` lives: a running run's marker in the state directory, else ``.due/``."""
+        if name.startswith(RUNNING):
+            return self.root / f"{MARKER}{name[len(RUNNING):]}"
+        return self.folder / name
 
     def ensure(self, due_names: Callable[[], Iterable[str]]) -> None:
         """Create the index when it is missing, from ``due_names()`` (the records' entries)."""
@@ -71,8 +88,10 @@ class DueIndex:
                 shutil.rmtree(build, ignore_errors=True)  # left by a rebuild that was killed
                 os.mkdir(build, 0o700)
                 for name in due_names():
-                    os.close(os.open(build / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                    where = self.path(name) if name.startswith(RUNNING) else build / name
+                    os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
                 fsync_dir(build)
+                fsync_dir(self.root)
                 os.rename(build, self.folder)  # the index appears whole or not at all
                 fsync_dir(self.root)
         except LockTimeout:
@@ -87,33 +106,47 @@ class DueIndex:
             have = set(os.listdir(self.folder))
             added = 0
             for name in names:
-                if name not in have:
-                    os.close(os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                where = self.path(name)
+                if (name not in have) if where.parent == self.folder else not os.path.lexists(where):
+                    os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
                     added += 1
             if added:
                 fsync_dir(self.folder)
+                fsync_dir(self.root)
         except OSError as exc:
             raise StorageError(self.folder, f"cannot update the due index: {problem(exc)}") from None
         return added
 
-    def add(self, name: str, rebuild: Callable[[], None]) -> None:
-        """Add an entry durably (rebuilding the index first if it vanished)."""
+    def add(self, name: str, rebuild: Callable[[], None], *, root_synced_next: bool = False) -> None:
+        """Add an entry durably (rebuilding the index first if it vanished).
+
+        ``root_synced_next``: the caller syncs the state directory next (a record written
+        into place), which makes a running run's marker durable with it: no sync of its own.
+        """
+        where = self.path(name)
         try:
             try:
-                fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except FileNotFoundError:  # the index was removed under us: rebuild it
                 rebuild()
-                fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             os.close(fd)
-            fsync_dir(self.folder)
+            if where.parent == self.folder:
+                fsync_dir(self.folder)
+            elif not root_synced_next:
+                fsync_dir(self.root)
         except OSError as exc:
-            raise StorageError(self.folder, f"cannot update the due index: {problem(exc)}; "
-                                            "the run is unchanged") from None
+            raise StorageError(where, f"cannot update the due index: {problem(exc)}; "
+                                      "the run is unchanged") from None
 
     def remove(self, name: str) -> None:
         """Drop an entry (best effort: a stale entry only costs a later tick one look at the run)."""
         with suppress(OSError):
-            os.unlink(self.folder / name)
+            os.unlink(self.path(name))
+        if name in self._legacy:  # where an older tinywf kept a running run's entry (or a hand-made copy)
+            self._legacy.discard(name)
+            with suppress(OSError):
+                os.unlink(self.folder / name)
 
     def scan(self, rebuild: Callable[[], None]) -> dict[str, list[tuple[datetime, str]]]:
         """Every entry, by run id: ``(due, name)``."""
@@ -127,8 +160,13 @@ class DueIndex:
                 raise StorageError(self.folder, f"cannot list: {problem(exc)}") from None
         except OSError as exc:
             raise StorageError(self.folder, f"cannot list: {problem(exc)}") from None
+        try:
+            markers = [RUNNING + n[len(MARKER):] for n in os.listdir(self.root) if n.startswith(MARKER)]
+        except OSError as exc:
+            raise StorageError(self.root, f"cannot list: {problem(exc)}") from None
+        self._legacy = {n for n in names if n.startswith(RUNNING)}
         found: dict[str, list[tuple[datetime, str]]] = {}
-        for name in names:
+        for name in names + markers:
             ms, sep, run_id = name.partition("~")
             if not sep or not ms.isdigit() or not is_run_id(run_id):
                 continue

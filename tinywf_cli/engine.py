@@ -151,6 +151,8 @@ class Checkpoint:
         self.live: Callable[[], Any] | None = None
         #: Whether this engine call has committed anything (error messages say what was saved).
         self.saved = 0
+        #: Entries of commits deferred to the next durable one (``None``: nothing deferred).
+        self.deferred: list[Entry] | None = None
         self._stamp: tuple[datetime | None, str] = (None, "")
 
     def stamp(self) -> str:
@@ -168,8 +170,13 @@ class Checkpoint:
         """Queue a slot (new or changed)."""
         self.entries.append(SlotEntry(slot.to_json()))
 
-    def commit(self) -> None:
-        """Hand the head and the queued entries to the store."""
+    def commit(self, *, durable: bool = True) -> None:
+        """Hand the head and the queued entries to the store.
+
+        ``durable=False`` is for changes a replay re-derives (a transition: a pure function of
+        the step's code and its recorded results): they ride with the next durable commit,
+        so a step visit costs one write, its action's.
+        """
         head = self.head
         if self.live is not None:
             try:
@@ -182,8 +189,21 @@ class Checkpoint:
         dues = [p.due_at for p in head.pending if p.due_at is not None]
         head.wake_at = min(dues) if dues and head.status == "waiting" else None
         entries, self.entries = self.entries, []
+        if self.deferred is not None:
+            entries = self.deferred + entries
+        if not durable:
+            self.deferred = entries
+            return
+        self.deferred = None
         self.save(head, entries)
         self.saved += 1
+
+    def flush(self) -> None:
+        """Make a deferred commit durable now (nothing to do when none is pending)."""
+        if self.deferred is not None:
+            entries, self.deferred = self.deferred, None
+            self.save(self.head, entries)
+            self.saved += 1
 
     def resume(self) -> None:
         """Mark a waiting run running, saved before any side effect runs."""
@@ -195,7 +215,8 @@ class Checkpoint:
     def pause(self, pending: list[PendingResume], expects: dict[str, str]) -> NoReturn:
         """Leave the run waiting on ``pending``; commit only what changed."""
         head = self.head
-        if not (head.status == "waiting" and not self.entries and pending == head.pending):
+        if not (head.status == "waiting" and not self.entries and self.deferred is None
+                and pending == head.pending):
             head.status = "waiting"
             head.pending = pending
             head.expects = expects
@@ -217,7 +238,8 @@ class Checkpoint:
         but the reason; the state stays as last saved."""
         head = self.head
         self.live = None
-        # a migration applied in this pass stays (the head carries its result); nothing else does
+        # a migration applied in this pass stays (the head carries its result); nothing else
+        # queued since the last commit does (a deferred commit went before this pass: it stays)
         self.entries = [e for e in self.entries if type(e) is AuditEntry and e.type == "migrated"]
         head.status = "blocked"
         head.error = ErrorInfo(type=kind, message=message)
@@ -357,6 +379,7 @@ class Engine:
                 self.run_visit()
         except _Stop as stop:
             self.outcome, self.reason = stop.outcome, stop.reason
+            self.cp.flush()
         finally:
             self.cp.live = None
             self.wf = None
@@ -512,7 +535,7 @@ class Engine:
         self._visit_json = None
         self.slots = []
         self.cp.entries.append(VisitEntry(head.visit, name, state, head.version))
-        self.commit()
+        self.cp.commit(durable=False)  # re-derived by a replay: rides with the next durable commit
 
     def nondeterminism(self, slot: Slot, current: str) -> NoReturn:
         """Block the run: the code no longer matches what the run recorded."""

@@ -1,5 +1,6 @@
-"""Safe file primitives: read a regular file without following links, append and sync,
-replace atomically and durably.
+"""Safe file primitives: read a regular file without following links, append and sync (once,
+or through an ``Appender`` held open by a session), replace atomically and durably, and the
+OS lock (``flock``) that guards a run.
 
 Every write that matters is made durable before tinywf goes on: an append is followed by
 ``fdatasync``; a replace writes a temp file, syncs it, renames it over the target and syncs
@@ -113,14 +114,22 @@ def read_range(path: Path, start: int, end: int, what: str = "the run's journal"
     return b"".join(chunks)
 
 
-def append_at(path: Path, size: int, data: bytes) -> None:
+def append_at(path: Path, size: int, data: bytes, *, cut_back: bool = False) -> None:
     """Write ``data`` at offset ``size`` of ``path`` (dropping anything past ``size``) and sync it.
 
     Bytes past ``size`` were appended by a writer that was killed before it committed:
-    they are cut off. A file shorter than ``size`` is damaged and never padded.
+    they are cut off. A file shorter than ``size`` is damaged and never padded. A file this
+    call creates has its name synced too (the directory), so that what it holds is found.
+    ``cut_back``: after a failure, cut the file back to ``size`` (what reached it would read
+    as committed: a whole frame of a wal).
     """
+    created = False
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            created = True
     except OSError as exc:
         raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
     try:
@@ -138,10 +147,90 @@ def append_at(path: Path, size: int, data: bytes) -> None:
             view = view[written:]
             offset += written
         os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
+        if created:
+            fsync_dir(path.parent)
     except OSError as exc:
+        if not cut_back:  # bytes past the committed size are never read
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        try:
+            os.ftruncate(fd, size)
+            os.fdatasync(fd)
+        except OSError:
+            raise StorageError(path, f"cannot write: {problem(exc)}, and cannot cut off what was written; "
+                                     "the change may or may not have been saved") from None
         raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
     finally:
         os.close(fd)
+
+
+class Appender:
+    """A file a writer holding its lock appends to at known offsets, kept open between appends
+    (a run's wal, for one session): ``append_at`` without an open, a stat and a close each time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+        self.size = 0  # the file's size as this writer left it
+        self.created = False
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                self.created = True
+        except OSError as exc:
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        try:
+            info = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise StorageError(path, f"is not a regular file; {UNCHANGED}")
+        self.fd, self.size = fd, info.st_size
+
+    def append(self, at: int, data: bytes) -> None:
+        """Write ``data`` at offset ``at`` (dropping anything past it) and sync it; after a failure,
+        cut the file back to ``at`` (what reached it would read as committed)."""
+        if self.fd < 0:
+            self._open()
+        path, fd = self.path, self.fd
+        if self.size < at:
+            raise StorageError(path, f"is shorter than its record says ({self.size} < {at} bytes); {UNCHANGED}")
+        try:
+            if self.size > at:
+                os.ftruncate(fd, at)
+                self.size = at
+            view = memoryview(data)
+            offset = at
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+            self.size = offset
+            os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
+            if self.created:
+                fsync_dir(path.parent)
+                self.created = False
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, at)
+                os.fdatasync(fd)
+            except OSError:
+                raise StorageError(path, f"cannot write: {problem(exc)}, and cannot cut off what was written; "
+                                         "the change may or may not have been saved") from None
+            self.size = at
+            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+
+    def close(self) -> None:
+        """Close the file (the next append opens it again)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def fsync_dir(path: Path) -> None:
@@ -187,3 +276,48 @@ def atomic_replace(path: Path, tmp: Path, data: bytes) -> None:
     except OSError as exc:
         raise StorageError(path.parent, f"cannot sync the state directory after writing {path.name}: "
                                         f"{problem(exc)}; the change may not survive a power loss") from None
+
+
+class LockTimeout(Exception):
+    """The lock stayed held by another process (or thread) past the timeout."""
+
+
+def lock_file(path: Path, timeout: float, poll: float = 0.01) -> int:
+    """Take the OS lock (``flock``, exclusive) on ``path``, created 0600 if missing; the fd that holds it.
+
+    Waits up to ``timeout`` seconds (0: one try), then raises LockTimeout; OSError for a lock
+    file that cannot be opened (a symlink is never followed). A lock file unlinked by its
+    holder before we got it is opened again: the lock must be on the file that has the name.
+    """
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise LockTimeout(path) from None
+            time.sleep(poll)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # unlinked (or replaced) under us: lock the file that has the name now
+
+
+def unlock_file(fd: int) -> None:
+    """Release a lock taken by ``lock_file`` (closing its fd releases it)."""
+    os.close(fd)

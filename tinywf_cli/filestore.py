@@ -2,25 +2,45 @@
 
 Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files collide):
 
-- ``R.json``     the record (``tinywf_cli.record``): the run's head, how much of its journal
-  is committed, and the *tail*: the latest journal entries, not yet moved to the journal.
-  Replaced atomically at every checkpoint (temp file, fsync, rename, fsync of the
-  directory), so a checkpoint is one atomic write; the tail is bounded (``TAIL_BYTES``), so
-  the record stays small whatever the history.
+- ``R.json``     the record (``tinywf_cli.record``): the run's head as of its last pause or end
+  (or of its last rewrite), how much of its journal is committed, the *tail* (the latest
+  journal entries, not yet moved to the journal) and the salt of the frames that follow it.
+  Rewritten atomically (temp file, fsync, rename, fsync of the directory) when a commit
+  leaves the run not running (waiting, paused, ended...), when the frames after it reach
+  ``WAL_FRAMES`` or ``WAL_BYTES``, and when the run is created: a readable JSON document of
+  the run as of its last pause or end.
+- ``R.wal``      the write-ahead frames: every commit of a running run is one checksummed
+  frame (its entries and the head it leaves) appended here and fdatasync'ed — one small
+  append instead of a record rewrite. A load reads the record and the frames that carry its
+  salt; a last frame cut short was never acknowledged: it is dropped, and cut off by the next
+  writer. Rewriting the record moves the frames' entries into its tail (or the journal) and
+  raises the salt, which retires every frame before it at once; the file is then emptied
+  (when the retired frames add up to more than ``WAL_KEEP``; the next frame cuts them off anyway).
+  Created empty with the record, so that its name is durable with the record's.
 - ``R.journal``  append-only JSON lines: audit entries and the records of step visits.
-  When the tail outgrows its bound, it is appended here (and synced) before the record
-  that empties it is written. Bytes past the committed size (a writer killed between the
-  two) are ignored by readers and cut off by the next writer; bytes before it never change.
-  A run with a ``history_limit`` has its history trimmed now and then: the kept entries
-  are written whole to the journal's next generation ``R~N.journal``, then the record that
-  names it, then the old generation is removed.
-- ``R.lock``     the ``filelock.FileLock`` that guards every change (``FileStore.open``).
+  When a rewritten record's tail would outgrow ``TAIL_BYTES``, the tail is appended here
+  (and synced) before the record that empties it is written. Bytes past the committed size
+  (a writer killed between the two) are ignored by readers and cut off by the next writer;
+  bytes before it never change. A run with a ``history_limit`` has its history trimmed now
+  and then: the kept entries are written whole to the journal's next generation
+  ``R~N.journal``, then the record that names it, then the old generation is removed.
+- ``R.lock``     the OS file lock (``flock``; ``fileio.lock_file``) that guards every change
+  (``FileStore.open``).
 - ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
   the run's next writer (or removed when the run never got a record).
-- ``.due/<ms>~R`` the due index (``tinywf_cli.dueindex``).
+- ``.due/<ms>~R`` the due index of waiting runs, and ``.running~R`` the index entry of a
+  running run, beside its record (``tinywf_cli.dueindex``).
+
+What is durable when: a run's creation, every commit of an action's result, a pause and an
+end each return only once synced. The engine defers what a replay re-derives (a transition)
+to its next such commit (``Checkpoint.commit(durable=False)``), so a step visit costs one
+append. A process killed at any point leaves the record of the last rewrite and the frames
+written after it, whole: loading them gives the run as of its last completed commit.
 
 The state directory and every file read must belong to the user running tinywf, and the
 directory must not be writable by others: a record names the flow file its run executes.
+Reading (``tinywf_cli.runfiles``) needs no lock and no pydantic; this store adds the head's
+validation.
 """
 
 from __future__ import annotations
@@ -32,29 +52,57 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
 
 from tinywf_cli import record as records
 from tinywf_cli.dueindex import DueIndex, entry_name
 from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
 from tinywf_cli.fileio import (
     READ_FLAGS,
+    UNCHANGED,
+    Appender,
+    LockTimeout,
     append_at,
     atomic_replace,
     check_owner,
     fsync_dir,
+    lock_file,
     problem,
-    read_file,
     read_range,
+    unlock_file,
 )
 from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots, needs_trim, trim_history
-from tinywf_cli.model import RunHead
-from tinywf_cli.record import Record, encode_entry, encode_record, is_visit_line, parse_entries, split_journal
+from tinywf_cli.model import RunHead, head_from_json, head_to_json
+from tinywf_cli.record import (
+    encode_entry,
+    encode_frame,
+    encode_record,
+    is_audit_line,
+    is_visit_line,
+    parse_entries,
+    split_journal,
+)
+from tinywf_cli.runfiles import RunFiles, Snapshot
 from tinywf_cli.store import LoadedRun, RunSession, index_due, is_run_id
+
+T = TypeVar("T")
+#: The index entry of every running run begins so (``index_due`` puts running runs at the epoch).
+_RUNNING_ENTRY_PREFIX = "000000000000000~"
 
 #: Journal entries kept in the record until they outgrow this; then they go to the journal.
 TAIL_BYTES = 8 * 1024
+#: Frames gathered in a run's wal before its record is rewritten (each is one commit), and
+#: their bytes: a bound on what a load reads beyond the record.
+WAL_FRAMES = 128
+WAL_BYTES = 256 * 1024
+#: Retired frames up to this many bytes stay in the wal (the next frame cuts them off); more are
+#: cut off when the record is rewritten, so that a run that ended keeps no large wal.
+WAL_KEEP = 16 * 1024
 #: Records larger than this are refused rather than read (and never written).
 MAX_RECORD_BYTES = records.MAX_RECORD_BYTES
 
@@ -64,6 +112,7 @@ class FileStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.files = RunFiles(self.root)
         self.index = DueIndex(self.root)
         #: Index entries per run found by the last ``due`` scan: a session of such a run
         #: repairs them (drops stale ones) when it closes.
@@ -89,6 +138,10 @@ class FileStore:
     def journal_path(self, run_id: str, gen: int = 0) -> Path:
         """``R.journal``, or ``R~N.journal`` for generation N of a trimmed history."""
         return self._file(run_id, ".journal" if not gen else f"~{gen}.journal")
+
+    def wal_path(self, run_id: str) -> Path:
+        """``R.wal``."""
+        return self._file(run_id, ".wal")
 
     def _check_root(self, create: bool) -> bool:
         """Whether the state directory exists (creating it when asked); refuse unsafe ones."""
@@ -131,12 +184,8 @@ class FileStore:
         path = self._file(run_id, ".lock")
         if not self._check_root(create=create):
             raise RunNotFound(run_id)
-        from filelock import FileLock  # imported here: reading runs takes no lock
-        from filelock import Timeout as LockTimeout
-
-        lock = FileLock(path, timeout=timeout, mode=0o600, poll_interval=0.01, fallback_to_soft=False)
         try:
-            lock.acquire()
+            lock = lock_file(path, timeout)
         except LockTimeout:
             raise RunLocked(run_id, timeout) from None
         except OSError as exc:
@@ -150,94 +199,62 @@ class FileStore:
                 session.close()
             raise
         finally:
-            if not os.path.lexists(self.record_path(run_id)):
+            session.release()
+            if (session._disk is None or session._missing) and not os.path.lexists(session.record_path):
                 # no run (a command on an unknown id, a create that failed): leave no lock file
-                # behind. Removing it while held is safe: filelock re-opens a lock file that
-                # was unlinked before it got the lock.
+                # behind. Removing it while held is safe: lock_file opens again a lock file
+                # that was unlinked before it got the lock.
                 with suppress(OSError):
                     os.unlink(path)
-            lock.release()
+            unlock_file(lock)
 
     # -- reading --------------------------------------------------------------------------
 
-    def read_record(self, run_id: str) -> Record:
-        """The run's record, checked; raises RunNotFound or StorageError."""
-        path = self.record_path(run_id)
+    def _read(self, run_id: str, then: Callable[[Snapshot, RunHead], T]) -> T:
+        """``then(snapshot, head)`` of the run as its files hold it now, read without the lock
+        (again, when a writer changed them meanwhile); raises RunNotFound or StorageError."""
+        self.record_path(run_id)  # a bad id is refused before any file is looked at
         if not self._check_root(create=False):
             raise RunNotFound(run_id)
-        try:
-            data = read_file(path, MAX_RECORD_BYTES)
-        except FileNotFoundError:
-            raise RunNotFound(run_id) from None
-        return records.parse_record(path, run_id, data)
 
-    def read_journal(self, run_id: str, start: int, end: int, gen: int = 0) -> list[Entry]:
-        """The journal's entries between two committed offsets."""
-        path = self.journal_path(run_id, gen)
-        if end > start and gen and not os.path.lexists(path):
-            raise _JournalGone
-        return parse_entries(path, split_journal(path, read_range(path, start, end), end))
+        def read() -> T:
+            snap = self.files.snapshot(run_id)
+            return then(snap, self.head_of(run_id, snap))
 
-    def check_journal(self, run_id: str, size: int, gen: int = 0) -> None:
-        """Refuse a journal the record does not agree with, without reading it."""
-        path = self.journal_path(run_id, gen)
+        return self.files.retrying(read)
+
+    def head_of(self, run_id: str, snap: Snapshot) -> RunHead:
+        """The run's latest head in a snapshot (the last frame's, else the record's), validated."""
+        path = self.record_path(run_id) if snap.head_json is None else self.wal_path(run_id)
         try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            if size == 0:
-                return
-            raise StorageError(path, f"is missing, but its record says it holds {size} bytes") from None
-        except OSError as exc:
-            raise StorageError(path, f"cannot read the run's journal: {problem(exc)}") from None
-        if stat.S_ISLNK(info.st_mode):
-            raise StorageError(path, "cannot read the run's journal: it is a symlink; refusing to follow it (ELOOP)")
-        if not stat.S_ISREG(info.st_mode):
-            raise StorageError(path, "is not a regular file")
-        check_owner(path, info, "the file")
-        if info.st_size < size:
-            raise StorageError(path, f"is shorter than its record says ({info.st_size} < {size} bytes)")
+            head = head_from_json(snap.record.run if snap.head_json is None else snap.head_json)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise StorageError(path, f"is not a valid run record ({where}: {first['msg']})") from None
+        if head.run_id != run_id:
+            raise StorageError(path, f"holds run '{head.run_id}', not '{run_id}'")
+        return head
 
     def head(self, run_id: str) -> RunHead:
-        """The run's head (record only)."""
-        return self.read_record(run_id).head
+        """The run's head."""
+        return self._read(run_id, lambda snap, head: head)
 
     def load(self, run_id: str) -> LoadedRun:
         """Head and current visit's slots, read without the lock."""
-        for _ in range(3):  # a trim may replace the journal between reading the record and it
-            record = self.read_record(run_id)
-            try:
-                self.check_journal(run_id, record.size, record.gen)
-                return LoadedRun(record.head, self.visit_slots(run_id, record))
-            except _JournalGone:
-                continue
-        raise StorageError(self.journal_path(run_id), "keeps changing under this reader; try again")
+        return self._read(run_id, lambda snap, head: LoadedRun(head, self.visit_slots(run_id, snap)))
 
-    def visit_slots(self, run_id: str, record: Record) -> list[Slot]:
-        """The current visit's slots: from the journal and the record's tail."""
-        tail = parse_entries(self.record_path(run_id), record.tail)
-        starts = [i for i, line in enumerate(record.tail) if is_visit_line(line)]
-        # a visit that began after the journal's last entry lies wholly in the tail
-        entries = (tail[starts[-1]:] if starts
-                   else self.read_journal(run_id, record.visit_start, record.size, record.gen) + tail)
+    def visit_slots(self, run_id: str, snap: Snapshot) -> list[Slot]:
+        """The current visit's slots: from the journal, the record's tail and the frames."""
+        entries = self.files.visit_entries(run_id, snap)
         try:
             return fold_slots(entries)
         except BadEntry as exc:
-            raise StorageError(self.journal_path(run_id, record.gen), f"is corrupt: {exc}") from None
+            raise StorageError(self.journal_path(run_id, snap.record.gen), f"is corrupt: {exc}") from None
 
     def entries(self, run_id: str) -> list[Entry]:
-        """Every entry: the journal, then the record's tail."""
-        for _ in range(3):  # a trim may replace the journal between reading the record and it
-            record = self.read_record(run_id)
-            try:
-                return self.all_entries(run_id, record)
-            except _JournalGone:
-                continue
-        raise StorageError(self.journal_path(run_id), "keeps changing under this reader; try again")
-
-    def all_entries(self, run_id: str, record: Record) -> list[Entry]:
-        """Every entry a record names: its journal's, then its tail's."""
-        return (self.read_journal(run_id, 0, record.size, record.gen)
-                + parse_entries(self.record_path(run_id), record.tail))
+        """Every entry: the journal, then the record's tail and the frames."""
+        return self._read(run_id, lambda snap, head: self.files.all_entries(run_id, snap))
 
     def history(self, run_id: str) -> list[AuditEntry]:
         """Every audit entry, oldest first."""
@@ -247,11 +264,7 @@ class FileStore:
         """Ids of every ``*.json`` record in the state directory (names outside the run-id charset are no runs)."""
         if not self._check_root(create=False):
             return []
-        try:
-            names = os.listdir(self.root)
-        except OSError as exc:
-            raise StorageError(self.root, f"cannot list: {problem(exc)}") from None
-        return [n[:-5] for n in names if n.endswith(".json") and is_run_id(n[:-5])]
+        return self.files.run_ids()
 
     def secret(self, name: str) -> bytes:
         """The store's secret ``name`` (32 random bytes, e.g. the key that signs links): ``.secret~NAME``,
@@ -347,8 +360,22 @@ class FileStore:
         return added
 
 
-class _JournalGone(Exception):
-    """The journal generation a record named was replaced by a trim (the reader reads again)."""
+@dataclass
+class _OnDisk:
+    """What a session knows of its run's files, as last read or written: the record's journal
+    position, tail and salt, and the frames after it."""
+
+    size: int
+    visit_start: int
+    gen: int
+    salt: int
+    tail: list[bytes]
+    #: The frames' entries, their number, and the offset just past the last one.
+    lines: list[bytes]
+    frames: int
+    wal_end: int
+    #: Audit entries in the journal, the tail and the frames.
+    logs: int
 
 
 class FileRunSession:
@@ -357,75 +384,118 @@ class FileRunSession:
     def __init__(self, store: FileStore, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
-        self._record: Record | None = None  # the record as last read or written in this session
+        #: The run's record, its temp file and its wal (named once: a commit names them again and again).
+        self.record_path = store.record_path(run_id)
+        self.tmp_path = self.record_path.with_name(f"{run_id}~.tmp")
+        self.wal_path = self.record_path.with_name(f"{run_id}.wal")
+        self._disk: _OnDisk | None = None  # the run's files as last read or written in this session
         #: Its index entry, named when it was read or written (the engine changes the head in place).
         self._due_name: str | None = None
         self._loaded: RunHead | None = None  # a head loaded and not committed since
         self._missing = False
+        self._wal: Appender | None = None  # the wal, held open while this session appends to it
 
-    def _read(self) -> Record:
+    def _read(self) -> tuple[RunHead, Snapshot]:
+        store = self.store
         try:
-            record = self.store.read_record(self.run_id)
+            head, snap = store._read(self.run_id, lambda snap, head: (head, snap))
         except RunNotFound:
             self._missing = True
             raise
-        self.store.check_journal(self.run_id, record.size, record.gen)  # what we commit next must agree with it
-        self._record = record
-        self._due_name = entry_name(index_due(record.head), self.run_id)
-        return record
+        record = snap.record
+        store.files.check_journal(self.run_id, record.size, record.gen)  # what we commit next must agree with it
+        self._disk = _OnDisk(record.size, record.visit_start, record.gen, record.salt, record.tail,
+                             snap.frames.lines, snap.frames.count, snap.frames.end, snap.logs)
+        self._due_name = entry_name(index_due(head), self.run_id)
+        return head, snap
 
     def load(self) -> LoadedRun:
-        """Head and current visit's slots (from the journal and the record's tail)."""
-        record = self._read()
-        slots = self.store.visit_slots(self.run_id, record)
-        self._loaded = record.head
-        return LoadedRun(record.head, slots)
+        """Head and current visit's slots (from the journal, the record's tail and the frames)."""
+        head, snap = self._read()
+        slots = self.store.visit_slots(self.run_id, snap)
+        self._loaded = head
+        return LoadedRun(head, slots)
 
     def create(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Store a new run."""
-        path = self.store.record_path(head.run_id)
-        self.store._check_root(create=True)
-        if os.path.lexists(path):
+        """Store a new run: its record, and its wal, empty."""
+        store = self.store
+        store._check_root(create=True)
+        if os.path.lexists(self.record_path):
             raise RunExists(head.run_id)
+        self._wal = new_wal(self.wal_path)
+        lines = [encode_entry(entry) for entry in entries]
         # a journal without a record is a leftover of a create that never committed: size 0 cuts it off
-        self._write(head, entries, Record(head, 0, 0, []), None)
+        disk = _OnDisk(0, 0, 0, -1, [], [], 0, 0, 0)
+        self._rewrite(head, head_to_json(head).encode(), lines, sum(map(is_audit_line, lines)), disk, None)
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Atomically replace the record with ``head`` and ``entries`` added to its tail.
-
-        A tail grown past ``TAIL_BYTES`` is first appended to the journal and synced.
-        """
-        record = self._record if self._record is not None else self._read()
-        self._write(head, entries, record, self._due_name)
-
-    def _write(self, head: RunHead, entries: Sequence[Entry], before: Record, old_due: str | None) -> None:
-        store = self.store
-        run_id = head.run_id
-        logs = before.logs + sum(1 for entry in entries if type(entry) is AuditEntry)
+        """Commit ``head`` and ``entries`` durably: one frame appended to the wal while the run is
+        running, else (or when the frames reach their bound) a rewrite of the record."""
+        disk = self._disk
+        if disk is None:
+            self._read()
+            disk = self._disk
+            assert disk is not None
+        lines = [encode_entry(entry) for entry in entries]
+        logs = disk.logs + sum(1 for entry in entries if type(entry) is AuditEntry)
         if needs_trim(logs, head.history_limit):
-            self._trim(head, entries, before, old_due)
+            self._trim(head, entries, disk)
             return
-        tail = before.tail + [encode_entry(entry) for entry in entries]
-        size, visit_start, gen = before.size, before.visit_start, before.gen
-        flush = sum(len(line) + 1 for line in tail) > TAIL_BYTES
-        data = b""
+        head_json = head_to_json(head).encode()
+        if head.status == "running" and disk.frames < WAL_FRAMES:
+            frame = encode_frame(disk.salt, disk.frames, lines, head_json)
+            if disk.wal_end + len(frame) <= WAL_BYTES:
+                self._append(head, frame, lines, logs, disk)
+                return
+        self._rewrite(head, head_json, disk.tail + disk.lines + lines, logs, disk, self._due_name)
+
+    def _append(self, head: RunHead, frame: bytes, lines: list[bytes], logs: int, disk: _OnDisk) -> None:
+        """Commit by appending one frame to the wal (cutting off a torn one left by a killed writer)."""
+        if self._wal is None:
+            self._wal = Appender(self.wal_path)
+        if self._due_name == _RUNNING_ENTRY_PREFIX + self.run_id:  # running before and after: the index stays
+            self._wal.append(disk.wal_end, frame)
+            self._loaded = None
+            self.store._found.pop(self.run_id, None)
+        else:
+            with self._index_kept(head, self._due_name):
+                self._wal.append(disk.wal_end, frame)
+        disk.lines = disk.lines + lines
+        disk.frames += 1
+        disk.wal_end += len(frame)
+        disk.logs = logs
+
+    def _rewrite(self, head: RunHead, head_json: bytes, lines: list[bytes], logs: int, disk: _OnDisk,
+                 old_due: str | None) -> None:
+        """Rewrite the record with ``lines`` after its journal (in its tail, or appended to the
+        journal first when they outgrow ``TAIL_BYTES``); the frames before it retire."""
+        store = self.store
+        size, visit_start = disk.size, disk.visit_start
+        flush = sum(len(line) + 1 for line in lines) > TAIL_BYTES
+        journal_first = None
         if flush:
-            for line in tail:
+            for line in lines:
                 if is_visit_line(line):
                     visit_start = size
                 size += len(line) + 1
-            data = b"".join(line + b"\n" for line in tail)
-            tail = []
-        self._replace(head, size, visit_start, tail, gen, logs, old_due,
-                      (lambda: append_at(store.journal_path(run_id, gen), before.size, data)) if flush else None)
+            data = b"".join(line + b"\n" for line in lines)
+            path, before = store.journal_path(self.run_id, disk.gen), disk.size
+            journal_first = lambda: append_at(path, before, data)  # noqa: E731
+            lines = []
+        self._replace(head, head_json, _OnDisk(size, visit_start, disk.gen, disk.salt + 1, lines, [], 0, 0, logs),
+                      old_due, journal_first, disk.wal_end)
 
-    def _trim(self, head: RunHead, entries: Sequence[Entry], before: Record, old_due: str | None) -> None:
+    def _trim(self, head: RunHead, entries: Sequence[Entry], disk: _OnDisk) -> None:
         """Commit with the history trimmed to ``head.history_limit``: the kept entries go whole to
         the journal's next generation, which the new record names; the old one is removed after."""
         store = self.store
-        run_id = head.run_id
+        run_id = self.run_id
         assert head.history_limit is not None
-        kept, dropped = trim_history(store.all_entries(run_id, before) + list(entries), head.history_limit)
+        journal = store.journal_path(run_id, disk.gen)
+        before = (parse_entries(journal, split_journal(journal, read_range(journal, 0, disk.size), disk.size))
+                  + parse_entries(store.record_path(run_id), disk.tail)
+                  + parse_entries(store.wal_path(run_id), disk.lines))
+        kept, dropped = trim_history(before + list(entries), head.history_limit)
         head.dropped_logs += dropped
         lines = [encode_entry(entry) for entry in kept]
         offset, visit_start = 0, 0
@@ -433,60 +503,80 @@ class FileRunSession:
             if is_visit_line(line):
                 visit_start = offset
             offset += len(line) + 1
-        gen = before.gen + 1
-        journal = store.journal_path(run_id, gen)
+        gen = disk.gen + 1
+        path = store.journal_path(run_id, gen)
         data = b"".join(line + b"\n" for line in lines)
-        self._replace(head, offset, visit_start, [], gen, head.history_limit, old_due,
-                      lambda: atomic_replace(journal, store._file(run_id, "~journal.tmp"), data))
+        self._replace(head, head_to_json(head).encode(),
+                      _OnDisk(offset, visit_start, gen, disk.salt + 1, [], [], 0, 0, head.history_limit),
+                      self._due_name, lambda: atomic_replace(path, store._file(run_id, "~journal.tmp"), data),
+                      disk.wal_end)
         with suppress(OSError):
-            os.unlink(store.journal_path(run_id, before.gen))
+            os.unlink(journal)
 
-    def _replace(self, head: RunHead, size: int, visit_start: int, tail: list[bytes], gen: int, logs: int,
-                 old_due: str | None, journal_first: Callable[[], None] | None) -> None:
-        """Write the record (after the journal, when it changes too), keeping the due index in step."""
+    @contextmanager
+    def _index_kept(self, head: RunHead, old_due: str | None, *, record: bool = False) -> Iterator[None]:
+        """Around a commit: the index entry the new head needs is added (and synced) before it,
+        the one it no longer needs removed after. ``record``: the commit writes the record into
+        place, whose directory sync makes a running run's marker durable with it."""
         store = self.store
-        run_id = head.run_id
-        path = store.record_path(run_id)
-        record = encode_record(head, size, visit_start, tail, gen, logs)
-        if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
-            raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
-                                     f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")
-        due_name = entry_name(index_due(head), run_id)
+        due_name = entry_name(index_due(head), self.run_id)
         if due_name is not None and due_name != old_due:
-            store.index.add(due_name, store._rebuild_index)
-        if journal_first is not None:
-            journal_first()
-        atomic_replace(path, store._file(run_id, "~.tmp"), record)
-        self._record = Record(head, size, visit_start, tail, gen, logs)
+            store.index.add(due_name, store._rebuild_index, root_synced_next=record)
+        yield
         self._due_name = due_name
         self._loaded = None
-        store._found.pop(run_id, None)  # this commit kept the index in step itself
+        store._found.pop(self.run_id, None)  # this commit kept the index in step itself
         if old_due is not None and old_due != due_name:
             store.index.remove(old_due)
 
+    def _replace(self, head: RunHead, head_json: bytes, after: _OnDisk, old_due: str | None,
+                 journal_first: Callable[[], None] | None, wal_end: int) -> None:
+        """Write the record (after the journal, when it changes too), keeping the due index in step;
+        then empty the wal, whose frames the new record retired, when they add up to much."""
+        path = self.record_path
+        record = encode_record(head_json, after.size, after.visit_start, after.tail, after.gen, after.logs,
+                               after.salt)
+        if len(record) > MAX_RECORD_BYTES:  # never write what could not be read back
+            raise StorageError(path, f"the run's record would be {len(record)} bytes, over the limit of "
+                                     f"{MAX_RECORD_BYTES} (its state is too large); the run is unchanged")
+        with self._index_kept(head, old_due, record=True):
+            if journal_first is not None:
+                journal_first()
+            atomic_replace(path, self.tmp_path, record)
+            self._disk = after
+        if wal_end > WAL_KEEP:  # a few retired frames cost a block; emptying costs a metadata write
+            empty_wal(self.wal_path)
+
     def delete(self) -> None:
-        """Remove the run's record, journal and index entries (the record first: then it is gone)."""
+        """Remove the run's record, wal, journal and index entries (the record first: then it is gone).
+
+        Only the files and the index entry the record names are removed: no scan of the index
+        or of the directory, so pruning many runs takes time in proportion to their number.
+        """
         store = self.store
-        path = store.record_path(self.run_id)
-        record = self._record if self._record is not None else self._read()
+        if self._disk is None:
+            self._read()
+        disk = self._disk
+        assert disk is not None
         due_name = self._due_name
         try:
-            os.unlink(path)
+            os.unlink(self.record_path)
         except FileNotFoundError:
             raise RunNotFound(self.run_id) from None
         except OSError as exc:
-            raise StorageError(path, f"cannot delete: {problem(exc)}") from None
+            raise StorageError(self.record_path, f"cannot delete: {problem(exc)}") from None
         if due_name is not None:
             store.index.remove(due_name)
-        for leftover in (store.journal_path(self.run_id, record.gen), store.journal_path(self.run_id),
-                         store._file(self.run_id, "~.tmp"), store._file(self.run_id, "~journal.tmp")):
+        self.release()
+        for leftover in (store.journal_path(self.run_id, disk.gen), store.journal_path(self.run_id), self.wal_path,
+                         self.tmp_path, store._file(self.run_id, "~journal.tmp")):
             with suppress(OSError):
                 os.unlink(leftover)
-        self._record = None
+        self._disk = None
         self._loaded = None
 
     def _forget(self) -> None:
-        """Remove what a run without a record left behind (index entries, journals, temp files)."""
+        """Remove what a run without a record left behind (index entries, wal, journals, temp files)."""
         store = self.store
         if os.path.lexists(store.record_path(self.run_id)):
             return
@@ -495,12 +585,17 @@ class FileRunSession:
             names = [n for _, n in store._scan().get(self.run_id, [])]
         for name in names:
             store.index.remove(name)
-        for suffix in ("~.tmp", "~journal.tmp", ".journal"):
+        for suffix in ("~.tmp", "~journal.tmp", ".journal", ".wal"):
             with suppress(OSError):
                 os.unlink(store._file(self.run_id, suffix))
         for older in store.root.glob(f"{glob.escape(self.run_id)}~*.journal"):
             with suppress(OSError):
                 os.unlink(older)
+
+    def release(self) -> None:
+        """Close the files this session held open."""
+        if self._wal is not None:
+            self._wal.close()
 
     def close(self) -> None:
         """Repair the index for this run: a run that has no record leaves nothing behind; a run
@@ -520,3 +615,43 @@ class FileRunSession:
             if name != keep:
                 store.index.remove(name)
         store._found.pop(self.run_id, None)
+
+
+WAL_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def new_wal(path: Path) -> Appender:
+    """Create a new run's wal, empty (its name becomes durable with the record's directory sync),
+    held open for the session's first frames.
+
+    A wal left by a run that had this id before is emptied and synced: none of its frames
+    may ever follow the new record.
+    """
+    wal = Appender(path)
+    try:
+        try:
+            fd = os.open(path, WAL_FLAGS | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
+        except FileExistsError:
+            fd = os.open(path, WAL_FLAGS | os.O_TRUNC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise StorageError(path, f"is not a regular file; {UNCHANGED}")
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+    except OSError as exc:
+        raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+    wal.fd = fd
+    return wal
+
+
+def empty_wal(path: Path) -> None:
+    """Empty a wal whose frames a rewritten record retired (best effort: the salt retired them)."""
+    with suppress(OSError):
+        fd = os.open(path, WAL_FLAGS)
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)

@@ -94,6 +94,11 @@ def is_interrupt(exc: BaseException) -> bool:
     return False
 
 
+#: How often an idle watchdog looks for step code to watch: arming it need not wake it (a
+#: thread switch per step) unless the budget is short.
+IDLE_POLL = 1.0
+
+
 class Watchdog:
     """Interrupts the main thread when step code runs past its budget."""
 
@@ -109,7 +114,7 @@ class Watchdog:
         self._idle = False  # the thread waits with no deadline: arming must wake it
 
     def _start(self) -> bool:
-        if threading.current_thread() is not threading.main_thread():
+        if threading.get_ident() != _MAIN_THREAD:
             return False
         if not self._installed:
             if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
@@ -121,20 +126,15 @@ class Watchdog:
             self._thread.start()
         return True
 
-    @contextmanager
-    def watching(self, budget: float | None) -> Iterator[None]:
+    def watching(self, budget: float | None) -> _Watching:
         """While the block runs step code: interrupt it after ``budget`` seconds."""
-        if budget is None or not self._start():
-            yield
-            return
+        return _Watching(self, budget)
+
+    def _arm(self, budget: float) -> None:
         self._count += 1
         self._segment = (self._count, time.monotonic(), budget)
-        if self._idle:  # a thread already waiting for a deadline wakes by itself, and looks again
+        if self._idle and budget < 2 * IDLE_POLL:  # an idle thread looks again within IDLE_POLL by itself
             self._wake.set()
-        try:
-            yield
-        finally:
-            self._segment = None
 
     def _watch(self) -> None:
         main = threading.main_thread().ident
@@ -143,7 +143,7 @@ class Watchdog:
             if segment is None:
                 self._idle = True
                 if self._segment is None:  # looked at again after saying so: no arming is missed
-                    self._wake.wait()
+                    self._wake.wait(IDLE_POLL)
                 self._idle = False
                 self._wake.clear()
                 continue
@@ -165,5 +165,27 @@ class Watchdog:
         if pending is not None and current is not None and current[0] == pending[0]:
             raise StepOverrun(pending[1])  # only in the segment that overran, never in the next one
 
+
+class _Watching:
+    """``Watchdog.watching``: a plain class, not a generator (it wraps every piece of step code)."""
+
+    __slots__ = ("armed", "budget", "dog")
+
+    def __init__(self, dog: Watchdog, budget: float | None) -> None:
+        self.dog = dog
+        self.budget = budget
+        self.armed = False
+
+    def __enter__(self) -> None:
+        if self.budget is not None and self.dog._start():
+            self.dog._arm(self.budget)
+            self.armed = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.armed:
+            self.dog._segment = None
+
+
+_MAIN_THREAD = threading.main_thread().ident
 
 WATCHDOG = Watchdog()

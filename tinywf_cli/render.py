@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Iterable
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.json import JSON
@@ -21,16 +21,18 @@ from rich.table import Table
 from rich.text import Text
 
 from tinywf_cli.clock import format_instant
-from tinywf_cli.model import (
-    CheckReport,
-    LogEntry,
-    PendingResume,
-    PruneReport,
-    RunDocument,
-    RunList,
-    ShowDocument,
-    TickReport,
-)
+
+if TYPE_CHECKING:  # documents only by their attributes: `show` draws the read path's without pydantic
+    from tinywf_cli.model import (
+        CheckReport,
+        LogEntry,
+        PendingResume,
+        PruneReport,
+        RunDocument,
+        RunList,
+        ShowDocument,
+        TickReport,
+    )
 
 STATUS_STYLE = {
     "running": "bold blue",

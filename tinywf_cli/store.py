@@ -45,7 +45,10 @@ from tinywf_cli.journal import (
     trim_history,
     visit_start,
 )
-from tinywf_cli.model import RunHead, head_from_json, head_to_json
+from tinywf_cli.model import HEAD, RunHead, head_from_json
+
+#: The head's JSON (bytes), straight from pydantic's serializer: on every commit of a MemoryStore.
+_HEAD_TO_JSON = HEAD.serializer.to_json
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -183,7 +186,7 @@ class MemoryStore:
     """
 
     def __init__(self) -> None:
-        self._heads: dict[str, str] = {}
+        self._heads: dict[str, bytes] = {}
         # one serialised list of entries per commit (marshal: C-fast; entries are JSON values);
         # the current visit starts at (commit, entry)
         self._journals: dict[str, list[bytes]] = {}
@@ -228,7 +231,7 @@ class MemoryStore:
                 self._journals[run_id] = [marshal.dumps([e.to_json() for e in kept])]
                 self._visit_start[run_id] = (0, visit_start(kept))
                 self._logs[run_id] = head.history_limit
-        self._heads[run_id] = head_to_json(head)
+        self._heads[run_id] = _HEAD_TO_JSON(head)
         due = index_due(head)
         if due is None:
             self._due.pop(run_id, None)

@@ -10,9 +10,13 @@ boundary (or in the middle of a write, for the ``*_torn`` ones). Nothing in tiny
 Boundaries (each counted after the call returned):
 
 ``lock``                 the run's lock was taken
-``index_add``            a due-index entry was created; ``index_sync`` the index folder synced
+``index_add``            a due-index entry (or a running run's ``.running~R`` marker) was created;
+                         ``index_sync`` the index folder synced
 ``journal_truncate``     ``R.journal`` was cut to its committed size (before every append)
 ``journal_write``        entries were appended to ``R.journal``; ``journal_sync`` it was fdatasync'ed
+``wal_truncate``         ``R.wal`` was created empty (a new run), cut back past its last frame (a torn
+                         one left by a killed writer), or emptied after the record was rewritten
+``wal_write``            a frame was appended to ``R.wal``; ``wal_sync`` it was fdatasync'ed
 ``tmp_open``             ``R~.tmp`` was created; ``tmp_write`` written; ``tmp_fsync`` synced
 ``replace``              ``R~.tmp`` was renamed over ``R.json``; ``dir_fsync`` the state dir synced
 ``index_remove``         an old due-index entry was removed
@@ -20,7 +24,8 @@ Boundaries (each counted after the call returned):
 ``<kind>_write_torn``    die after writing half of the bytes (every ``*_write`` has one)
 
 Any other write, truncation or sync of a file in the state directory is a boundary too
-(``record_write``, ...), so a change that writes somewhere new is swept as well.
+(``record_write``, ...), so a change that writes somewhere new is swept as well. When
+tracing, each boundary notes the bytes of every record, wal and journal at that moment.
 
 Actions of the test flows call :func:`effect`, which appends the action's key to the file
 named by ``$TINYWF_TEST_EFFECTS`` (one ``write`` with ``O_APPEND``), so the parent counts
@@ -50,6 +55,7 @@ TRACE_ENV = "TINYWF_TEST_TRACE"
 
 BOUNDARIES = (
     "lock", "index_add", "index_sync", "journal_write", "journal_write_torn", "journal_sync",
+    "wal_truncate", "wal_write", "wal_write_torn", "wal_sync",
     "tmp_open", "tmp_write", "tmp_write_torn", "tmp_fsync", "replace", "dir_fsync", "index_remove",
     "action_return",
 )
@@ -97,12 +103,19 @@ class KillSwitch:
             item: dict[str, Any] = {"event": name, "n": count}
             if detail is not None:
                 item["detail"] = detail
-            if name == "replace":
-                with open(os.path.join(self.root, detail or ""), "rb") as f:
-                    item["record"] = base64.b64encode(f.read()).decode()
+            item["files"] = self.files()
             self.trace.append(item)
         if self.kill_at == (name, count):
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def files(self) -> dict[str, str]:
+        """The bytes of every record, wal and journal in the state directory now (base64)."""
+        found = {}
+        for name in sorted(os.listdir(self.root)):
+            if name.endswith((".json", ".wal", ".journal")):
+                with open(os.path.join(self.root, name), "rb") as f:
+                    found[name] = base64.b64encode(f.read()).decode()
+        return found
 
     def tears(self, name: str) -> bool:
         """Whether the next ``name`` write is the one to cut in half before dying."""
@@ -117,10 +130,14 @@ class KillSwitch:
             return "index" if real.endswith("/.due") else "index_entry"
         if os.path.dirname(real) != self.root:
             return None
+        if os.path.basename(real).startswith(".running~"):  # a running run's index entry, beside its record
+            return "index_entry"
         if real.endswith("~.tmp"):
             return "tmp"
         if real.endswith(".journal"):
             return "journal"
+        if real.endswith(".wal"):
+            return "wal"
         if real.endswith(".json"):
             return "record"
         return None
@@ -188,7 +205,7 @@ class KillSwitch:
             real_fdatasync(fd)
             kind = self.fd_where(fd)
             if kind is not None:
-                self.event("journal_sync" if kind == "journal" else f"{kind}_fdatasync")
+                self.event(f"{kind}_sync" if kind in ("journal", "wal") else f"{kind}_fdatasync")
 
         def replace(src: Any, dst: Any, **kwargs: Any) -> None:
             real_replace(src, dst, **kwargs)

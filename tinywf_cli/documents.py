@@ -1,0 +1,351 @@
+"""``show`` and ``list`` over a state directory without pydantic or the engine.
+
+The read commands only read records and print them, so they need none of what a command
+that changes a run needs: this module reads a run's files (``tinywf_cli.runfiles``),
+checks its head field by field, and builds the same documents ``Runtime.get`` and
+``Runtime.list`` return — byte for byte the same ``--json`` text (pydantic's number, time
+and string forms), and objects with the same attributes for ``tinywf_cli.render``.
+
+A record this module cannot vouch for (a field of an unexpected type or form, an error of
+any kind) is handed to the full path (``Runtime``), which says exactly what is wrong with
+it, as before: the fast path only ever answers for records both paths read alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from datetime import datetime
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any
+
+from tinywf_cli.jsonio import strict_loads
+from tinywf_cli.runfiles import RunFiles, is_run_id
+
+STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
+RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})
+#: An instant as tinywf and pydantic write them (anything else goes to the full path).
+_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?", re.ASCII)
+
+
+class Fallback(Exception):
+    """This record is for the full path to read (or to refuse, with its own words)."""
+
+
+# -- values, as pydantic prints them ---------------------------------------------------------------
+
+
+def instant(text: Any) -> datetime:
+    """A stored time, as pydantic reads it; Fallback for any form it might read otherwise."""
+    if not isinstance(text, str) or _INSTANT.fullmatch(text) is None:
+        raise Fallback
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise Fallback from None
+
+
+def instant_text(when: datetime) -> str:
+    """A time as pydantic prints it: ``Z`` for UTC, microseconds only when there are some."""
+    text = when.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def float_text(value: float) -> str:
+    """A float as pydantic prints it: Python's shortest form, but ``1e-7`` for ``1e-07`` and
+    ``0.00001`` for ``1e-05``."""
+    text = repr(value)
+    mantissa, sep, exponent = text.partition("e-")
+    if not sep:
+        return text
+    if exponent == "05":
+        sign = "-" if mantissa.startswith("-") else ""
+        return f"{sign}0.0000{mantissa.lstrip('-').replace('.', '')}"
+    return f"{mantissa}e-{int(exponent)}"
+
+
+def encode(value: Any, indent: str = "") -> str:
+    """JSON text of a JSON value, indented by two as pydantic's ``model_dump_json(indent=2)``."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is str:
+        return encode_basestring(value)
+    if type(value) is int:
+        return str(value)
+    if type(value) is float:
+        return float_text(value)
+    inner = indent + "  "
+    if type(value) is list:
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(inner + encode(item, inner) for item in value) + "\n" + indent + "]"
+    if type(value) is dict:
+        if not value:
+            return "{}"
+        return ("{\n" + ",\n".join(f"{inner}{encode_basestring(key)}: {encode(item, inner)}"
+                                   for key, item in value.items()) + "\n" + indent + "}")
+    raise Fallback  # tuples and friends never come out of JSON
+
+
+def _time(when: datetime | None) -> str | None:
+    return None if when is None else instant_text(when)
+
+
+# -- the documents' objects (what render draws) ----------------------------------------------------
+
+
+class Error:
+    """``error``: type and message."""
+
+    __slots__ = ("message", "type")
+
+    def __init__(self, type_: str, message: str) -> None:
+        self.type = type_
+        self.message = message
+
+
+class Pending:
+    """One pending resume."""
+
+    __slots__ = ("due_at", "key", "kind", "request", "resume_id")
+
+    def __init__(self, resume_id: str, kind: str, key: str, request: dict[str, Any] | None,
+                 due_at: datetime | None) -> None:
+        self.resume_id, self.kind, self.key, self.request, self.due_at = resume_id, kind, key, request, due_at
+
+
+class Log:
+    """One audit entry."""
+
+    __slots__ = ("at", "step", "type", "values")
+
+    def __init__(self, at: datetime, step: str | None, type_: str, values: dict[str, Any]) -> None:
+        self.at, self.step, self.type, self.values = at, step, type_, values
+
+
+class RunView:
+    """A run as ``show`` prints it (the attributes of ``ShowDocument``). Plain classes here, not
+    dataclasses: each dataclass costs ``show`` about a millisecond to define."""
+
+    def __init__(self, head: dict[str, Any], run_id: str, pending: list[Pending], expects: dict[str, str],
+                 error: Error | None) -> None:
+        self.run_id = run_id
+        self.workflow: str = head["workflow"]
+        self.version: int = head.get("version", 1)
+        self.status: str = head["status"]
+        self.step: str = head["step"]
+        self.state: Any = head["state"]
+        self.pending = pending
+        self.error = error
+        self.parent: str | None = head.get("parent")
+        self.created_at = instant(head["created_at"])
+        self.updated_at = instant(head["updated_at"])
+        self.expects = expects
+        self.children: list[str] = list(head.get("children", []))
+        self.doc: str | None = head.get("doc")
+        self.history_limit: int | None = head.get("history_limit")
+        self.dropped_logs: int = head.get("dropped_logs", 0)
+        self.logs: list[Log] = []
+        self.omitted = 0
+
+    def json(self) -> str:
+        """``show --json``: the text ``ShowDocument.model_dump_json(indent=2)`` prints."""
+        pending = [{"resume_id": p.resume_id, "kind": p.kind, "key": p.key, "request": p.request,
+                    "due_at": _time(p.due_at)} for p in self.pending]
+        doc = {"run_id": self.run_id, "workflow": self.workflow, "version": self.version, "status": self.status,
+               "step": self.step, "state": self.state, "pending": pending,
+               "error": None if self.error is None else {"type": self.error.type, "message": self.error.message},
+               "parent": self.parent, "created_at": _time(self.created_at),
+               "updated_at": _time(self.updated_at),
+               "logs": [{"at": _time(e.at), "step": e.step, "type": e.type, "values": e.values}
+                        for e in self.logs]}
+        return encode(doc)
+
+
+class RunRow:
+    """One row of ``list``."""
+
+    __slots__ = ("run_id", "status", "step", "updated_at", "workflow")
+
+    def __init__(self, run_id: str, workflow: str, status: str, step: str | None, updated_at: datetime | None) -> None:
+        self.run_id, self.workflow, self.status, self.step, self.updated_at = run_id, workflow, status, step, updated_at
+
+
+class RunRows:
+    """``list``: the rows, newest first, and the records that could not be read."""
+
+    def __init__(self, runs: list[RunRow], problems: list[str]) -> None:
+        self.runs = runs
+        self.problems = problems
+
+    def json(self) -> str:
+        """``list --json``: the text ``RunList.model_dump_json(indent=2)`` prints."""
+        return encode({"runs": [{"run_id": r.run_id, "workflow": r.workflow, "status": r.status,
+                                 "step": r.step, "updated_at": _time(r.updated_at)} for r in self.runs]})
+
+
+# -- reading a head -----------------------------------------------------------------------------------
+
+
+_HEAD_FIELDS = frozenset({
+    "run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at", "doc",
+    "version", "parent", "visit", "visit_logs", "pending", "expects", "inbox", "error", "wake_at", "progress",
+    "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs"})
+_REQUIRED = ("run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at")
+
+
+def _check(ok: bool) -> None:
+    if not ok:
+        raise Fallback
+
+
+def _opt(value: Any, kind: type) -> bool:
+    return value is None or type(value) is kind
+
+
+def _is_json_object(value: Any) -> bool:
+    return type(value) is dict
+
+
+def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
+    """The view of a stored head whose every field has the type and form the model gives it."""
+    _check(head.keys() <= _HEAD_FIELDS and all(name in head for name in _REQUIRED))
+    get = head.get
+    _check(get("run_id") == run_id and type(get("workflow")) is str and type(get("step")) is str
+           and get("status") in STATUSES and _opt(get("doc"), str) and _opt(get("parent"), str)
+           and _opt(get("code"), str) and _opt(get("history_limit"), int)
+           and (get("paused_from") is None or get("paused_from") in STATUSES))
+    for name, default in (("version", 1), ("visit", 1), ("visit_logs", 0), ("progress", 0), ("dropped_logs", 0)):
+        _check(type(get(name, default)) is int)
+    _check(type(get("parent_woken", False)) is bool)
+    flow = get("flow")
+    _check(type(flow) is dict and flow.keys() <= {"file", "module", "cls"} and type(flow.get("cls")) is str
+           and _opt(flow.get("file"), str) and _opt(flow.get("module"), str))
+    recovery = get("recovery", {})
+    _check(type(recovery) is dict and recovery.keys() <= {"count", "at"}
+           and all(type(v) is int for v in recovery.values()))
+    children = get("children", [])
+    _check(type(children) is list and all(type(c) is str for c in children))
+    expects = get("expects", {})
+    _check(type(expects) is dict and all(type(v) is str for v in expects.values()))
+    inbox = get("inbox", {})
+    _check(type(inbox) is dict and all(
+        type(queue) is list and all(type(item) is list and len(item) == 2 and item[0] in ("value", "text")
+                                    for item in queue) for queue in inbox.values()))
+    if get("wake_at") is not None:
+        instant(get("wake_at"))
+    error = get("error")
+    _check(error is None or (type(error) is dict and error.keys() == {"type", "message"}
+                             and type(error["type"]) is str and type(error["message"]) is str))
+    pending = get("pending", [])
+    _check(type(pending) is list)
+    resumes = []
+    for item in pending:
+        _check(type(item) is dict and item.keys() <= {"resume_id", "kind", "key", "request", "due_at"}
+               and type(item.get("resume_id")) is str and item.get("kind") in RESUME_KINDS
+               and type(item.get("key")) is str and _opt(item.get("request"), dict))
+        due = item.get("due_at")
+        resumes.append(Pending(item["resume_id"], item["kind"], item["key"], item.get("request"),
+                               None if due is None else instant(due)))
+    ids = {p.resume_id for p in resumes}
+    return RunView(head, run_id, resumes, {k: v for k, v in expects.items() if k in ids},
+                   None if error is None else Error(error["type"], error["message"]))
+
+
+def log_of(entry: Any) -> Log:
+    """An audit entry's document (``{"at", "step", "type", "values"}``), checked."""
+    _check(type(entry.values) is dict)
+    return Log(instant(entry.at), entry.step, entry.type, entry.values)
+
+
+# -- show and list ---------------------------------------------------------------------------------
+
+
+def read_head(files: RunFiles, run_id: str) -> tuple[dict[str, Any], Any]:
+    """The latest head of a run (as parsed JSON) and the snapshot it came from."""
+    snap = files.snapshot(run_id)
+    if snap.head_json is None:
+        return snap.record.run, snap
+    head = strict_loads(snap.head_json)
+    _check(type(head) is dict)
+    return head, snap
+
+
+def _root_ok(root: Path) -> bool:
+    """Whether the state directory is one the full path would use: a directory of ours that
+    others cannot write (anything else: the full path says what is wrong)."""
+    try:
+        info = os.stat(root)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
+def show(root: Path, run_id: str, last: int | None) -> RunView:
+    """The run ``show`` prints; Fallback when the full path must read it."""
+    from tinywf_cli.journal import AuditEntry
+
+    _check(is_run_id(run_id) and _root_ok(root))
+    files = RunFiles(root)
+    try:
+        def read() -> tuple[RunView, list[Any]]:
+            head, snap = read_head(files, run_id)
+            view = view_of_head(head, run_id)
+            return view, [e for e in files.all_entries(run_id, snap) if type(e) is AuditEntry]
+
+        view, history = files.retrying(read)
+    except Fallback:
+        raise
+    except Exception:
+        raise Fallback from None
+    omitted = view.dropped_logs
+    if view.history_limit is not None and len(history) > view.history_limit:  # not trimmed yet: show as if
+        omitted += len(history) - view.history_limit
+        history = history[len(history) - view.history_limit:]
+    if last is not None and len(history) > last:
+        omitted += len(history) - last
+        history = history[len(history) - last:] if last else []
+    view.logs = [log_of(e) for e in history]
+    view.omitted = omitted
+    return view
+
+
+def list_runs(root: Path, status: str | None) -> RunRows:
+    """Every run, newest first (``list``); a record the fast path cannot vouch for is read by
+    the file store (its head, or its error)."""
+    from tinywf_cli.errors import RunNotFound, TinyWFError
+
+    if not os.path.lexists(root):
+        return RunRows([], [])
+    _check(_root_ok(root))
+    files = RunFiles(root)
+    rows: list[tuple[datetime, RunRow]] = []
+    problems: list[str] = []
+    for run_id in files.run_ids():
+        try:
+            try:
+                head, _ = files.retrying(lambda run_id=run_id: read_head(files, run_id))  # type: ignore[misc]
+                view = view_of_head(head, run_id)
+                row = (view.created_at, RunRow(run_id, view.workflow, view.status, view.step, view.updated_at))
+            except (Fallback, TinyWFError, ValueError):
+                from tinywf_cli.filestore import FileStore
+
+                slow = FileStore(root).head(run_id)
+                row = (slow.created_at, RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at))
+        except RunNotFound:
+            continue  # removed meanwhile
+        except TinyWFError as exc:
+            problems.append(exc.message)
+            if status in (None, "unreadable"):
+                rows.append((datetime.min, RunRow(run_id, "?", "unreadable", None, None)))
+            continue
+        if status is None or row[1].status == status:
+            rows.append(row)
+    rows.sort(key=lambda r: r[0].replace(tzinfo=None), reverse=True)
+    return RunRows([r for _, r in rows], problems)
