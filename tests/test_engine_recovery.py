@@ -380,3 +380,20 @@ def test_a_death_right_after_any_commit_is_recovered_without_losing_or_repeating
         assert sum(extra.values()) <= 1 and extra["x"] + extra["y"] == sum(extra.values()), (n, calls)
         custom = [e.type for e in run.logs if e.type in ("begin", "second")]
         assert custom == ["begin", "second"], f"killed after commit {n}"
+
+
+def test_a_loop_of_steps_without_actions_is_saved_along_the_way(rt: MemoryRuntime) -> None:
+    """Transitions ride with the next durable commit, but not for ever: a loop with no
+    action in it is saved every few dozen entries, not once at its end."""
+    saves: list[int] = []
+    on_commit(rt.store, lambda head, entries: saves.append(len(entries)))
+
+    class Spin(Workflow):
+        @step
+        def lap(self) -> Steps:
+            self.state["n"] = self.state.get("n", 0) + 1
+            return self.lap if self.state["n"] < 1000 else None
+            yield  # a generator step that yields nothing
+
+    assert rt.start(Spin).state == {"n": 1000}
+    assert len(saves) >= 1000 * 2 // 64 and max(saves) <= 64 + 4

@@ -69,6 +69,9 @@ from tinywf_cli.workflow import (
 
 #: Recoveries from a dead process at the same point before the run is failed.
 MAX_RECOVERIES = 5
+#: Entries a run may gather in deferred commits (transitions) before one is made durable: a
+#: loop of steps without actions would otherwise save nothing until it ends.
+MAX_DEFERRED = 64
 
 Save = Callable[[RunHead, list[Entry]], None]
 Outcome = Literal["paused", "finished", "failed", "blocked", "ok"]
@@ -190,8 +193,9 @@ class Checkpoint:
         head.wake_at = min(dues) if dues and head.status == "waiting" else None
         entries, self.entries = self.entries, []
         if self.deferred is not None:
-            entries = self.deferred + entries
-        if not durable:
+            self.deferred.extend(entries)
+            entries = self.deferred
+        if not durable and len(entries) < MAX_DEFERRED:
             self.deferred = entries
             return
         self.deferred = None

@@ -103,7 +103,6 @@ class Watchdog:
     """Interrupts the main thread when step code runs past its budget."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         #: The segment of step code running now: (number, started at, budget) or None.
