@@ -73,7 +73,7 @@ def test_a_write_that_fails_after_an_event_was_saved_says_what_was_saved(
     writes = {"n": 0}
     real_replace, real_append = fileio.atomic_replace, fileio.Appender.append
 
-    def second_fails(target: Any) -> None:
+    def second_fails(target: Path) -> None:
         writes["n"] += 1
         if writes["n"] == 2:  # the first write records the event; the second fails
             raise StorageError(target, f"cannot write: No space left on device (ENOSPC); {fileio.UNCHANGED}")
