@@ -53,6 +53,15 @@ def check_owner(path: Path, info: os.stat_result, what: str) -> None:
                                  "tinywf only uses state that the user running it owns: run it as that user")
 
 
+def regular_file(path: Path, fd: int) -> os.stat_result:
+    """The status of an open file; StorageError unless it is a regular file of ours."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise StorageError(path, "is not a regular file")
+    check_owner(path, info, "the file")
+    return info
+
+
 def read_file(path: Path, limit: int) -> bytes:
     """The bytes of a regular file owned by us; RunNotFound-style ``FileNotFoundError`` passes through.
 
@@ -67,10 +76,7 @@ def read_file(path: Path, limit: int) -> bytes:
             raise StorageError(path, "is a symlink; refusing to follow it") from None
         raise StorageError(path, f"cannot read: {problem(exc)}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StorageError(path, "is not a regular file")
-        check_owner(path, info, "the file")
+        info = regular_file(path, fd)
         if info.st_size > limit:
             raise StorageError(path, f"is too large ({info.st_size} bytes; the limit is {limit})")
         chunks = []
@@ -96,10 +102,7 @@ def read_range(path: Path, start: int, end: int, what: str = "the run's journal"
     except OSError as exc:
         raise StorageError(path, f"cannot read {what}: {problem(exc)}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StorageError(path, "is not a regular file")
-        check_owner(path, info, "the file")
+        regular_file(path, fd)
         chunks = []
         offset = start
         while offset < end and (chunk := os.pread(fd, min(end - offset, 1 << 24), offset)):
