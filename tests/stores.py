@@ -47,8 +47,8 @@ def damage_memory(store: Store, run_id: str) -> None:
     journal = store._journals[run_id]
     entries = marshal.loads(journal[0])
     for entry in entries:
-        if "slot" in entry:
-            entry["slot"]["kind"] = "nonsense"
+        if entry[0] == 1:  # a slot entry: (1, slot)
+            entry[1]["kind"] = "nonsense"
     journal[0] = marshal.dumps(entries)
 
 

@@ -26,29 +26,27 @@ import marshal
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError
 from tinywf_cli.journal import (
     AuditEntry,
     BadEntry,
     Entry,
+    PartEntry,
     Slot,
-    entry_from_json,
+    SlotEntry,
+    VisitEntry,
     fold_slots,
     needs_trim,
     trim_history,
-    visit_start,
 )
-from tinywf_cli.model import HEAD, RunHead, head_from_json
-
-#: The head's JSON (bytes), straight from pydantic's serializer: on every commit of a MemoryStore.
-_HEAD_TO_JSON = HEAD.serializer.to_json
+from tinywf_cli.model import RunHead, head_from_json
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -181,14 +179,15 @@ def open_store(target: str | Path | Store, *, lease: float | None = None) -> Sto
 class MemoryStore:
     """A store in memory, for tests and embedding: same semantics, no files.
 
-    Heads and entries are kept serialised, so what is loaded never aliases what the
-    engine holds — as with a real store.
+    Heads and entries are kept serialised (``marshal``, C-fast), so what is loaded never
+    aliases what the engine holds — as with a real store. Datetimes, which marshal cannot
+    write, are kept beside the bytes: they are immutable, so sharing them aliases nothing.
     """
 
     def __init__(self) -> None:
-        self._heads: dict[str, bytes] = {}
-        # one serialised list of entries per commit (marshal: C-fast; entries are JSON values);
-        # the current visit starts at (commit, entry)
+        self._heads: dict[str, _HeadCopy] = {}
+        # one serialised tuple of entries per commit (``_encode_entries``); the current visit
+        # starts at (commit, entry)
         self._journals: dict[str, list[bytes]] = {}
         self._visit_start: dict[str, tuple[int, int]] = {}
         self._due: dict[str, datetime] = {}
@@ -202,36 +201,32 @@ class MemoryStore:
         """``memory``: runs of this store live in this process only."""
         return "memory"
 
-    @contextmanager
-    def open(self, run_id: str, timeout: float, *, create: bool = False) -> Iterator[RunSession]:
+    def open(self, run_id: str, timeout: float, *, create: bool = False) -> AbstractContextManager[RunSession]:
         """Hold the run's in-process lock."""
-        with self._guard:
-            lock = self._locks.setdefault(run_id, threading.Lock())
-        if not lock.acquire(blocking=timeout != 0, timeout=timeout if timeout > 0 else -1):
-            raise RunLocked(run_id, timeout)
-        try:
-            yield _MemorySession(self, run_id)
-        finally:
-            lock.release()
+        lock = self._locks.get(run_id)
+        if lock is None:
+            with self._guard:
+                lock = self._locks.setdefault(run_id, threading.Lock())
+        return _MemoryHold(self, run_id, lock, timeout)
 
     def _commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
         run_id = head.run_id
         journal = self._journals[run_id]
         if entries:
-            encoded = [e.to_json() for e in entries]
-            start = visit_start(list(entries))
-            if start or "visit" in encoded[0]:
+            encoded, start, audits = _encode_entries(entries)
+            if start is not None:
                 self._visit_start[run_id] = (len(journal), start)
             journal.append(marshal.dumps(encoded))
-            logs = self._logs[run_id] = self._logs.get(run_id, 0) + sum(1 for e in entries if type(e) is AuditEntry)
+            logs = self._logs[run_id] = self._logs.get(run_id, 0) + audits
             if needs_trim(logs, head.history_limit):
                 assert head.history_limit is not None
                 kept, dropped = trim_history(self._entries(run_id), head.history_limit)
                 head.dropped_logs += dropped
-                self._journals[run_id] = [marshal.dumps([e.to_json() for e in kept])]
-                self._visit_start[run_id] = (0, visit_start(kept))
+                encoded, start, _ = _encode_entries(kept)
+                self._journals[run_id] = [marshal.dumps(encoded)]
+                self._visit_start[run_id] = (0, start or 0)
                 self._logs[run_id] = head.history_limit
-        self._heads[run_id] = _HEAD_TO_JSON(head)
+        self._heads[run_id] = _copy_head(head)
         due = index_due(head)
         if due is None:
             self._due.pop(run_id, None)
@@ -242,14 +237,14 @@ class MemoryStore:
         journal = self._journals.get(run_id)
         if journal is None:
             raise RunNotFound(run_id)
-        return [entry_from_json(e) for data in journal[commit:] for e in marshal.loads(data)]
+        return [_decode_entry(e) for data in journal[commit:] for e in marshal.loads(data)]
 
     def head(self, run_id: str) -> RunHead:
         """Just the head."""
-        text = self._heads.get(run_id)
-        if text is None:
+        copy = self._heads.get(run_id)
+        if copy is None:
             raise RunNotFound(run_id)
-        return head_from_json(text)
+        return _head_of(copy)
 
     def load(self, run_id: str) -> LoadedRun:
         """Head and current visit's slots."""
@@ -320,3 +315,102 @@ class _MemorySession:
         store._visit_start.pop(self.run_id, None)
         store._logs.pop(self.run_id, None)
         store._due.pop(self.run_id, None)
+
+
+class _MemoryHold:
+    """``MemoryStore.open``: holds the run's lock for the ``with`` block (a plain class: every
+    command opens one)."""
+
+    __slots__ = ("lock", "session", "timeout")
+
+    def __init__(self, store: MemoryStore, run_id: str, lock: threading.Lock, timeout: float) -> None:
+        self.lock = lock
+        self.session = _MemorySession(store, run_id)
+        self.timeout = timeout
+
+    def __enter__(self) -> _MemorySession:
+        timeout = self.timeout
+        if not self.lock.acquire(blocking=timeout != 0, timeout=timeout if timeout > 0 else -1):
+            raise RunLocked(self.session.run_id, timeout)
+        return self.session
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+#: A head as a MemoryStore keeps it: its fields marshalled, and its datetimes (created_at,
+#: updated_at, wake_at, each pending resume's due_at) as they are.
+_HeadCopy = tuple[bytes, datetime, datetime, datetime | None, tuple[datetime | None, ...]]
+
+
+def _copy_head(head: RunHead) -> _HeadCopy:
+    """A copy of ``head`` that nothing the engine holds aliases (``_head_of`` reads it back)."""
+    flow, error, recovery = head.flow, head.error, head.recovery
+    fields = (head.run_id, head.workflow, flow.file, flow.module, flow.cls, head.status, head.step, head.state,
+              head.visit_state, head.doc, head.version, head.parent, head.visit, head.visit_logs,
+              [(p.resume_id, p.kind, p.key, p.request) for p in head.pending], head.expects, head.inbox,
+              None if error is None else (error.type, error.message), head.progress, recovery.count, recovery.at,
+              head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs)
+    try:
+        data = marshal.dumps(fields)
+    except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
+        raise StorageError(f"memory:{head.run_id}", f"cannot keep the run: {exc}") from None
+    return data, head.created_at, head.updated_at, head.wake_at, tuple(p.due_at for p in head.pending)
+
+
+def _head_of(copy: _HeadCopy) -> RunHead:
+    """The head a ``_copy_head`` kept, validated as a stored head is."""
+    data, created_at, updated_at, wake_at, dues = copy
+    (run_id, workflow, file, module, cls, status, step, state, visit_state, doc, version, parent, visit, visit_logs,
+     pending, expects, inbox, error, progress, count, at, children, parent_woken, paused_from, code, history_limit,
+     dropped_logs) = marshal.loads(data)
+    return head_from_json({
+        "run_id": run_id, "workflow": workflow, "flow": {"file": file, "module": module, "cls": cls},
+        "status": status, "step": step, "state": state, "visit_state": visit_state, "created_at": created_at,
+        "updated_at": updated_at, "doc": doc, "version": version, "parent": parent, "visit": visit,
+        "visit_logs": visit_logs,
+        "pending": [{"resume_id": r, "kind": k, "key": key, "request": req, "due_at": due}
+                    for (r, k, key, req), due in zip(pending, dues, strict=True)],
+        "expects": expects, "inbox": inbox,
+        "error": None if error is None else {"type": error[0], "message": error[1]},
+        "wake_at": wake_at, "progress": progress, "recovery": {"count": count, "at": at}, "children": children,
+        "parent_woken": parent_woken, "paused_from": paused_from, "code": code, "history_limit": history_limit,
+        "dropped_logs": dropped_logs,
+    })
+
+
+def _encode_entries(entries: Sequence[Entry]) -> tuple[tuple[tuple[Any, ...], ...], int | None, int]:
+    """Entries as marshal keeps them (``_decode_entry`` reads one back), the position of the
+    last visit marker among them (``None``: none), and how many are audit entries."""
+    out: list[tuple[Any, ...]] = []
+    start: int | None = None
+    audits = 0
+    for position, entry in enumerate(entries):
+        kind = type(entry)
+        if kind is AuditEntry:
+            assert isinstance(entry, AuditEntry)
+            out.append((0, entry.at, entry.step, entry.type, entry.values))
+            audits += 1
+        elif kind is SlotEntry:
+            assert isinstance(entry, SlotEntry)
+            out.append((1, entry.slot))
+        elif kind is VisitEntry:
+            assert isinstance(entry, VisitEntry)
+            out.append((2, entry.n, entry.step, entry.state, entry.version))
+            start = position
+        else:
+            assert isinstance(entry, PartEntry)
+            out.append((3, entry.index, entry.part))
+    return tuple(out), start, audits
+
+
+def _decode_entry(data: tuple[Any, ...]) -> Entry:
+    """An entry ``_encode_entries`` kept."""
+    tag = data[0]
+    if tag == 0:
+        return AuditEntry(data[1], data[2], data[3], data[4])
+    if tag == 1:
+        return SlotEntry(data[1])
+    if tag == 2:
+        return VisitEntry(data[1], data[2], data[3], data[4])
+    return PartEntry(data[1], data[2])
