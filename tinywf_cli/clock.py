@@ -133,7 +133,16 @@ def parse_instant(text: str) -> datetime:
 
 def format_instant(when: datetime) -> str:
     """ISO 8601 with ``Z``, as every tinywf document writes times."""
-    return as_utc(when).isoformat().replace("+00:00", "Z")
+    global _last_formatted
+    last = _last_formatted
+    if last[0] is when:  # the same instant again (a manual clock hands out one until moved)
+        return last[1]
+    text = as_utc(when).isoformat().replace("+00:00", "Z")
+    _last_formatted = (when, text)  # one tuple, replaced whole: safe across threads
+    return text
+
+
+_last_formatted: tuple[datetime | None, str] = (None, "")
 
 
 #: The instants ``$TINYWF_NOW`` may name: far enough from the ends of what a date can hold that

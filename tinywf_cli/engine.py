@@ -17,10 +17,10 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import GeneratorType
 from typing import Any, Literal, NoReturn, Protocol
 
 from pydantic import ValidationError
@@ -112,20 +112,19 @@ class World(Protocol):
         ...
 
 
-def _resume_step(gen: Any, reply: Any) -> Any:
-    """Send the step its reply (or raise an exception in it) and run it to its next yield."""
-    return gen.throw(reply.exc) if isinstance(reply, _Throw) else gen.send(reply)
-
-
 def error_of(exc: BaseException) -> dict[str, str]:
     """``{"type", "message"}`` of an exception."""
     return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
 
 
+#: Results that are surely no awaitable (the common ones: no ABC check for them).
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, list, dict, tuple})
+
+
 def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call ``fn``; when it returns an awaitable (``async def``), run it to completion."""
     result = fn(*args, **kwargs)
-    if not inspect.isawaitable(result):
+    if type(result) in _NOT_AWAITABLE or not inspect.isawaitable(result):
         return result
     import asyncio  # only flows with async actions pay for it
 
@@ -156,14 +155,10 @@ class Checkpoint:
         self.saved = 0
         #: Entries of commits deferred to the next durable one (``None``: nothing deferred).
         self.deferred: list[Entry] | None = None
-        self._stamp: tuple[datetime | None, str] = (None, "")
 
     def stamp(self) -> str:
         """Now, as written in audit entries."""
-        now = self.clock.now()
-        if now is not self._stamp[0]:  # a manual clock hands out the same instant until moved
-            self._stamp = (now, format_instant(now))
-        return self._stamp[1]
+        return format_instant(self.clock.now())
 
     def log(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry."""
@@ -189,8 +184,10 @@ class Checkpoint:
                     self.fail(error_of(exc))
         head.updated_at = self.clock.now()
         head.progress += 1
-        dues = [p.due_at for p in head.pending if p.due_at is not None]
-        head.wake_at = min(dues) if dues and head.status == "waiting" else None
+        if head.pending and head.status == "waiting":
+            head.wake_at = min((p.due_at for p in head.pending if p.due_at is not None), default=None)
+        else:
+            head.wake_at = None
         entries, self.entries = self.entries, []
         if self.deferred is not None:
             self.deferred.extend(entries)
@@ -328,6 +325,7 @@ class Engine:
         self._channels: dict[str, int] = {}
         self._visit_json: str | None = None
         self._logs_at_start = head.visit_logs
+        self._store_target = world.store_target if world is not None else ""
 
     @property
     def head(self) -> RunHead:
@@ -452,7 +450,7 @@ class Engine:
             self.block("StepRemoved", f"{self.cls.__name__} has no step '{head.step}' any more, and the run is "
                                          f"in it (visit {head.visit}): add the step back (it may return the "
                                          f"step to go on with), then `tinywf retry {head.run_id}`")
-        ctx = _Context(self, head, self.world.store_target if self.world is not None else "")
+        ctx = _Context(self, head, self._store_target)
         try:
             self.wf = new_instance(self.cls, self.visit_state_json(), ctx)
         except StateMismatch as exc:
@@ -462,9 +460,8 @@ class Engine:
         self.index = 0
         self._keys = set()
         self._channels = {}
-        wf = self.wf
-        result = self.step_code(lambda: spec.fn(wf))
-        if not inspect.isgenerator(result):
+        result = self.step_code(spec.fn, self.wf)
+        if type(result) is not GeneratorType:
             self.transition(result)
             return
         gen = result
@@ -472,22 +469,30 @@ class Engine:
         try:
             while True:
                 try:
-                    command = self.step_code(functools.partial(_resume_step, gen, reply))
+                    if type(reply) is _Throw:
+                        command = self.step_code(gen.throw, reply.exc)
+                    else:
+                        command = self.step_code(gen.send, reply)
                 except StopIteration as stop:
                     self.transition(stop.value)
                     return
                 reply = self.handle(command)
         finally:
-            # Closing a paused step runs its finally/with blocks; what they raise then (or a bare
-            # `except:` ignoring GeneratorExit) cannot change what the pass recorded.
-            with contextlib.suppress(Exception, StepOverrun), WATCHDOG.watching(self.cls.step_timeout):
-                gen.close()
+            if gen.gi_frame is not None:  # paused (not run to its end): close it
+                # Closing a paused step runs its finally/with blocks; what they raise then (or a bare
+                # `except:` ignoring GeneratorExit) cannot change what the pass recorded.
+                with contextlib.suppress(Exception, StepOverrun), WATCHDOG.watching(self.cls.step_timeout):
+                    gen.close()
 
-    def step_code(self, call: Callable[[], Any]) -> Any:
-        """Run the step's own code (up to its next yield) under the step watchdog."""
+    def step_code(self, call: Callable[[Any], Any], arg: Any) -> Any:
+        """Run the step's own code, ``call(arg)`` (up to its next yield), under the step watchdog."""
         try:
-            with WATCHDOG.watching(self.cls.step_timeout):
-                return call()
+            armed = WATCHDOG.arm(self.cls.step_timeout)
+            try:
+                return call(arg)
+            finally:
+                if armed:
+                    WATCHDOG.disarm()
         except StopIteration:
             raise
         except StepOverrun as exc:
@@ -511,9 +516,10 @@ class Engine:
     def transition(self, result: Any) -> None:
         """The step returned: check it consumed its records, then move on or finish."""
         head = self.head
-        rest = [s for s in self.slots[self.index:] if s.kind != "patch"]
-        if rest:
-            self.nondeterminism(rest[0], "a return from the step")
+        if self.index < len(self.slots):
+            rest = [s for s in self.slots[self.index:] if s.kind != "patch"]
+            if rest:
+                self.nondeterminism(rest[0], "a return from the step")
         if self.dry:
             raise _Stop("ok")
         try:

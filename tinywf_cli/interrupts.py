@@ -129,6 +129,17 @@ class Watchdog:
         """While the block runs step code: interrupt it after ``budget`` seconds."""
         return _Watching(self, budget)
 
+    def arm(self, budget: float | None) -> bool:
+        """Start watching a segment of step code (``disarm`` ends it); whether it is watched."""
+        if budget is None or not self._start():
+            return False
+        self._arm(budget)
+        return True
+
+    def disarm(self) -> None:
+        """The segment ``arm`` started ended."""
+        self._segment = None
+
     def _arm(self, budget: float) -> None:
         self._count += 1
         self._segment = (self._count, time.monotonic(), budget)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 
@@ -54,9 +55,19 @@ class TextValue:
         return hash(("TextValue", self.text))
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder ``json.dumps`` builds on every call, built once (compact, UTF-8, no NaN). A
+# value that contains itself raises RecursionError (there is no circular-reference check).
+_ENCODE = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, False) \
+    if c_make_encoder is not None else None
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def dumps(value: Any) -> str:
     """Compact JSON text of a JSON value (one shared encoder: this is on every checkpoint)."""
-    return _ENCODER.encode(value)
+    if _ENCODE is None:  # a Python without the C accelerator
+        return _ENCODER.encode(value)
+    return "".join(_ENCODE(value, 0))

@@ -81,6 +81,30 @@ _HELD: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextV
                                                                                   default=frozenset())
 
 
+class _Held:
+    """``Runtime._held``: while the block runs, this call chain holds the run ``key`` names."""
+
+    __slots__ = ("key", "token")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.token: contextvars.Token[frozenset[tuple[str, str]]] | None = None
+
+    def __enter__(self) -> None:
+        key = self.key
+        held = _HELD.get()
+        if key in held:
+            raise RunLocked(key[1], 0, reason=(
+                f"run '{key[1]}' is being advanced by this very call: an action or signal of the run used "
+                "Runtime on its own run, which would wait for itself; return the value from the action "
+                "instead, or change the run from another process"))
+        self.token = _HELD.set(held | {key})
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.token is not None
+        _HELD.reset(self.token)
+
+
 #: The first pause of a worker whose store cannot be reached (doubling up to its poll).
 MIN_BACKOFF = 0.5
 
@@ -194,21 +218,9 @@ class Runtime:
 
     # -- helpers -------------------------------------------------------------------
 
-    @contextmanager
-    def _held(self, run_id: str) -> Iterator[None]:
+    def _held(self, run_id: str) -> _Held:
         """Note that this call chain holds ``run_id``; refuse at once when it already does."""
-        key = (self.store.target, run_id)
-        held = _HELD.get()
-        if key in held:
-            raise RunLocked(run_id, 0, reason=(
-                f"run '{run_id}' is being advanced by this very call: an action or signal of the run used "
-                "Runtime on its own run, which would wait for itself; return the value from the action "
-                "instead, or change the run from another process"))
-        token = _HELD.set(held | {key})
-        try:
-            yield
-        finally:
-            _HELD.reset(token)
+        return _Held((self.store.target, run_id))
 
     @contextmanager
     def _open(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[RunSession]:
