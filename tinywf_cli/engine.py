@@ -24,6 +24,7 @@ from types import GeneratorType
 from typing import Any, Literal, NoReturn, Protocol
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from tinywf_cli.clock import Clock, format_instant
 from tinywf_cli.errors import (
@@ -48,7 +49,6 @@ from tinywf_cli.values import (
     TextValue,
     adapter_for_type,
     describe_type,
-    dumps,
     restore,
     return_adapter,
     strict_loads,
@@ -309,6 +309,8 @@ class Engine:
                  world: World | None = None, *, dry: bool = False) -> None:
         self.cls = cls
         self.cp = Checkpoint(head, _discard if dry else save, clock)
+        #: The run being advanced (the checkpoint's head: one object for the engine's life).
+        self.head = head
         self.slots = slots
         self.clock = clock
         self.world = world
@@ -323,14 +325,9 @@ class Engine:
         self.index = 0
         self._keys: set[str] = set()
         self._channels: dict[str, int] = {}
-        self._visit_json: str | None = None
+        self._visit_json: bytes | None = None
         self._logs_at_start = head.visit_logs
         self._store_target = world.store_target if world is not None else ""
-
-    @property
-    def head(self) -> RunHead:
-        """The run being advanced."""
-        return self.cp.head
 
     def block(self, kind: str, message: str) -> NoReturn:
         """Block the run (see ``Checkpoint.block``); log calls counted in this pass were not kept."""
@@ -356,10 +353,11 @@ class Engine:
         assert self.wf is not None
         return dump_state(self.cls, self.wf.state)
 
-    def visit_state_json(self) -> str:
-        """The state at the top of the current visit, as JSON text (cached per visit)."""
+    def visit_state_json(self) -> bytes:
+        """The state at the top of the current visit, as JSON (cached per visit; pydantic's
+        encoder: the text only goes to ``new_instance``, and a stored state is plain JSON)."""
         if self._visit_json is None:
-            self._visit_json = dumps(self.head.visit_state)
+            self._visit_json = to_json(self.head.visit_state)
         return self._visit_json
 
     # -- driving -------------------------------------------------------------------
@@ -561,18 +559,18 @@ class Engine:
             self.cp.fail(error_of(FlowError(
                 f"step '{self.head.step}' yielded {command!r}, which is not a tinywf command; yield "
                 "self.action(...), self.sleep(...), self.wait_event(...), self.parallel(...) or self.child(...)")))
-        if isinstance(command, Parallel) and not command.actions:
-            return {}
         channel = 0
         if type(command) is WaitEvent:  # an event key is a channel: waiting on it again takes the next value
             if command.key in self._keys:
                 self.duplicate_key(command.key)
             channel = self._channels[command.key] = self._channels.get(command.key, 0) + 1
+        elif type(command) is Parallel:
+            if not command.actions:
+                return {}
+            for key in [a.key for a in command.actions.values()]:
+                self.take_key(key)
         else:
-            for key in [a.key for a in command.actions.values()] if isinstance(command, Parallel) else [command.key]:
-                if key in self._keys or key in self._channels:
-                    self.duplicate_key(key)
-                self._keys.add(key)
+            self.take_key(command.key)
         while self.index < len(self.slots) and self.slots[self.index].kind == "patch":
             self.index += 1  # a patch the code no longer asks about: it takes the patched path anyway
         index = self.index
@@ -584,7 +582,7 @@ class Engine:
         if self.dry and (slot is None or slot.open):
             raise _Stop("ok")
         self.index += 1
-        if isinstance(command, Action):
+        if type(command) is Action:
             return self.action(command, index, slot)
         if isinstance(command, Sleep):
             return self.sleep(command, index, slot)
@@ -594,6 +592,12 @@ class Engine:
             return self.child(command, index, slot)
         assert isinstance(command, Parallel)
         return self.parallel(command, index, slot)
+
+    def take_key(self, key: str) -> None:
+        """Note a command's key used in this visit; fail the run when it already was."""
+        if key in self._keys or key in self._channels:
+            self.duplicate_key(key)
+        self._keys.add(key)
 
     def duplicate_key(self, key: str) -> NoReturn:
         """Fail the run: a key used twice in one visit."""

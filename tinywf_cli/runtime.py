@@ -81,6 +81,28 @@ _HELD: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextV
                                                                                   default=frozenset())
 
 
+class _Running:
+    """What running flows needs (the engine, pydantic), imported on first use: commands that
+    only read runs never import it."""
+
+    def __init__(self) -> None:
+        from tinywf_cli.engine import Engine
+        from tinywf_cli.loader import code_of
+        from tinywf_cli.state import encode_state_input
+        from tinywf_cli.workflow import Workflow
+
+        self.Engine = Engine
+        self.code_of = code_of
+        self.encode_state_input = encode_state_input
+        self.Workflow = Workflow
+
+
+@functools.cache
+def _running() -> _Running:
+    """The one ``_Running``."""
+    return _Running()
+
+
 class _Held:
     """``Runtime._held``: while the block runs, this call chain holds the run ``key`` names."""
 
@@ -234,10 +256,8 @@ class Runtime:
 
     def _engine(self, cls: WorkflowClass, run: LoadedRun, session: RunSession | None, *,
                 dry: bool = False) -> Engine:
-        from tinywf_cli.engine import Engine
-
         save = session.commit if session is not None else (lambda head, entries: None)
-        return Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry)
+        return _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry)
 
     def _commit(self, session: RunSession, head: RunHead, entries: list[Entry]) -> None:
         head.updated_at = self.clock.now()
@@ -305,10 +325,9 @@ class Runtime:
         """Create the child run ``run_id`` waiting to start (``tick`` or this call advances it), or
         accept it when it already is this parent's child (a replay after a crash)."""
         cls, ref, shown = self._child_flow(parent, command.flow)
-        from tinywf_cli.loader import code_of
-        from tinywf_cli.state import encode_state_input
-
-        state = encode_state_input(cls, command.input)
+        running = _running()
+        code_of = running.code_of
+        state = running.encode_state_input(cls, command.input)
         start = cls.__tinywf_start__
         assert start is not None
         now = self.clock.now()
@@ -414,12 +433,10 @@ class Runtime:
         With ``attach``, a run that already has ``run_id`` and the same workflow is advanced
         (if due) and returned instead of raising RunExists: an idempotent start.
         """
-        from tinywf_cli.loader import code_of
-        from tinywf_cli.state import encode_state_input
-        from tinywf_cli.workflow import Workflow
-
+        running = _running()
+        code_of = running.code_of
         if isinstance(flow, type):
-            if not issubclass(flow, Workflow) or not flow.__tinywf_steps__:
+            if not issubclass(flow, running.Workflow) or not flow.__tinywf_steps__:
                 raise FlowLoadError(f"{flow!r} is not a workflow class with @step methods")
             cls: WorkflowClass = flow
             ref, shown = self.loader.register(cls)
@@ -427,7 +444,7 @@ class Runtime:
             cls, ref, shown = self.loader.load(str(flow))
         if run_id is not None:
             check_run_id(run_id)
-        state = encode_state_input(cls, input)
+        state = running.encode_state_input(cls, input)
         start = cls.__tinywf_start__
         assert start is not None
         follow = _Follow()

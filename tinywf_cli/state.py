@@ -27,7 +27,7 @@ class MigrationProblem(Exception):
     """A run's state cannot be brought to the code's version: a migration is missing or failed."""
 
 
-def new_instance(cls: type[Workflow[Any]], state_json: str, ctx: RunContext) -> Workflow[Any]:
+def new_instance(cls: type[Workflow[Any]], state_json: str | bytes, ctx: RunContext) -> Workflow[Any]:
     """A workflow object with a private copy of the state, as its code should see it.
 
     Raises StateMismatch when the stored state does not validate against the model.
