@@ -162,7 +162,7 @@ class Checkpoint:
 
     def log(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry."""
-        self.entries.append(AuditEntry(self.stamp(), self.head.step, type_, values))
+        self.entries.append(AuditEntry(format_instant(self.clock.now()), self.head.step, type_, values))
 
     def record(self, slot: Slot) -> None:
         """Queue a slot (new or changed)."""

@@ -131,9 +131,15 @@ class Watchdog:
 
     def arm(self, budget: float | None) -> bool:
         """Start watching a segment of step code (``disarm`` ends it); whether it is watched."""
-        if budget is None or not self._start():
+        if budget is None:
             return False
-        self._arm(budget)
+        # not started yet, or not in the main thread: _start says whether it can watch here
+        if (self._thread is None or threading.get_ident() != _MAIN_THREAD) and not self._start():
+            return False
+        self._count += 1
+        self._segment = (self._count, time.monotonic(), budget)
+        if self._idle and budget < 2 * IDLE_POLL:  # as in _arm
+            self._wake.set()
         return True
 
     def disarm(self) -> None:

@@ -63,10 +63,16 @@ class FlowRef(_Model):
 
 
 class Recovery(_Model):
-    """How often a run was recovered from a dead process at the same point."""
+    """How often a run was recovered from a dead process at the same point (frozen: replaced, never changed)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     count: int = 0
     at: int = 0
+
+
+#: A run never recovered (shared: a Recovery is frozen).
+NO_RECOVERY = Recovery()
 
 
 @dataclass(slots=True)
@@ -104,7 +110,7 @@ class RunHead:
     error: ErrorInfo | None = None
     wake_at: datetime | None = None
     progress: int = 0
-    recovery: Recovery = field(default_factory=Recovery)
+    recovery: Recovery = NO_RECOVERY
     #: Child runs this run started (``self.child``, ``self.start_child``), oldest first.
     children: list[str] = field(default_factory=list)
     #: Whether this run, having ended, has woken its parent (until then it stays due).

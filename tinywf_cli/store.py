@@ -218,7 +218,7 @@ class MemoryStore:
                 self._visit_start[run_id] = (len(journal), start)
             journal.append(marshal.dumps(encoded))
             logs = self._logs[run_id] = self._logs.get(run_id, 0) + audits
-            if needs_trim(logs, head.history_limit):
+            if head.history_limit is not None and needs_trim(logs, head.history_limit):
                 assert head.history_limit is not None
                 kept, dropped = trim_history(self._entries(run_id), head.history_limit)
                 head.dropped_logs += dropped
@@ -348,14 +348,16 @@ def _copy_head(head: RunHead) -> _HeadCopy:
     flow, error, recovery = head.flow, head.error, head.recovery
     fields = (head.run_id, head.workflow, flow.file, flow.module, flow.cls, head.status, head.step, head.state,
               head.visit_state, head.doc, head.version, head.parent, head.visit, head.visit_logs,
-              [(p.resume_id, p.kind, p.key, p.request) for p in head.pending], head.expects, head.inbox,
+              [(p.resume_id, p.kind, p.key, p.request) for p in head.pending] if head.pending else [],
+              head.expects, head.inbox,
               None if error is None else (error.type, error.message), head.progress, recovery.count, recovery.at,
               head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs)
     try:
         data = marshal.dumps(fields)
     except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
         raise StorageError(f"memory:{head.run_id}", f"cannot keep the run: {exc}") from None
-    return data, head.created_at, head.updated_at, head.wake_at, tuple(p.due_at for p in head.pending)
+    dues = tuple([p.due_at for p in head.pending]) if head.pending else ()
+    return data, head.created_at, head.updated_at, head.wake_at, dues
 
 
 def _head_of(copy: _HeadCopy) -> RunHead:
@@ -385,21 +387,18 @@ def _encode_entries(entries: Sequence[Entry]) -> tuple[tuple[tuple[Any, ...], ..
     out: list[tuple[Any, ...]] = []
     start: int | None = None
     audits = 0
+    entry: Any  # one of the four entry classes, told apart by type() (no isinstance chain: every commit)
     for position, entry in enumerate(entries):
         kind = type(entry)
         if kind is AuditEntry:
-            assert isinstance(entry, AuditEntry)
             out.append((0, entry.at, entry.step, entry.type, entry.values))
             audits += 1
         elif kind is SlotEntry:
-            assert isinstance(entry, SlotEntry)
             out.append((1, entry.slot))
         elif kind is VisitEntry:
-            assert isinstance(entry, VisitEntry)
             out.append((2, entry.n, entry.step, entry.state, entry.version))
             start = position
         else:
-            assert isinstance(entry, PartEntry)
             out.append((3, entry.index, entry.part))
     return tuple(out), start, audits
 
