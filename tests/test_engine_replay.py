@@ -344,3 +344,56 @@ def test_a_bare_except_in_a_step_does_not_break_pausing(rt: MemoryRuntime) -> No
     assert run.status == "waiting"
     run = rt.resolve(run.run_id, "go", 1)
     assert (run.status, run.state) == ("finished", {"got": 1})
+
+
+class Shouting(BaseModel):
+    """A state model whose own model_dump and model_validate_json the engine must go through."""
+
+    word: str = "hi"
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        dumped = super().model_dump(**kwargs)
+        dumped["word"] = dumped["word"].upper()
+        return dumped
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Shouting:
+        loaded = super().model_validate_json(json_data, **kwargs)
+        loaded.word += "!"
+        return loaded
+
+
+class Shout(Workflow[Shouting]):
+    """Saves its state through the model's own methods at every step."""
+
+    @step
+    def first(self) -> Steps:
+        yield self.action("noop", pick, "x")
+        return self.second
+
+    @step
+    def second(self) -> None:
+        EVENTS.append(self.state.word)
+
+
+class Whisper(Shouting):
+    """A subclass: the override is inherited."""
+
+
+class Whispering(Workflow[Whisper]):
+    """As Shout, with a state model that inherits the overrides."""
+
+    @step
+    def only(self) -> None:
+        EVENTS.append(self.state.word)
+
+
+def test_a_state_model_overriding_dump_or_validate_is_called_through_its_overrides(rt: MemoryRuntime) -> None:
+    run = rt.start(Shout)
+    assert run.status == "finished"
+    # saved upper-cased by model_dump, read back with a "!" by model_validate_json at each of the two visits
+    assert EVENTS[-1] == "HI!!"
+    assert run.state == {"word": "HI!!"}
+    EVENTS.clear()
+    assert rt.start(Whispering, input={"word": "psst"}).state == {"word": "PSST!"}
+    assert EVENTS == ["PSST!"]

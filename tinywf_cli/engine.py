@@ -156,10 +156,6 @@ class Checkpoint:
         #: Entries of commits deferred to the next durable one (``None``: nothing deferred).
         self.deferred: list[Entry] | None = None
 
-    def stamp(self) -> str:
-        """Now, as written in audit entries."""
-        return format_instant(self.clock.now())
-
     def log(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry."""
         self.entries.append(AuditEntry(format_instant(self.clock.now()), self.head.step, type_, values))

@@ -77,7 +77,7 @@ from tinywf_cli.fileio import (
     unlock_file,
 )
 from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots, needs_trim, trim_history
-from tinywf_cli.model import RunHead, head_from_json, head_to_json
+from tinywf_cli.model import RunHead, head_from_json, head_json_bytes
 from tinywf_cli.record import (
     encode_entry,
     encode_frame,
@@ -426,7 +426,7 @@ class FileRunSession:
         lines = [encode_entry(entry) for entry in entries]
         # a journal without a record is a leftover of a create that never committed: size 0 cuts it off
         disk = _OnDisk(0, 0, 0, -1, [], [], 0, 0, 0)
-        self._rewrite(head, head_to_json(head).encode(), lines, sum(map(is_audit_line, lines)), disk, None)
+        self._rewrite(head, head_json_bytes(head), lines, sum(map(is_audit_line, lines)), disk, None)
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
         """Commit ``head`` and ``entries`` durably: one frame appended to the wal while the run is
@@ -441,7 +441,7 @@ class FileRunSession:
         if needs_trim(logs, head.history_limit):
             self._trim(head, entries, disk)
             return
-        head_json = head_to_json(head).encode()
+        head_json = head_json_bytes(head)
         if head.status == "running" and disk.frames < WAL_FRAMES:
             frame = encode_frame(disk.salt, disk.frames, lines, head_json)
             if disk.wal_end + len(frame) <= WAL_BYTES:
@@ -506,7 +506,7 @@ class FileRunSession:
         gen = disk.gen + 1
         path = store.journal_path(run_id, gen)
         data = b"".join(line + b"\n" for line in lines)
-        self._replace(head, head_to_json(head).encode(),
+        self._replace(head, head_json_bytes(head),
                       _OnDisk(offset, visit_start, gen, disk.salt + 1, [], [], 0, 0, head.history_limit),
                       self._due_name, lambda: atomic_replace(path, store._file(run_id, "~journal.tmp"), data),
                       disk.wal_end)

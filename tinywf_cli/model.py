@@ -137,7 +137,12 @@ def head_from_json(data: str | bytes | dict[str, Any]) -> RunHead:
 
 def head_to_json(head: RunHead) -> str:
     """The JSON text a store keeps for a head."""
-    return HEAD.dump_json(head).decode()
+    return head_json_bytes(head).decode()
+
+
+def head_json_bytes(head: RunHead) -> bytes:
+    """``head_to_json`` as UTF-8 bytes, straight from pydantic's serializer (at every file-store commit)."""
+    return HEAD.serializer.to_json(head)
 
 
 class RunDocument(_Model):

@@ -82,7 +82,7 @@ _HELD: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextV
 
 
 class _Running:
-    """What running flows needs (the engine, pydantic), imported on first use: commands that
+    """What running flows need (the engine, pydantic), imported on first use: commands that
     only read runs never import it."""
 
     def __init__(self) -> None:

@@ -39,7 +39,8 @@ def new_instance(cls: type[Workflow[Any]], state_json: str | bytes, ctx: RunCont
         wf.state = json.loads(state_json)
         return wf
     try:
-        wf.state = model.model_validate_json(state_json)
+        wf.state = (model.__pydantic_validator__.validate_json(state_json) if _plain_methods(model)
+                    else model.model_validate_json(state_json))
     except ValidationError as exc:
         raise StateMismatch(
             f"the run's stored state does not fit {model.__name__} any more ({validation_message(exc)}); "
@@ -55,7 +56,9 @@ def dump_state(cls: type[Workflow[Any]], state: Any) -> Any:
         if model is not None:
             if not isinstance(state, model):
                 state = model.model_validate(state)
-            dumped = state.model_dump(mode="json")
+            kind: type[BaseModel] = type(state)  # the model, or a subclass of it the step assigned
+            dumped = (kind.__pydantic_serializer__.to_python(state, mode="json") if _plain_methods(kind)
+                      else state.model_dump(mode="json"))
             check_json_value(dumped)
             return dumped
         if not isinstance(state, dict):
@@ -63,6 +66,16 @@ def dump_state(cls: type[Workflow[Any]], state: Any) -> Any:
         return to_json_value(state)
     except (NotJSON, ValidationError, TypeError, ValueError, RecursionError) as exc:
         raise FlowError(f"the state of {cls.__name__} cannot be saved: {exc}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_methods(model: type[BaseModel]) -> bool:
+    """Whether ``model`` keeps pydantic's own ``model_dump`` and ``model_validate_json``: then
+    the engine calls its serializer and validator directly (the same result, without the
+    wrappers' cost at every step); a model that overrides either is called through it."""
+    own = BaseModel.__dict__
+    return all(vars(klass).get(name, own[name]) is own[name]
+               for klass in model.__mro__ for name in ("model_dump", "model_validate_json"))
 
 
 def encode_state_input(cls: type[Workflow[Any]], data: Any) -> Any:

@@ -353,7 +353,7 @@ def _copy_head(head: RunHead) -> _HeadCopy:
               None if error is None else (error.type, error.message), head.progress, recovery.count, recovery.at,
               head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs)
     try:
-        data = marshal.dumps(fields)
+        data = marshal.dumps(fields, 2)  # version 2: no back-references, faster for a flat head
     except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
         raise StorageError(f"memory:{head.run_id}", f"cannot keep the run: {exc}") from None
     dues = tuple([p.due_at for p in head.pending]) if head.pending else ()
