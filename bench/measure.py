@@ -87,9 +87,16 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def alternate(contenders: dict[str, Callable[[], float]], reps: int) -> dict[str, Stats]:
-    """Run each contender once per round, ``reps`` rounds, in turn; each call returns its own sample."""
+def alternate(contenders: dict[str, Callable[[], float]], reps: int, *, warmup: bool = False) -> dict[str, Stats]:
+    """Run each contender once per round, ``reps`` rounds, in turn; each call returns its own sample.
+
+    ``warmup``: one round first whose samples are dropped (the process's first use of its
+    memory and caches is not what a workload costs).
+    """
     results = {name: Stats() for name in contenders}
+    if warmup:
+        for fn in contenders.values():
+            fn()
     for _ in range(reps):
         for name, fn in contenders.items():
             results[name].add(fn())

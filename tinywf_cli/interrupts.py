@@ -138,19 +138,13 @@ class Watchdog:
             return False
         self._count += 1
         self._segment = (self._count, time.monotonic(), budget)
-        if self._idle and budget < 2 * IDLE_POLL:  # as in _arm
+        if self._idle and budget < 2 * IDLE_POLL:  # an idle thread looks again within IDLE_POLL by itself
             self._wake.set()
         return True
 
     def disarm(self) -> None:
         """The segment ``arm`` started ended."""
         self._segment = None
-
-    def _arm(self, budget: float) -> None:
-        self._count += 1
-        self._segment = (self._count, time.monotonic(), budget)
-        if self._idle and budget < 2 * IDLE_POLL:  # an idle thread looks again within IDLE_POLL by itself
-            self._wake.set()
 
     def _watch(self) -> None:
         main = threading.main_thread().ident
@@ -193,13 +187,11 @@ class _Watching:
         self.armed = False
 
     def __enter__(self) -> None:
-        if self.budget is not None and self.dog._start():
-            self.dog._arm(self.budget)
-            self.armed = True
+        self.armed = self.dog.arm(self.budget)
 
     def __exit__(self, *exc: object) -> None:
         if self.armed:
-            self.dog._segment = None
+            self.dog.disarm()
 
 
 _MAIN_THREAD = threading.main_thread().ident

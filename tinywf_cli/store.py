@@ -219,7 +219,6 @@ class MemoryStore:
             journal.append(marshal.dumps(encoded))
             logs = self._logs[run_id] = self._logs.get(run_id, 0) + audits
             if head.history_limit is not None and needs_trim(logs, head.history_limit):
-                assert head.history_limit is not None
                 kept, dropped = trim_history(self._entries(run_id), head.history_limit)
                 head.dropped_logs += dropped
                 encoded, start, _ = _encode_entries(kept)
