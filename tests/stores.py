@@ -45,11 +45,12 @@ def damage_memory(store: Store, run_id: str) -> None:
 
     assert isinstance(store, MemoryStore)
     journal = store._journals[run_id]
-    entries = marshal.loads(journal[0])
-    for entry in entries:
-        if entry[0] == 1:  # a slot entry: (1, slot)
-            entry[1]["kind"] = "nonsense"
-    journal[0] = marshal.dumps(entries)
+    kept, data = journal[0]  # entries kept as they are, and the slots marshalled: ((slot,), ...)
+    assert data is not None
+    slots = marshal.loads(data)
+    for fields in slots:
+        fields[0]["kind"] = "nonsense"
+    journal[0] = (kept, marshal.dumps(slots))
 
 
 def damage_file(store: Store, run_id: str) -> None:

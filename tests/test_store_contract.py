@@ -81,6 +81,27 @@ def test_a_commit_replaces_the_head_and_appends_entries(store: Store) -> None:
     assert [e.type for e in store.history("r1")] == ["start", "one", "two"]
 
 
+def test_what_is_read_back_is_a_copy_and_the_head_is_copied_at_commit(store: Store) -> None:
+    create(store, head_of("r1"), slot(0, "a", value={"xs": [1]}))
+    with store.open("r1", 1) as run:
+        head = run.load().head
+        head.state = {"n": [1]}
+        run.commit(head, [log("one", items=[1]), VisitEntry(2, "second", {"n": [1]})])
+        head.state["n"].append("changed after the commit")  # the caller's head, not the store's
+    for entry in store.entries("r1"):  # change everything read back
+        if isinstance(entry, AuditEntry):
+            entry.values["changed"] = True
+        elif isinstance(entry, VisitEntry) and isinstance(entry.state, dict):
+            entry.state["changed"] = True
+        elif isinstance(entry, SlotEntry):
+            entry.slot["value"]["changed"] = True
+    store.head("r1").state["n"].append("changed a read head")
+    assert store.head("r1").state == {"n": [1]}
+    assert [e.values for e in store.history("r1")] == [{}, {"items": [1]}]
+    assert [e.state for e in store.entries("r1") if isinstance(e, VisitEntry)] == [{"n": 0}, {"n": [1]}]
+    assert [e.slot.get("value") for e in store.entries("r1") if isinstance(e, SlotEntry)] == [{"xs": [1]}]
+
+
 def test_loading_gives_only_the_current_visits_slots(store: Store) -> None:
     create(store, head_of("r1"), slot(0, "a"), slot(1, "b"))
     with store.open("r1", 1) as run:

@@ -139,3 +139,56 @@ def test_the_manual_clock_only_moves_when_told() -> None:
     assert clock.now() == datetime(2026, 1, 1, 0, 2, tzinfo=UTC)
     clock.set("2026-02-01T00:00:00+01:00")
     assert clock.now() == datetime(2026, 1, 31, 23, tzinfo=UTC)
+
+
+# -- isolation: what a MemoryRuntime hands out never aliases what it keeps ----------------------------------
+
+BASKETS: list[list[str]] = []
+
+
+def fetch_items() -> list[str]:
+    return ["apple", "pear"]
+
+
+class Picking(Workflow[dict[str, Any]]):
+    """Takes an action's list, changes it in the step, then waits; records what the action gave."""
+
+    @step
+    def pick(self) -> Generator[Command, Any, Any]:
+        items = yield self.action("fetch", fetch_items)
+        BASKETS.append(list(items))
+        items.append("changed by the step")
+        self.state["items"] = items
+        self.log("picked", items=items)
+        yield self.wait_event("go")
+        return None
+
+
+def test_changing_what_a_memory_runtime_returned_changes_nothing_it_keeps() -> None:
+    BASKETS.clear()
+    rt = MemoryRuntime()
+    input_ = {"items": ["from input"]}
+    run = rt.start(Picking, input=input_)
+    input_["items"].append("changed by the caller")
+    run.state["items"].append("changed in the document")
+    picked = next(e for e in rt.get(run.run_id).logs if e.type == "picked")
+    picked.values["items"].append("changed in the history")
+    kept = rt.get(run.run_id)
+    assert kept.state == {"items": ["apple", "pear", "changed by the step"]}
+    assert [e.values for e in rt.get(run.run_id).logs if e.type == "picked"] == [
+        {"items": ["apple", "pear", "changed by the step"]}]
+    # the replay is given the action's result as recorded, not as the step changed it
+    assert rt.send(run.run_id, "go", True).status == "finished"
+    assert BASKETS == [["apple", "pear"], ["apple", "pear"]]
+    assert rt.get(run.run_id).state == {"items": ["apple", "pear", "changed by the step"]}
+
+
+def test_a_document_holds_a_copy_of_the_state_it_shows() -> None:
+    from tinywf_cli.model import RunDocument
+
+    rt = MemoryRuntime()
+    run = rt.start(Picking)
+    head = rt.store.head(run.run_id)
+    doc = RunDocument.of(head)
+    doc.state["items"].append("changed in the document")
+    assert head.state == {"items": ["apple", "pear", "changed by the step"]}
