@@ -45,12 +45,11 @@ def damage_memory(store: Store, run_id: str) -> None:
 
     assert isinstance(store, MemoryStore)
     journal = store._journals[run_id]
-    kept, data = journal[0]  # entries kept as they are, and the slots marshalled: ((slot,), ...)
-    assert data is not None
-    slots = marshal.loads(data)
-    for fields in slots:
-        fields[0]["kind"] = "nonsense"
-    journal[0] = (kept, marshal.dumps(slots))
+    entries = marshal.loads(journal[0])
+    for entry in entries:
+        if entry[0] == 1:  # a slot entry: (1, slot)
+            entry[1]["kind"] = "nonsense"
+    journal[0] = marshal.dumps(entries)
 
 
 def damage_file(store: Store, run_id: str) -> None:

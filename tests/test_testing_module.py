@@ -182,13 +182,3 @@ def test_changing_what_a_memory_runtime_returned_changes_nothing_it_keeps() -> N
     assert BASKETS == [["apple", "pear"], ["apple", "pear"]]
     assert rt.get(run.run_id).state == {"items": ["apple", "pear", "changed by the step"]}
 
-
-def test_a_document_holds_a_copy_of_the_state_it_shows() -> None:
-    from tinywf_cli.model import RunDocument
-
-    rt = MemoryRuntime()
-    run = rt.start(Picking)
-    head = rt.store.head(run.run_id)
-    doc = RunDocument.of(head)
-    doc.state["items"].append("changed in the document")
-    assert head.state == {"items": ["apple", "pear", "changed by the step"]}

@@ -7,7 +7,6 @@ the CLI's ``--json`` output and what ``Runtime`` returns.
 
 from __future__ import annotations
 
-import marshal
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -146,16 +145,6 @@ def head_json_bytes(head: RunHead) -> bytes:
     return HEAD.serializer.to_json(head)
 
 
-def copy_json(value: Any) -> Any:
-    """A deep copy of a JSON value (marshal: C-fast; ``copy.deepcopy`` for anything else)."""
-    try:
-        return marshal.loads(marshal.dumps(value))
-    except ValueError:
-        import copy
-
-        return copy.deepcopy(value)
-
-
 class RunDocument(_Model):
     """A run as ``run``, ``resolve``, ``send``, ``signal``, ``cancel`` and ``retry`` print it."""
 
@@ -180,11 +169,11 @@ class RunDocument(_Model):
 
     @classmethod
     def of(cls, head: RunHead) -> RunDocument:
-        """The document of a run record (its state a copy: what a caller changes in it changes no run)."""
+        """The document of a run record."""
         ids = {p.resume_id for p in head.pending}
         return cls(run_id=head.run_id, workflow=head.workflow, version=head.version, status=head.status,
-                   step=head.step, state=copy_json(head.state), pending=head.pending, error=head.error,
-                   parent=head.parent, created_at=head.created_at, updated_at=head.updated_at,
+                   step=head.step, state=head.state, pending=head.pending, error=head.error, parent=head.parent,
+                   created_at=head.created_at, updated_at=head.updated_at,
                    expects={k: v for k, v in head.expects.items() if k in ids}, children=list(head.children))
 
 

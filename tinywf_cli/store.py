@@ -46,7 +46,7 @@ from tinywf_cli.journal import (
     needs_trim,
     trim_history,
 )
-from tinywf_cli.model import RunHead, copy_json, head_from_json
+from tinywf_cli.model import RunHead, head_from_json
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -97,10 +97,7 @@ class RunSession(Protocol):
         ...
 
     def commit(self, head: RunHead, entries: Sequence[Entry]) -> None:
-        """Durably replace the head and append ``entries``, atomically; raises StorageError.
-
-        The store takes the entries: nothing changes them after (the head, which the engine
-        goes on changing, is copied)."""
+        """Durably replace the head and append ``entries``, atomically; raises StorageError."""
         ...
 
     def delete(self) -> None:
@@ -182,17 +179,16 @@ def open_store(target: str | Path | Store, *, lease: float | None = None) -> Sto
 class MemoryStore:
     """A store in memory, for tests and embedding: same semantics, no files.
 
-    What is loaded never aliases what the engine holds, as with a real store. Heads are
-    kept serialised (``marshal``, C-fast; their datetimes, which marshal cannot write, beside
-    the bytes: immutable, so shared safely), and so are slots, whose values a step is given.
-    Audit and visit entries are kept as committed — a commit takes its entries, nothing
-    changes them after — and copied when read.
+    Heads and entries are kept serialised (``marshal``, C-fast), so what is loaded never
+    aliases what the engine holds — as with a real store. Datetimes, which marshal cannot
+    write, are kept beside the bytes: they are immutable, so sharing them aliases nothing.
     """
 
     def __init__(self) -> None:
         self._heads: dict[str, _HeadCopy] = {}
-        # what each commit kept (``_keep_entries``); the current visit starts at (commit, entry)
-        self._journals: dict[str, list[_Kept]] = {}
+        # one serialised tuple of entries per commit (``_encode_entries``); the current visit
+        # starts at (commit, entry)
+        self._journals: dict[str, list[bytes]] = {}
         self._visit_start: dict[str, tuple[int, int]] = {}
         self._due: dict[str, datetime] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -217,16 +213,16 @@ class MemoryStore:
         run_id = head.run_id
         journal = self._journals[run_id]
         if entries:
-            kept, start, audits = _keep_entries(entries)
+            encoded, start, audits = _encode_entries(entries)
             if start is not None:
                 self._visit_start[run_id] = (len(journal), start)
-            journal.append(kept)
+            journal.append(marshal.dumps(encoded))
             logs = self._logs[run_id] = self._logs.get(run_id, 0) + audits
             if head.history_limit is not None and needs_trim(logs, head.history_limit):
-                survivors, dropped = trim_history(self._entries(run_id), head.history_limit)
+                kept, dropped = trim_history(self._entries(run_id), head.history_limit)
                 head.dropped_logs += dropped
-                trimmed, start, _ = _keep_entries(survivors)
-                self._journals[run_id] = [trimmed]
+                encoded, start, _ = _encode_entries(kept)
+                self._journals[run_id] = [marshal.dumps(encoded)]
                 self._visit_start[run_id] = (0, start or 0)
                 self._logs[run_id] = head.history_limit
         self._heads[run_id] = _copy_head(head)
@@ -240,7 +236,7 @@ class MemoryStore:
         journal = self._journals.get(run_id)
         if journal is None:
             raise RunNotFound(run_id)
-        return [entry for kept in journal[commit:] for entry in _entries_of(kept)]
+        return [_decode_entry(e) for data in journal[commit:] for e in marshal.loads(data)]
 
     def head(self, run_id: str) -> RunHead:
         """Just the head."""
@@ -384,45 +380,35 @@ def _head_of(copy: _HeadCopy) -> RunHead:
     })
 
 
-#: What a MemoryStore keeps of one commit's entries: audit and visit entries as they are, and
-#: for slots and parts their index into the marshalled tuple that follows (``None``: none).
-_Kept = tuple[tuple["AuditEntry | VisitEntry | int", ...], bytes | None]
-
-
-def _keep_entries(entries: Sequence[Entry]) -> tuple[_Kept, int | None, int]:
-    """What a MemoryStore keeps of ``entries`` (``_entries_of`` reads them back), the position of
-    the last visit marker among them (``None``: none), and how many are audit entries."""
-    kept: list[AuditEntry | VisitEntry | int] = []
-    marshalled: list[tuple[Any, ...]] = []
+def _encode_entries(entries: Sequence[Entry]) -> tuple[tuple[tuple[Any, ...], ...], int | None, int]:
+    """Entries as marshal keeps them (``_decode_entry`` reads one back), the position of the
+    last visit marker among them (``None``: none), and how many are audit entries."""
+    out: list[tuple[Any, ...]] = []
     start: int | None = None
     audits = 0
     entry: Any  # one of the four entry classes, told apart by type() (no isinstance chain: every commit)
     for position, entry in enumerate(entries):
         kind = type(entry)
         if kind is AuditEntry:
-            kept.append(entry)
+            out.append((0, entry.at, entry.step, entry.type, entry.values))
             audits += 1
+        elif kind is SlotEntry:
+            out.append((1, entry.slot))
         elif kind is VisitEntry:
-            kept.append(entry)
+            out.append((2, entry.n, entry.step, entry.state, entry.version))
             start = position
         else:
-            kept.append(len(marshalled))
-            marshalled.append((entry.slot,) if kind is SlotEntry else (entry.index, entry.part))
-    return (tuple(kept), marshal.dumps(tuple(marshalled)) if marshalled else None), start, audits
+            out.append((3, entry.index, entry.part))
+    return tuple(out), start, audits
 
 
-def _entries_of(kept: _Kept) -> list[Entry]:
-    """Fresh copies of the entries of one commit ``_keep_entries`` kept."""
-    items, data = kept
-    marshalled = marshal.loads(data) if data is not None else ()
-    out: list[Entry] = []
-    for item in items:
-        if type(item) is int:
-            fields = marshalled[item]
-            out.append(SlotEntry(fields[0]) if len(fields) == 1 else PartEntry(fields[0], fields[1]))
-        elif type(item) is AuditEntry:
-            out.append(AuditEntry(item.at, item.step, item.type, copy_json(item.values)))
-        else:
-            assert type(item) is VisitEntry
-            out.append(VisitEntry(item.n, item.step, copy_json(item.state), item.version))
-    return out
+def _decode_entry(data: tuple[Any, ...]) -> Entry:
+    """An entry ``_encode_entries`` kept."""
+    tag = data[0]
+    if tag == 0:
+        return AuditEntry(data[1], data[2], data[3], data[4])
+    if tag == 1:
+        return SlotEntry(data[1])
+    if tag == 2:
+        return VisitEntry(data[1], data[2], data[3], data[4])
+    return PartEntry(data[1], data[2])
