@@ -560,7 +560,7 @@ class Engine:
             if command.key in self._keys:
                 self.duplicate_key(command.key)
             channel = self._channels[command.key] = self._channels.get(command.key, 0) + 1
-        elif type(command) is Parallel:
+        elif isinstance(command, Parallel):
             if not command.actions:
                 return {}
             for key in [a.key for a in command.actions.values()]:
@@ -578,7 +578,7 @@ class Engine:
         if self.dry and (slot is None or slot.open):
             raise _Stop("ok")
         self.index += 1
-        if type(command) is Action:
+        if isinstance(command, Action):
             return self.action(command, index, slot)
         if isinstance(command, Sleep):
             return self.sleep(command, index, slot)
