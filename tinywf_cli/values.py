@@ -107,51 +107,43 @@ def to_json_value(value: Any) -> Any:
 def _check_plain(value: Any, depth: int = 0) -> None:
     """``_plain_copy`` without the copy: for values made here (a model's JSON dump, at every commit).
 
-    Text, booleans, null and floats inside a container are checked in its loop (most
-    values are made of them); anything else is checked by a call of its own.
+    A container's text, booleans, null and floats are checked in one loop over its items
+    (most values are made of them); anything else is checked by a call of its own.
     """
     kind = type(value)
+    if kind is not dict and kind is not list:
+        if kind is str:
+            if not value.isascii():
+                _check_text(value)
+        elif kind is int:
+            if value.bit_length() > MAX_INT_BITS:
+                raise _refuse_int(value)
+        elif kind is float:
+            if not _isfinite(value):
+                raise _NotPlain
+        elif kind is not bool and value is not None:
+            raise _NotPlain
+        return
+    if depth >= MAX_DEPTH:
+        raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep")
+    items = value
     if kind is dict:
-        if depth >= MAX_DEPTH:
-            raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep")
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str:
                 raise _NotPlain
             if not key.isascii():
                 _check_text(key)
-            kind = type(item)
-            if kind is str:
-                if not item.isascii():
-                    _check_text(item)
-            elif kind is float:
-                if not _isfinite(item):
-                    raise _NotPlain
-            elif kind is not bool and item is not None:
-                _check_plain(item, depth + 1)
-    elif kind is list:
-        if depth >= MAX_DEPTH:
-            raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep")
-        for item in value:
-            kind = type(item)
-            if kind is str:
-                if not item.isascii():
-                    _check_text(item)
-            elif kind is float:
-                if not _isfinite(item):
-                    raise _NotPlain
-            elif kind is not bool and item is not None:
-                _check_plain(item, depth + 1)
-    elif kind is str:
-        if not value.isascii():
-            _check_text(value)
-    elif kind is int:
-        if value.bit_length() > MAX_INT_BITS:
-            raise _refuse_int(value)
-    elif kind is float:
-        if not _isfinite(value):
-            raise _NotPlain
-    elif kind is not bool and value is not None:
-        raise _NotPlain
+        items = value.values()
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                _check_text(item)
+        elif kind is float:
+            if not _isfinite(item):
+                raise _NotPlain
+        elif kind is not bool and item is not None:
+            _check_plain(item, depth + 1)
 
 
 _isfinite = math.isfinite
