@@ -289,7 +289,7 @@ def _root_ok(root: Path) -> bool:
 
 def show(root: Path, run_id: str, last: int | None) -> RunView:
     """The run ``show`` prints; Fallback when the full path must read it."""
-    from tinywf_cli.journal import AuditEntry
+    from tinywf_cli.journal import AuditEntry, shown_history
 
     _check(is_run_id(run_id) and _root_ok(root))
     files = RunFiles(root)
@@ -304,15 +304,8 @@ def show(root: Path, run_id: str, last: int | None) -> RunView:
         raise
     except Exception:
         raise Fallback from None
-    omitted = view.dropped_logs
-    if view.history_limit is not None and len(history) > view.history_limit:  # not trimmed yet: show as if
-        omitted += len(history) - view.history_limit
-        history = history[len(history) - view.history_limit:]
-    if last is not None and len(history) > last:
-        omitted += len(history) - last
-        history = history[len(history) - last:] if last else []
+    history, view.omitted = shown_history(history, view.dropped_logs, view.history_limit, last)
     view.logs = [log_of(e) for e in history]
-    view.omitted = omitted
     return view
 
 

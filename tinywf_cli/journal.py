@@ -264,6 +264,21 @@ def visit_start(entries: list[Entry]) -> int:
     return 0
 
 
+def shown_history(history: list[AuditEntry], dropped: int, limit: int | None,
+                  last: int | None) -> tuple[list[AuditEntry], int]:
+    """The audit entries ``show`` prints, and how many it leaves out: the ``dropped`` ones
+    (``history_limit``), those past ``limit`` not trimmed yet (shown as if they were), and
+    with ``last`` all but the newest ``last``."""
+    omitted = dropped
+    if limit is not None and len(history) > limit:
+        omitted += len(history) - limit
+        history = history[len(history) - limit:]
+    if last is not None and len(history) > last:
+        omitted += len(history) - last
+        history = history[len(history) - last:] if last else []
+    return history, omitted
+
+
 #: Entries beyond a run's history_limit are dropped once this many more have gathered
 #: (at least): a compaction rewrites the kept history, so it happens rarely.
 TRIM_SLACK = 100

@@ -41,7 +41,7 @@ from tinywf_cli.errors import (
     TinyWFError,
 )
 from tinywf_cli.fileio import UNCHANGED
-from tinywf_cli.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots
+from tinywf_cli.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots, shown_history
 from tinywf_cli.model import (
     ENDED,
     CheckReport,
@@ -935,13 +935,7 @@ class Runtime:
         check_run_id(run_id)
         head = self.store.head(run_id)
         history = self.store.history(run_id)
-        omitted = head.dropped_logs
-        if head.history_limit is not None and len(history) > head.history_limit:  # not trimmed yet: show as if
-            omitted += len(history) - head.history_limit
-            history = history[len(history) - head.history_limit:]
-        if last is not None and len(history) > last:
-            omitted += len(history) - last
-            history = history[len(history) - last:] if last else []
+        history, omitted = shown_history(history, head.dropped_logs, head.history_limit, last)
         logs = [LogEntry.model_validate(e.document()) for e in history]
         doc = RunDocument.of(head)
         return ShowDocument(**dict(doc), logs=logs, doc=head.doc, omitted=omitted)
