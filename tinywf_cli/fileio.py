@@ -126,49 +126,16 @@ def append_at(path: Path, size: int, data: bytes, *, cut_back: bool = False) -> 
     ``cut_back``: after a failure, cut the file back to ``size`` (what reached it would read
     as committed: a whole frame of a wal).
     """
-    created = False
+    appender = Appender(path)
     try:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            created = True
-    except OSError as exc:
-        raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StorageError(path, f"is not a regular file; {UNCHANGED}")
-        if info.st_size < size:
-            raise StorageError(path, f"is shorter than its record says ({info.st_size} < {size} bytes); {UNCHANGED}")
-        if info.st_size > size:
-            os.ftruncate(fd, size)
-        view = memoryview(data)
-        offset = size
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
-        os.fdatasync(fd)  # never retried: after a failed sync the page cache cannot be trusted
-        if created:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        if not cut_back:  # bytes past the committed size are never read
-            raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
-        try:
-            os.ftruncate(fd, size)
-            os.fdatasync(fd)
-        except OSError:
-            raise StorageError(path, f"cannot write: {problem(exc)}, and cannot cut off what was written; "
-                                     "the change may or may not have been saved") from None
-        raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
+        appender._write(size, data, cut_back=cut_back)
     finally:
-        os.close(fd)
+        appender.close()
 
 
 class Appender:
     """A file a writer holding its lock appends to at known offsets, kept open between appends
-    (a run's wal, for one session): ``append_at`` without an open, a stat and a close each time."""
+    (a run's wal, for one session): one open and stat for all of them."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -199,6 +166,11 @@ class Appender:
     def append(self, at: int, data: bytes) -> None:
         """Write ``data`` at offset ``at`` (dropping anything past it) and sync it; after a failure,
         cut the file back to ``at`` (what reached it would read as committed)."""
+        self._write(at, data, cut_back=True)
+
+    def _write(self, at: int, data: bytes, *, cut_back: bool) -> None:
+        """``append``; ``cut_back=False`` leaves what a failed write left past ``at`` (``append_at``
+        of a file whose readers never read past the committed size)."""
         if self.fd < 0:
             self._open()
         path, fd = self.path, self.fd
@@ -220,6 +192,8 @@ class Appender:
                 fsync_dir(path.parent)
                 self.created = False
         except OSError as exc:
+            if not cut_back:  # bytes past the committed size are never read
+                raise StorageError(path, f"cannot write: {problem(exc)}; {UNCHANGED}") from None
             try:
                 os.ftruncate(fd, at)
                 os.fdatasync(fd)
