@@ -200,15 +200,20 @@ class PostgresStore:
         """The epoch of a new claim on the run, or None when there is no such run; RunLocked after
         ``timeout`` while another process holds it."""
         params = {"run_id": run_id, "owner": self.owner, "lease": self.lease}
-        rows = self._execute("claim", params, f"claiming run '{run_id}'")
-        if rows:
-            return int(rows[0][0])
-        holder = self._execute("holder", {"run_id": run_id}, f"reading who holds run '{run_id}'")
-        if not holder:
-            return None
+        epoch, holder = self._try_claim(run_id, params)
+        if epoch is not None or not holder:
+            return epoch
         if timeout <= 0:
             raise RunLocked(run_id, timeout)
         return self._wait_for_claim(run_id, timeout, params)
+
+    def _try_claim(self, run_id: str, params: dict[str, Any]) -> tuple[int | None, list[Any]]:
+        """One try: ``(epoch, [])`` with the claim, ``(None, [])`` when there is no such run, or
+        ``(None, holder rows)`` while another process holds it."""
+        rows = self._execute("claim", params, f"claiming run '{run_id}'")
+        if rows:
+            return int(rows[0][0]), []
+        return None, self._execute("holder", {"run_id": run_id}, f"reading who holds run '{run_id}'")
 
     def _wait_for_claim(self, run_id: str, timeout: float, params: dict[str, Any]) -> int | None:
         import psycopg
@@ -220,12 +225,9 @@ class PostgresStore:
             conn.execute(f'LISTEN "{channel}"')
             while True:
                 # claim again right after LISTEN: the holder may have released in between
-                rows = self._execute("claim", params, f"claiming run '{run_id}'")
-                if rows:
-                    return int(rows[0][0])
-                holder = self._execute("holder", {"run_id": run_id}, f"reading who holds run '{run_id}'")
-                if not holder:
-                    return None
+                epoch, holder = self._try_claim(run_id, params)
+                if epoch is not None or not holder:
+                    return epoch
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RunLocked(run_id, timeout)
