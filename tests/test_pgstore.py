@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -178,13 +179,24 @@ def test_waiting_for_a_claim_held_elsewhere_ends_at_its_release(url: str) -> Non
 # -- wake-ups -----------------------------------------------------------------------------------------
 
 
-def test_a_release_anywhere_wakes_a_waiting_worker_at_once(url: str) -> None:
+@contextmanager
+def listening(url: str) -> Iterator[tuple[PostgresStore, PostgresStore, threading.Event]]:
+    """A worker's store already listening for changes, another store of the same database that
+    holds a waiting run ``r1``, and the worker's stop event; both stores closed after."""
     worker, other = PostgresStore(url), PostgresStore(url)
     try:
         create(other, "r1", status="waiting")
         stop = threading.Event()
         worker.wait_for_work(0.5, stop)  # starts listening (and wakes once, to catch up)
         worker.wait_for_work(0.2, stop)
+        yield worker, other, stop
+    finally:
+        worker.close()
+        other.close()
+
+
+def test_a_release_anywhere_wakes_a_waiting_worker_at_once(url: str) -> None:
+    with listening(url) as (worker, other, stop):
         woken: list[float] = []
 
         def wait() -> None:
@@ -199,37 +211,21 @@ def test_a_release_anywhere_wakes_a_waiting_worker_at_once(url: str) -> None:
             run.commit(run.load().head, [log("changed")])  # a release after a change notifies
         thread.join(10)
         assert woken and woken[0] < 1.0, woken
-    finally:
-        worker.close()
-        other.close()
 
 
 def test_a_session_that_changed_nothing_wakes_nobody(url: str) -> None:
-    worker, other = PostgresStore(url), PostgresStore(url)
-    try:
-        create(other, "r1", status="waiting")
-        stop = threading.Event()
-        worker.wait_for_work(0.5, stop)
-        worker.wait_for_work(0.2, stop)
+    with listening(url) as (worker, other, stop):
         with other.open("r1", 1) as run:
             run.load()  # looked, changed nothing (a run a worker cannot load would wake them all, forever)
         started = time.monotonic()
         worker.wait_for_work(0.6, stop)
         assert time.monotonic() - started >= 0.55
-    finally:
-        worker.close()
-        other.close()
 
 
 def test_wake_ups_come_back_after_the_listening_connection_is_killed(url: str) -> None:
     import psycopg
 
-    worker, other = PostgresStore(url), PostgresStore(url)
-    try:
-        create(other, "r1", status="waiting")
-        stop = threading.Event()
-        worker.wait_for_work(0.5, stop)
-        worker.wait_for_work(0.2, stop)
+    with listening(url) as (worker, other, stop):
         with psycopg.connect(SERVER, autocommit=True) as admin:
             killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                    "WHERE application_name LIKE %s", (f"tinywf {worker.location.schema} keeper%",)
@@ -244,9 +240,6 @@ def test_wake_ups_come_back_after_the_listening_connection_is_killed(url: str) -
             run.commit(run.load().head, [log("changed")])
         worker.wait_for_work(10, stop)  # and a release after that is heard
         assert time.monotonic() - started < 1.0
-    finally:
-        worker.close()
-        other.close()
 
 
 # -- first use, secrets, values ----------------------------------------------------------------------
