@@ -225,6 +225,24 @@ def make_workspace(root: Path) -> Path:
     return root
 
 
+def runs_workspace(root: Path) -> InProcessCli:
+    """A workspace (``make_workspace``) with one run of each kind: waiting on an event (``g1``) or
+    a timer (``u1``), finished (``s1``), failed (``f1``), a subscription (``sub-1``); and two
+    inputs nested too deeply to read: ``deep.json`` (100,000 brackets) and ``flows/deep.py``
+    (3,000 chained conditional expressions)."""
+    cli = InProcessCli(make_workspace(root))
+    cli.start("flows/guess_game.py", "g1", "--input", '{"number": 42}')
+    cli.start("flows/user_onboarding.py", "u1", "--input", '{"promotion_after": 60}')
+    cli.start("flows/simple.py", "s1")
+    cli.start("flows/fail.py", "f1", code=1, env={"TINYWF_TEST_FAIL": "1"})
+    cli.start("flows/interval_payment.py", "sub-1")
+    (cli.workspace / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (cli.workspace / "flows" / "deep.py").write_text(
+        "from tinywf_cli import Workflow, step\n\n\nclass Deep(Workflow):\n    @step\n    def only(self):\n"
+        "        a = True\n        self.state['x'] = " + " if a else ".join(["1"] * 3000) + "\n")
+    return cli
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a command: ours without tinywf or colour settings, plus ``extra``."""
     drop = {"NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR_FORCE"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clihelpers import Cli, InProcessCli, assert_error, make_workspace, snapshot
+from clihelpers import Cli, InProcessCli, assert_error, make_workspace, runs_workspace, snapshot
 
 CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     # malformed JSON and values that fail validation
@@ -103,17 +103,7 @@ INSTALLED = ["input-not-json", "input-unknown-key", "resolve-wrong-type", "resol
 def fast(tmp_path_factory: pytest.TempPathFactory) -> InProcessCli:
     """A workspace with one run of each kind: waiting on an event (``g1``) or a timer
     (``u1``), finished (``s1``), failed (``f1``), a subscription (``sub-1``)."""
-    cli = InProcessCli(make_workspace(tmp_path_factory.mktemp("bad-input")))
-    cli.start("flows/guess_game.py", "g1", "--input", '{"number": 42}')
-    cli.start("flows/user_onboarding.py", "u1", "--input", '{"promotion_after": 60}')
-    cli.start("flows/simple.py", "s1")
-    cli.start("flows/fail.py", "f1", code=1, env={"TINYWF_TEST_FAIL": "1"})
-    cli.start("flows/interval_payment.py", "sub-1")
-    (cli.workspace / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    (cli.workspace / "flows" / "deep.py").write_text(  # 3,000 chained conditional expressions
-        "from tinywf_cli import Workflow, step\n\n\nclass Deep(Workflow):\n    @step\n    def only(self):\n"
-        "        a = True\n        self.state['x'] = " + " if a else ".join(["1"] * 3000) + "\n")
-    return cli
+    return runs_workspace(tmp_path_factory.mktemp("bad-input"))
 
 
 @pytest.fixture(scope="module")

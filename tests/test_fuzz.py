@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clihelpers import InProcessCli, describe, make_workspace, snapshot
+from clihelpers import InProcessCli, describe, make_workspace, runs_workspace, snapshot
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -67,15 +67,7 @@ COMMANDS: dict[str, list[st.SearchStrategy[Any]]] = {
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> InProcessCli:
-    cli = InProcessCli(make_workspace(tmp_path_factory.mktemp("fuzz")))
-    cli.start("flows/guess_game.py", "g1", "--input", '{"number": 42}')
-    cli.start("flows/user_onboarding.py", "u1", "--input", '{"promotion_after": 60}')
-    cli.start("flows/simple.py", "s1")
-    cli.start("flows/fail.py", "f1", code=1, env={"TINYWF_TEST_FAIL": "1"})
-    cli.start("flows/interval_payment.py", "sub-1")
-    (cli.workspace / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    (cli.workspace / "flows" / "deep.py").write_text("x = " + " if a else ".join(["1"] * 3000) + "\n")
-    return cli
+    return runs_workspace(tmp_path_factory.mktemp("fuzz"))
 
 
 def check_answer(cli: InProcessCli, args: list[str], before: dict[str, bytes | None]) -> None:
