@@ -318,6 +318,13 @@ class Cli:
             return argv, clean_env(**dict(env or {}))
         return argv, clean_env(TINYWF_NOW=now or self.now, **dict(env or {}))
 
+    def spawn(self, args: tuple[str, ...], now: str | None, env: Mapping[str, str] | None, *,
+              text: bool = True) -> subprocess.Popen[Any]:
+        """Start ``tinywf ARGS`` as a process of its own (as ``prepare`` says), stdout and stderr piped."""
+        argv, environment = self.prepare(args, now, env, True)
+        return subprocess.Popen([TINYWF, *argv], cwd=self.workspace, env=environment, text=text,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
     def json(self, *args: str, code: int = 0, **kwargs: Any) -> Any:
         """Run a command with ``--json``; check its exit code and return its one document."""
         result = self(*args[:1], "--json", *args[1:], **kwargs)  # before any `--`

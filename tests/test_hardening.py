@@ -154,9 +154,7 @@ class Later(Workflow):
 ''', encoding="utf-8")
     for i in range(5):
         fast.start("flows/later.py:Later", f"s{i}")
-    argv, env = cli.prepare(("worker", "--json"), at(60), {"SLOW": "2"}, True)
-    proc = subprocess.Popen([TINYWF, *argv], cwd=cli.workspace, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli.spawn(("worker", "--json"), at(60), {"SLOW": "2"})
     try:
         wait_for(tmp_path / "marks" / "s0")
         started = time.monotonic()
@@ -185,9 +183,7 @@ class LaterSpin(Spin):
         return self.work
 ''', encoding="utf-8")
     fast.start("flows/later.py:LaterSpin", "spin")
-    argv, env = cli.prepare(("worker",), at(60), {"SLOW": "0"}, True)
-    proc = subprocess.Popen([TINYWF, *argv], cwd=cli.workspace, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli.spawn(("worker",), at(60), {"SLOW": "0"})
     try:
         wait_for(tmp_path / "marks" / "spin")
         time.sleep(0.3)
@@ -210,9 +206,7 @@ class LaterSpin(Spin):
 
 def test_sigint_in_an_action_of_run_is_one_line_and_the_run_recoverable(slow_cli: Cli, tmp_path: Path) -> None:
     cli = slow_cli
-    argv, env = cli.prepare(("run", "flows/slowness.py:Slow", "--run-id", "r1"), None, {"SLOW": "60"}, True)
-    proc = subprocess.Popen([TINYWF, *argv], cwd=cli.workspace, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli.spawn(("run", "flows/slowness.py:Slow", "--run-id", "r1"), None, {"SLOW": "60"})
     try:
         wait_for(tmp_path / "marks" / "r1")
         proc.send_signal(signal.SIGINT)
@@ -300,9 +294,7 @@ def test_a_reader_that_goes_away_is_no_error(cli: Cli) -> None:
     fast = InProcessCli(cli.workspace, cli.state_dir)
     for i in range(300):
         fast.start("flows/simple.py", f"s{i:03d}")
-    argv, env = cli.prepare(("list",), None, None, True)
-    proc = subprocess.Popen([TINYWF, *argv], cwd=cli.workspace, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = cli.spawn(("list",), None, None, text=False)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.readline()
     proc.stdout.close()  # like `tinywf list | head -1`

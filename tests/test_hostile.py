@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clihelpers import TINYWF, Cli, InProcessCli, at, describe, snapshot
+from clihelpers import Cli, InProcessCli, at, describe, snapshot
 
 HOSTILE = '''
 """Flows that misbehave in every way one run can, once their first timer is due."""
@@ -258,9 +257,7 @@ def test_a_damaged_record_is_exit_5_for_every_command_and_changes_nothing(
 
 def test_a_worker_keeps_going_past_hostile_runs(crowd: tuple[Cli, InProcessCli, dict[str, str]]) -> None:
     cli, fast, env = crowd
-    argv, environment = cli.prepare(("worker", "--json", "--poll", "0.2"), at(60), env, True)
-    proc = subprocess.Popen([TINYWF, *argv], cwd=cli.workspace, env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = cli.spawn(("worker", "--json", "--poll", "0.2"), at(60), env)
     try:
         seen: dict[str, Any] = {}
         deadline = time.monotonic() + 60

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 
 import pytest
-from clihelpers import REAL_CLOCK, TINYWF, Cli, InProcessCli, assert_error, at, describe, snapshot
+from clihelpers import REAL_CLOCK, Cli, InProcessCli, assert_error, at, describe, snapshot
 
 HEADER = '''
 import os
@@ -408,9 +407,7 @@ def test_a_worker_runs_the_code_deployed_while_it_runs(cli: Cli, env: dict[str, 
     for run_id in ("early", "late"):
         result = cli("run", "flows/changing.py", "--run-id", run_id, "--json", now=REAL_CLOCK, env=real)
         assert result.returncode == 0, describe(result)
-    argv, environment = cli.prepare(("worker", "--json", "--poll", "0.1"), REAL_CLOCK, real, True)
-    proc = subprocess.Popen([TINYWF, *argv], cwd=cli.workspace, env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = cli.spawn(("worker", "--json", "--poll", "0.1"), REAL_CLOCK, real)
     fast = InProcessCli(cli.workspace, cli.state_dir)
     try:
         deadline = time.monotonic() + 30
