@@ -55,20 +55,10 @@ class Slot:
     def to_json(self) -> dict[str, Any]:
         """The journal form."""
         out: dict[str, Any] = {"index": self.index, "kind": self.kind, "key": self.key, "status": self.status}
-        if self.value is not None:
-            out["value"] = self.value
-        if self.due_at is not None:
-            out["due_at"] = self.due_at
-        if self.error is not None:
-            out["error"] = self.error
-        if self.resume_id is not None:
-            out["resume_id"] = self.resume_id
-        if self.request is not None:
-            out["request"] = self.request
-        if self.expects is not None:
-            out["expects"] = self.expects
-        if self.signals is not None:
-            out["signals"] = self.signals
+        for name in ("value", "due_at", "error", "resume_id", "request", "expects", "signals"):
+            item = getattr(self, name)
+            if item is not None:
+                out[name] = item
         if self.attempt:
             out["attempt"] = self.attempt
         if self.parts is not None:
