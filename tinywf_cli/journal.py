@@ -18,7 +18,7 @@ a damaged journal is refused as a whole, never half-read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -246,12 +246,18 @@ def fold_slots(entries: Iterable[Entry]) -> list[Slot]:
     return slots
 
 
-def visit_start(entries: list[Entry]) -> int:
-    """The position of the last visit marker in ``entries`` (0 when there is none)."""
+def last_visit(entries: Sequence[Entry]) -> int | None:
+    """The position of the last visit marker in ``entries`` (``None`` when there is none)."""
     for position in range(len(entries) - 1, -1, -1):
         if type(entries[position]) is VisitEntry:
             return position
-    return 0
+    return None
+
+
+def visit_start(entries: Sequence[Entry]) -> int:
+    """The position of the last visit marker in ``entries`` (0 when there is none)."""
+    position = last_visit(entries)
+    return 0 if position is None else position
 
 
 def shown_history(history: list[AuditEntry], dropped: int, limit: int | None,

@@ -32,12 +32,13 @@ from tinywf_cli.journal import (
     AuditEntry,
     BadEntry,
     Entry,
-    VisitEntry,
     entry_from_json,
     fold_slots,
+    last_visit,
     needs_trim,
     visit_start,
 )
+from tinywf_cli.jsonio import dumps
 from tinywf_cli.model import RunHead, head_from_json, head_to_json
 from tinywf_cli.pgstore import schema
 from tinywf_cli.pgstore.connection import Target, connect, fail, parse_target
@@ -385,7 +386,7 @@ class PostgresRunSession:
         rows = store._execute("create", {
             "run_id": head.run_id, "head": head_to_json(head), "status": head.status, "due_at": index_due(head),
             "owner": store.owner, "lease": store.lease, "kinds": kinds, "entries": texts,
-            "visit_seq": visit_start(list(entries)),
+            "visit_seq": visit_start(entries),
         }, f"creating run '{head.run_id}'")
         if not rows:
             raise RunExists(head.run_id)
@@ -398,7 +399,7 @@ class PostgresRunSession:
         if self.epoch is None:
             raise RunNotFound(self.run_id)
         kinds, texts = _encode(entries)
-        at = _last_visit(entries)
+        at = last_visit(entries)
         try:
             rows = self.store._execute("commit", {
                 "run_id": self.run_id, "epoch": self.epoch, "head": head_to_json(head), "status": head.status,
@@ -475,15 +476,8 @@ def _encode(entries: Sequence[Entry]) -> tuple[list[str], list[str]]:
     for entry in entries:
         data = entry.to_json()
         kinds.append(next(iter(data)))
-        texts.append(json.dumps(data, separators=(",", ":")))
+        texts.append(dumps(data))
     return kinds, texts
-
-
-def _last_visit(entries: Sequence[Entry]) -> int | None:
-    for position in range(len(entries) - 1, -1, -1):
-        if type(entries[position]) is VisitEntry:
-            return position
-    return None
 
 
 def _first_error(exc: Any) -> str:
