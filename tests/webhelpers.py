@@ -1,7 +1,7 @@
 """Helpers for the web tests: a real ``tinywf serve`` process in a workspace, and an HTTP client.
 
-``Server`` starts ``tinywf serve --port 0 --json`` (the server picks a free port and prints
-its URL), with ``$TINYWF_API_TOKEN`` and ``$TINYWF_NOW`` set, and stops it at the end.
+``Server`` starts ``tinywf serve --port 0 --json`` on a ``Cli``'s store (the server picks a
+free port and prints its URL), with ``$TINYWF_API_TOKEN`` and ``$TINYWF_NOW`` set, and stops it at the end.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def add_web_flows(workspace: Path) -> None:
 
 
 class Server:
-    """A running ``tinywf serve`` over a workspace's state directory.
+    """A running ``tinywf serve`` over a workspace's store (its state directory, or its PostgreSQL URL).
 
     Example::
 
@@ -129,9 +129,8 @@ class Server:
         log = cli.workspace / f"serve-{time.monotonic_ns()}.log"
         env = clean_env(TINYWF_NOW=now, **({"TINYWF_API_TOKEN": token} if token else {}))
         with open(log, "w", encoding="utf-8") as err:
-            proc = subprocess.Popen([TINYWF, "serve", "--state-dir", str(cli.state_dir), "--port", "0", "--json",
-                                     *args], cwd=cli.workspace, env=env, stdout=subprocess.PIPE, stderr=err,
-                                    text=True)
+            proc = subprocess.Popen([TINYWF, "serve", *cli.store_args, "--port", "0", "--json", *args],
+                                    cwd=cli.workspace, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         line = proc.stdout.readline() if ready else ""
