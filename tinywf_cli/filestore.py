@@ -107,6 +107,11 @@ WAL_KEEP = 16 * 1024
 MAX_RECORD_BYTES = records.MAX_RECORD_BYTES
 
 
+def _file_status(info: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced, rewritten, or its mode or owner changed."""
+    return (info.st_dev, info.st_ino, info.st_mode, info.st_uid, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 class FileStore:
     """Runs as files in ``root`` (created 0700 by the first run started there)."""
 
@@ -118,6 +123,8 @@ class FileStore:
         #: repairs them (drops stale ones) when it closes.
         self._found: dict[str, list[str]] = {}
         self._checked = False
+        #: Secrets read, by name: the status of the file read and its bytes (``secret``).
+        self._secrets: dict[str, tuple[tuple[int, ...], bytes]] = {}
 
     @property
     def target(self) -> str:
@@ -272,11 +279,19 @@ class FileStore:
 
         A new secret is written to a private temp file and hard-linked into place, which, like
         ``O_EXCL``, fails when the name exists: of two processes racing, one key wins and both read it.
+        Every call answers for the file as it is now: one ``lstat`` when it is unchanged since
+        the last read (same file, mode, owner, size and times), a full read and check otherwise —
+        so a key removed, replaced or opened to others takes effect at the next call.
         """
         if not is_run_id(name):
             raise InvalidRunId(str(name))
         path = self.root / f".secret~{name}"
         self._check_root(create=True)
+        known = self._secrets.get(name)
+        if known is not None:
+            with suppress(OSError):  # gone or unreadable: the full read below says what is wrong
+                if _file_status(os.lstat(path)) == known[0]:
+                    return known[1]
         try:
             if not os.path.lexists(path):
                 tmp = self.root / f".secret~{name}~{os.getpid()}.{threading.get_ident()}.tmp"
@@ -300,7 +315,9 @@ class FileStore:
             raise StorageError(path, f"cannot read or create the secret: {problem(exc)}") from None
         check_owner(path, info, "the secret")
         if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or len(data) != 32:
+            self._secrets.pop(name, None)
             raise StorageError(path, "is not a 32-byte file readable by its owner only; remove it to make a new one")
+        self._secrets[name] = (_file_status(info), data)
         return data
 
     def close(self) -> None:

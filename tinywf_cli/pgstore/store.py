@@ -320,9 +320,15 @@ class PostgresStore:
         return value if isinstance(value, datetime) else None
 
     def secret(self, name: str) -> bytes:
-        """A random key kept in the ``secrets`` table, made on first use (racing processes agree)."""
-        rows = self._execute("secret_insert", {"name": name, "value": os.urandom(32)}, "storing a key")
+        """A random key kept in the ``secrets`` table, made on first use (racing processes agree).
+
+        Read from the table at every call (one small query once it exists), so that a key
+        deleted there is replaced everywhere at once: ``tinywf serve`` checks links with it.
+        """
+        rows = self._execute("secret_select", {"name": name}, "reading a key")
         if not rows:
+            rows = self._execute("secret_insert", {"name": name, "value": os.urandom(32)}, "storing a key")
+        if not rows:  # another process stored it between the two statements
             rows = self._execute("secret_select", {"name": name}, "reading a key")
         return bytes(rows[0][0])
 

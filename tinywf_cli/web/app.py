@@ -191,20 +191,21 @@ def children_of(doc: ShowDocument) -> list[str]:
 
 
 class Web:
-    """What the routes share: the runtime, the settings, the link signer and the graph cache."""
+    """What the routes share: the runtime and the settings."""
 
     def __init__(self, runtime: Runtime, settings: Settings) -> None:
         runtime._loader = SerialLoader()  # the server's threads share one runtime
         self.runtime = runtime
         self.settings = settings
-        self._signer: LinkSigner | None = None
 
-    @property
     def signer(self) -> LinkSigner:
-        """Checks link tokens with the store's key (read on first use)."""
-        if self._signer is None:
-            self._signer = LinkSigner(link_key(self.runtime.store))
-        return self._signer
+        """Checks link tokens with the store's key as it is now.
+
+        Read at every use, never kept: a key removed (rotated) or left readable by others
+        takes effect on a running server at once. The stores make the read cheap (the file
+        store re-reads its key file only when the file's status changed).
+        """
+        return LinkSigner(link_key(self.runtime.store))
 
     def now(self) -> datetime:
         """The runtime's clock ($TINYWF_NOW fixes it)."""
@@ -231,7 +232,7 @@ class Web:
 
     def open_link(self, token: str) -> tuple[Link, RunDocument, PendingResume]:
         """The link, its run and its pending event; LinkRefused saying why it cannot be used."""
-        link = self.signer.verify(token, self.now())
+        link = self.signer().verify(token, self.now())
         try:
             doc = RunDocument.of(self.runtime.store.head(link.run_id))
         except RunNotFound:
