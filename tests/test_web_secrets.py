@@ -5,9 +5,20 @@ point at the host a request names.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
-from clihelpers import Cli, assert_error
-from webhelpers import TOKEN, Server, add_web_flows, server_fixture, web_cli_fixture  # noqa: F401  (fixtures)
+from clihelpers import Cli, assert_error, at
+from webhelpers import TOKEN, WEB_FLOWS, Server, add_web_flows, server_fixture, web_cli_fixture  # noqa: F401  (fixtures)
+
+from tinywf_cli.clock import ManualClock
+from tinywf_cli.errors import RunNotFound
+from tinywf_cli.runtime import Runtime
 
 
 def token_of(url: str) -> str:
@@ -40,6 +51,61 @@ def remove_key(cli: Cli) -> None:
         deleted = conn.execute(f'DELETE FROM "{target.schema}".secrets WHERE name = %s', ("link",)).rowcount
     assert deleted == 1
 
+
+# -- a link is bound to its run ----------------------------------------------------------------------------
+
+
+@pytest.mark.stores("file", "postgres")
+def test_a_link_never_answers_a_new_run_with_its_runs_id(cli: Cli) -> None:
+    add_web_flows(cli.workspace)
+    cli.start("flows/approve.py", "again-1")
+    with Server.start(cli) as server:
+        old = server.path_of(server.link("again-1", "first"))
+        assert server.anonymous.get(old).status_code == 200
+        cli.json("cancel", "again-1")
+        later = at(3600)
+        assert cli.json("prune", "--older-than", "1m", now=later)["pruned"] == ["again-1"]
+        # a new run with the same id, waiting for the same event under the same resume id
+        assert cli.start("flows/approve.py", "again-1", now=later)["pending"][0]["resume_id"] == "first@1"
+        refused(server, old, 404, "no longer exists")
+        assert cli.json("show", "again-1")["state"] == {}
+        fresh = server.path_of(server.link("again-1", "first", now=later))
+        assert server.anonymous.post(fresh, data={"value": "true"}).status_code == 200
+        assert cli.json("show", "again-1")["state"] == {"first": True}
+
+
+def test_a_link_made_before_links_named_their_run_is_refused(server: Server) -> None:
+    server.cli.start("flows/approve.py", "older-1")
+    server.link("older-1", "first")  # makes the key
+    key = (server.cli.state_dir / ".secret~link").read_bytes()
+    body = {"r": "older-1", "e": "first@1", "x": 2_000_000_000}  # what a link held until it named its run
+    payload = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    mac = hmac.new(key, b"tinywf-link-v1:" + payload.encode(), hashlib.sha256).digest()
+    signature = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    refused(server, f"/link/{payload}.{signature}", 403, "made by an older tinywf")
+
+
+@pytest.mark.stores("file", "postgres")
+def test_a_link_a_flow_sends_itself_answers_its_run_on_either_store(cli: Cli) -> None:
+    doc = cli.start("flows/expense_approval.py", "expense-1", env={"TINYWF_OUTBOX": str(cli.workspace / "outbox")})
+    url = doc["state"]["link"]
+    assert url.startswith("http://127.0.0.1:8080/link/")
+    with Server.start(cli) as server:
+        path = url.removeprefix("http://127.0.0.1:8080")
+        assert server.anonymous.post(path, data={"value": "true"}).status_code == 200
+    assert cli.json("show", "expense-1")["state"]["paid"] is True
+    assert not any(cli.workspace.glob("postgresql*"))  # the key is the store's, not a directory named after it
+
+
+def test_resolve_with_created_at_answers_only_the_run_created_then(tmp_path: Path, clock: ManualClock) -> None:
+    flow = tmp_path / "approve.py"
+    flow.write_text(WEB_FLOWS["approve.py"], encoding="utf-8")
+    runtime = Runtime(tmp_path / "state", clock=clock)
+    created = runtime.start(str(flow), run_id="guard-1").created_at
+    with pytest.raises(RunNotFound):  # what a link's answer meets when its run was replaced meanwhile
+        runtime.resolve("guard-1", "first", True, created_at=created + timedelta(microseconds=1))
+    assert runtime.get("guard-1").state == {}
+    assert runtime.resolve("guard-1", "first", True, created_at=created).state == {"first": True}
 
 # -- the store's current key ---------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinywf_cli.clock import Clock, clock_from_env, format_instant
+from tinywf_cli.clock import Clock, as_utc, clock_from_env, format_instant
 from tinywf_cli.errors import (
     BadInput,
     FlowLoadError,
@@ -481,16 +481,20 @@ class Runtime:
                 self._advance(session, run, follow, recover=head.status == "running")
         return self._document(head, advanced=advanced, follow=follow)
 
-    def resolve(self, run_id: str, resume: str, value: Any) -> RunDocument:
+    def resolve(self, run_id: str, resume: str, value: Any, *, created_at: datetime | None = None) -> RunDocument:
         """Answer a pending event (by resume id or event key) and advance the run.
 
         ``value`` is any JSON value, or a ``TextValue`` (text from a command line: JSON when
-        it parses and fits the event's type, else the text itself).
+        it parses and fits the event's type, else the text itself). With ``created_at``, only
+        the run created at that instant is answered (a signed link's): a later run given the
+        same id is RunNotFound, and unchanged.
         """
         follow = _Follow()
         with self._open(run_id) as session:
             run = self._load_for(session, "resolve it")
             head = run.head
+            if created_at is not None and as_utc(head.created_at) != as_utc(created_at):
+                raise RunNotFound(run_id)
             if head.status == "paused":
                 raise StatusConflict(run_id, "paused", "resolve it (`tinywf resume` it first; "
                                                        "`tinywf send` queues events meanwhile)")

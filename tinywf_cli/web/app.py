@@ -41,7 +41,7 @@ from tinywf_cli.runtime import Runtime
 from tinywf_cli.web import pages
 from tinywf_cli.web.forms import form_for, parse_answer
 from tinywf_cli.web.gate import COOKIE, DEFAULT_MAX_BODY, ASGIApp, Gate, Settings
-from tinywf_cli.web.links import Link, LinkRefused, LinkSigner, link_key
+from tinywf_cli.web.links import Link, LinkRefused, LinkSigner, link_key, removed
 from tinywf_cli.web.pages import Graph
 
 # -- the one place an error becomes an HTTP status ----------------------------------------------------
@@ -236,8 +236,9 @@ class Web:
         try:
             doc = RunDocument.of(self.runtime.store.head(link.run_id))
         except RunNotFound:
-            raise LinkRefused(404, "This run no longer exists",
-                              f"Run {link.run_id} was removed; there is nothing left to answer.") from None
+            raise removed(link.run_id) from None
+        if not link.made_for(doc.created_at):  # a later run given the removed run's id
+            raise removed(link.run_id)
         if doc.status in pages.ENDED:
             raise LinkRefused(409, "This run has ended",
                               f"Run {link.run_id} is {doc.status}; it takes no more answers.")
@@ -496,14 +497,17 @@ def _link_routes(api: FastAPI, web: Web) -> None:
             link, doc, pending = web.open_link(token)
             value = parse_answer(form_for(doc.expects.get(pending.resume_id)), text)
             try:
-                # the exact resume id the link was signed for, which open_link found pending
-                after = rt.resolve(link.run_id, link.resume_id, value)
+                # the exact resume id the link was signed for, which open_link found pending, of
+                # the very run it was signed for (checked again under the run's lock)
+                after = rt.resolve(link.run_id, link.resume_id, value, created_at=link.created_at)
             except InvalidValue as exc:
                 return _html(pages.link_page(doc, pending, action=f"/link/{quote(token)}",
                                              expires_at=link.expires_at, now=web.now(), entered=text,
                                              invalid=exc.message), 422)
             except ResumeNotFound:  # answered by someone else a moment ago
                 raise answered(link) from None
+            except RunNotFound:  # removed a moment ago (and perhaps its id given to a new run)
+                raise removed(link.run_id) from None
             except StatusConflict as exc:
                 raise LinkRefused(409, "This run has ended", exc.message) from None
         except LinkRefused as exc:

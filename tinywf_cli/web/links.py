@@ -1,10 +1,15 @@
 """Signed links: a URL that answers one pending event of one run, until it expires or is used.
 
-A link's token is ``PAYLOAD.SIGNATURE``: the payload is base64url JSON naming the run, the
-resume id and the expiry (Unix seconds); the signature is an HMAC-SHA256 of the payload's
-text under the store's ``link`` secret. Any change to either part fails the check (the
-text is signed, not what it decodes to). A link stops working once its event is no longer
-pending: resume ids are never reused within a run, so a link is good for one answer.
+A link's token is ``PAYLOAD.SIGNATURE``: the payload is base64url JSON naming the run (its id
+and the instant it was created, in microseconds), the resume id and the expiry (Unix
+seconds); the signature is an HMAC-SHA256 of the payload's text under the store's ``link``
+secret. Any change to either part fails the check (the text is signed, not what it decodes
+to). A link stops working once its event is no longer pending: resume ids are never reused
+within a run, so a link is good for one answer. It never answers another run that got the
+same id after its run was removed: that run was created at another instant.
+
+The key is read from the store at every use, so removing it (a new one is made on first
+use) revokes every link signed with it, on running servers too.
 
 Standard library only: ``tinywf link`` signs without importing the web server.
 """
@@ -37,6 +42,8 @@ _DURATION = re.compile(r"(?:\d+[smhdw])+", re.ASCII)
 MAX_EXPIRY = timedelta(days=366)
 #: A token longer than this is refused before any work (a run id and a resume id fit easily).
 MAX_TOKEN_CHARS = 2048
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @runtime_checkable
@@ -76,13 +83,26 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _micros(when: datetime) -> int:
+    """An instant as whole microseconds since 1970 (a naive datetime is taken as UTC)."""
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // _MICROSECOND
+
+
 @dataclass(frozen=True)
 class Link:
-    """What a valid token grants: answering ``resume_id`` of ``run_id`` until ``expires_at``."""
+    """What a valid token grants: answering ``resume_id`` of ``run_id`` until ``expires_at`` —
+    of the run with that id created at ``created_at``, and no other."""
 
     run_id: str
     resume_id: str
     expires_at: datetime
+    #: When the run the link was made for was created: a later run with the same id is another run.
+    created_at: datetime
+
+    def made_for(self, created_at: datetime) -> bool:
+        """Whether the link was made for the run (with its id) created at ``created_at``."""
+        return _micros(self.created_at) == _micros(created_at)
 
 
 class LinkRefused(Exception):
@@ -93,6 +113,12 @@ class LinkRefused(Exception):
         self.status = status
         self.title = title
         self.detail = detail
+
+
+def removed(run_id: str) -> LinkRefused:
+    """The refusal of a link whose run was removed (another run may have its id since)."""
+    return LinkRefused(404, "This run no longer exists",
+                       f"Run {run_id} was removed; there is nothing left to answer.")
 
 
 def tampered() -> LinkRefused:
@@ -107,7 +133,7 @@ class LinkSigner:
     Example::
 
         signer = LinkSigner(link_key(runtime.store))
-        token = signer.sign(Link("order-17", "approval@1", expires_at))
+        token = signer.sign(Link("order-17", "approval@1", expires_at, head.created_at))
         link = signer.verify(token, now)   # LinkRefused when tampered or expired
     """
 
@@ -119,7 +145,8 @@ class LinkSigner:
 
     def sign(self, link: Link) -> str:
         """The token for ``link``."""
-        body = {"r": link.run_id, "e": link.resume_id, "x": int(link.expires_at.timestamp())}
+        body = {"r": link.run_id, "c": _micros(link.created_at), "e": link.resume_id,
+                "x": int(link.expires_at.timestamp())}
         payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
         return f"{payload}.{self._signature(payload)}"
 
@@ -136,7 +163,12 @@ class LinkSigner:
             raise tampered()
         try:
             body: Any = json.loads(_unb64(payload))
-            link = Link(str(body["r"]), str(body["e"]), datetime.fromtimestamp(int(body["x"]), UTC))
+            if isinstance(body, dict) and "c" not in body:
+                raise LinkRefused(403, "This link is out of date",
+                                  "It was made by an older tinywf, before links named the run they answer. "
+                                  "Ask for a new link.")
+            link = Link(str(body["r"]), str(body["e"]), datetime.fromtimestamp(int(body["x"]), UTC),
+                        _EPOCH + int(body["c"]) * _MICROSECOND)
         except (binascii.Error, ValueError, KeyError, TypeError, OverflowError):
             raise tampered() from None  # signed by us but unreadable: never happens unless the key leaked
         if now >= link.expires_at:
@@ -181,7 +213,7 @@ def issue_link(runtime: Runtime, run_id: str, resume: str, lifetime: timedelta) 
 
     doc = RunDocument.of(runtime.store.head(check_run_id(run_id)))
     pending = pending_event(doc, resume)
-    link = Link(doc.run_id, pending.resume_id, runtime.clock.now() + lifetime)
+    link = Link(doc.run_id, pending.resume_id, runtime.clock.now() + lifetime, doc.created_at)
     return link, LinkSigner(link_key(runtime.store)).sign(link)
 
 
@@ -200,11 +232,13 @@ def make_link(store: Any, run_id: str, resume_id: str, *, expires: str | timedel
     """A signed URL answering event ``resume_id`` of ``run_id``, for flows that send links themselves.
 
     Call it from an action, before the step's ``wait_event``: the event need not be pending
-    yet (the link's page checks that when it is opened). The resume id of the first wait on
-    ``key`` in a visit is ``key@VISIT``; ``self.idempotency_key(key)`` is
-    ``RUN:VISIT:KEY``, which gives the visit. ``store`` is a state directory or a store;
-    ``base_url`` defaults to ``$TINYWF_BASE_URL``, else ``http://127.0.0.1:8080``; the
-    clock is ``$TINYWF_NOW`` when set.
+    yet (the link's page checks that when it is opened), but the run must exist: the link
+    answers that run only, never a later one given the same id. The resume id of the first
+    wait on ``key`` in a visit is ``key@VISIT``; ``self.idempotency_key(key)`` is
+    ``RUN:VISIT:KEY``, which gives the visit. ``store`` is a state directory, a
+    ``postgresql://`` URL (``self.store_target`` is either) or a store; ``base_url`` defaults
+    to ``$TINYWF_BASE_URL``, else ``http://127.0.0.1:8080``; the clock is ``$TINYWF_NOW``
+    when set.
 
     Example::
 
@@ -217,12 +251,15 @@ def make_link(store: Any, run_id: str, resume_id: str, *, expires: str | timedel
 
     from tinywf_cli.clock import clock_from_env
     from tinywf_cli.runtime import check_run_id
+    from tinywf_cli.store import open_store
 
-    if isinstance(store, str | Path):
-        from tinywf_cli.filestore import FileStore
-
-        store = FileStore(Path(store))
     lifetime = parse_duration(expires) if isinstance(expires, str) else expires
-    link = Link(check_run_id(run_id), resume_id, clock_from_env().now() + lifetime)
     base = check_base_url(base_url or os.environ.get("TINYWF_BASE_URL") or "http://127.0.0.1:8080")
-    return link_url(base, LinkSigner(link_key(store)).sign(link))
+    opened = open_store(store) if isinstance(store, str | Path) else store
+    try:
+        created_at = opened.head(check_run_id(run_id)).created_at
+        link = Link(run_id, resume_id, clock_from_env().now() + lifetime, created_at)
+        return link_url(base, LinkSigner(link_key(opened)).sign(link))
+    finally:
+        if opened is not store:
+            opened.close()
