@@ -131,3 +131,29 @@ def test_a_running_server_uses_the_stores_current_key(cli: Cli) -> None:
             key.chmod(0o600)
         assert server.anonymous.post(new, data={"value": "true"}).status_code == 200
         assert cli.json("show", "rotate-1")["state"] == {"first": True}
+
+
+# -- the access log ---------------------------------------------------------------------------------------------
+
+
+def test_no_access_log_line_holds_a_token(server: Server) -> None:
+    server.cli.start("flows/approve.py", "log-1")
+    token = token_of(server.link("log-1", "first"))
+    signature = token.split(".")[1]
+    paths = [f"//link/{token}", f"///link/{token}", f"/link/{token}/extra", f"/link//{token}", f"/x/link/{token}",
+             f"/%2Flink/{token}", f"/Link/{token}", f"/link/{token[:-1]}", f"/runs/{token}", f"/api/runs/{token}",
+             f"/{token}", f"/runs/x/resolve/{token}", f"/link/{token}?token={TOKEN}", f"/?token={token}",
+             f"/runs/{TOKEN}", f"/{TOKEN}/x", "/runs/x%0AGET%20/forged%20200%200.1ms"]
+    start = len(server.log.read_text(encoding="utf-8").splitlines())
+    for path in paths:
+        server.anonymous.get(path)
+        server.api.get(path)
+    server.anonymous.request(token, "/")  # a method is the client's to choose, too
+    server.api.get(f"/link/{token}")  # served, and still logged without its token
+    lines = server.log.read_text(encoding="utf-8").splitlines()[start:]
+    assert len(lines) == 2 * len(paths) + 2, lines
+    assert not any(line.startswith("GET /forged ") for line in lines)
+    assert lines[-1].startswith("GET /link/… 200 ")
+    for line in lines:
+        assert TOKEN not in line, line
+        assert not any(signature[i:i + 12] in line for i in range(len(signature) - 11)), line

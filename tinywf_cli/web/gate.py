@@ -5,12 +5,14 @@ every answer carries.
 cookie a browser got at ``/?token=``, lets a link's own page and POST through without either,
 refuses cross-site writes and cookie-only API writes without the CSRF token, reads request
 bodies up to ``--max-body`` (413 past it), adds the security headers to every answer, and
-writes one access-log line per request: no query string, no link token.
+writes one access-log line per request that holds no token, whatever the request: no query
+string, no link token, no API token.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -70,9 +72,31 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
-def shown_path(path: str) -> str:
-    """A path for the access log: a link's token is a credential, so it is cut out."""
-    return "/link/…" if path.startswith("/link/") else path
+#: What a link token (``PAYLOAD.SIGNATURE``, base64url) or a good part of one looks like.
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{12,}|[A-Za-z0-9_-]{40,}")
+#: The methods the access log names; any other is the client's text, and could be anything.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def shown_path(path: str, secret: str = "") -> str:
+    """A path for the access log, holding no credential whatever the request said.
+
+    Everything after a ``link`` segment is cut (``/link/TOKEN``, ``//link/TOKEN``,
+    ``/x/link/TOKEN/y``), as is anything shaped like a link token or a long random string
+    anywhere, and ``secret`` (the API token) wherever it occurs. Characters that are not
+    printable are escaped, so that one request is one log line.
+    """
+    segments = path.split("/")
+    lowered = [segment.lower() for segment in segments]
+    if "link" in lowered:
+        cut = lowered.index("link") + 1
+        segments = [*segments[:cut], "…"] if any(segments[cut:]) else segments
+    shown = "/".join(segments)
+    if secret:
+        shown = shown.replace(secret, "…")
+    shown = _TOKEN_LIKE.sub("…", shown)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in shown)
+
 
 
 class Gate:
@@ -206,12 +230,14 @@ class Gate:
         await response(scope, receive, send)
 
     def log(self, scope: Scope, status: int, seconds: float) -> None:
-        """One access-log line: method, path (no query string, no link token), status, time."""
+        """One access-log line: method, path (``shown_path``: no query string, no token), status, time."""
         out = self.settings.access_log
         if out is None:
             return
+        method = scope.get("method", "-")
         try:
-            out.write(f"{scope.get('method', '-')} {shown_path(scope.get('path', ''))} {status} "
+            out.write(f"{method if method in _METHODS else 'OTHER'} "
+                      f"{shown_path(scope.get('path', ''), self.settings.token)} {status} "
                       f"{seconds * 1000:.1f}ms\n")
             out.flush()
         except (OSError, ValueError):  # a closed log must not break serving
