@@ -157,3 +157,28 @@ def test_no_access_log_line_holds_a_token(server: Server) -> None:
     for line in lines:
         assert TOKEN not in line, line
         assert not any(signature[i:i + 12] in line for i in range(len(signature) - 11)), line
+
+
+# -- redirects --------------------------------------------------------------------------------------------------
+
+
+def test_redirects_name_no_host(server: Server) -> None:
+    server.cli.start("flows/approve.py", "redirect-1")
+    evil = {"host": "evil.example"}
+    for path, where in (("/api/runs/", "/api/runs"), ("/api/runs/?status=waiting", "/api/runs?status=waiting"),
+                        ("/runs/redirect-1/", "/runs/redirect-1")):
+        response = server.api.get(path, headers=evil, follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"] == where, (path, response.headers)
+    response = server.anonymous.get("/", params={"token": TOKEN}, headers=evil, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert server.api.get("/api/runs/", follow_redirects=True).status_code == 200  # still followed home
+
+
+@pytest.mark.parametrize(("location", "shown"), [
+    ("http://evil.example/api/runs", "/api/runs"), ("https://evil.example/runs/a?page=2", "/runs/a?page=2"),
+    ("//evil.example/x", "/x"), ("/\\evil.example/x", "/evil.example/x"),
+    ("http://h//evil.example", "/evil.example"), ("/runs/r1", "/runs/r1"), ("http://h", "/")])
+def test_a_redirect_is_a_path_a_browser_keeps_on_this_server(location: str, shown: str) -> None:
+    from tinywf_cli.web.gate import relative_location
+
+    assert relative_location(location) == shown

@@ -4,9 +4,10 @@ every answer carries.
 ``Gate`` wraps the application (plain ASGI): it checks the bearer token (constant time) or the
 cookie a browser got at ``/?token=``, lets a link's own page and POST through without either,
 refuses cross-site writes and cookie-only API writes without the CSRF token, reads request
-bodies up to ``--max-body`` (413 past it), adds the security headers to every answer, and
-writes one access-log line per request that holds no token, whatever the request: no query
-string, no link token, no API token.
+bodies up to ``--max-body`` (413 past it), adds the security headers to every answer, turns
+every redirect into a path on this server (never the host a request names), and writes one
+access-log line per request that holds no token, whatever the request: no query string, no
+link token, no API token.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Literal, TextIO
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -98,6 +99,14 @@ def shown_path(path: str, secret: str = "") -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in shown)
 
 
+def relative_location(location: str) -> str:
+    """A redirect's target as a path on this server: its scheme and host (which come from the
+    request's ``Host`` header) left out, and never ``//`` or ``/\\`` (which a browser would read
+    as another host)."""
+    parts = urlsplit(location)
+    path = "/" + parts.path.lstrip("/\\")
+    return f"{path}?{parts.query}" if parts.query else path
+
 
 class Gate:
     """The outermost ASGI layer: authentication, body cap, security headers, access log."""
@@ -141,7 +150,9 @@ class Gate:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen[0] = message["status"]
-                headers = list(message.get("headers", []))
+                headers = [(key, relative_location(value.decode("latin-1")).encode("latin-1"))
+                           if key.lower() == b"location" else (key, value)
+                           for key, value in message.get("headers", [])]
                 headers += [(b"content-security-policy", self.policy.encode()),
                             (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                             (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
