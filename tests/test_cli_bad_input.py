@@ -63,6 +63,11 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("bad-limit", ("tick", "--limit", "0"), 2, "--limit"),
     ("bad-lock-timeout", ("cancel", "g1", "--lock-timeout", "-1"), 2, "--lock-timeout"),
     ("bad-poll", ("worker", "--poll", "0"), 2, "--poll"),
+    # a duration is a number and a unit: a bare number leaves the unit to guess
+    ("prune-age-bare-number", ("prune", "--older-than", "30"), 2,
+     "invalid age '30': add a unit: 30s, 30m, 30h, 30d or 30w"),
+    ("prune-age-bare-decimal", ("prune", "--older-than", "1.5"), 2, "add a unit"),
+    ("link-expiry-bare-number", ("link", "g1", "ask_0", "--expires", "7"), 2, "invalid duration '7': add a unit"),
     # numbers that are no numbers of seconds, values that could not be stored or read back
     ("poll-nan", ("worker", "--poll", "nan"), 2, "--poll"),
     ("poll-inf", ("worker", "--poll", "inf"), 2, "--poll"),
@@ -96,7 +101,7 @@ UNKNOWN_RUN_CASES = [
 #: One case of each kind, through the installed command.
 INSTALLED = ["input-not-json", "input-unknown-key", "resolve-wrong-type", "resolve-timer-id", "unknown-resume",
              "unknown-signal", "signal-arg-wrong-type", "run-id-slash", "flow-missing", "flow-syntax-error",
-             "flow-two-workflows", "unknown-option"]
+             "flow-two-workflows", "unknown-option", "prune-age-bare-number", "link-expiry-bare-number"]
 
 
 @pytest.fixture(scope="module")

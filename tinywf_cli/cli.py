@@ -802,7 +802,8 @@ def fork(
 @app.command()
 def prune(
     older_than: Annotated[str, typer.Option("--older-than", metavar="AGE", show_default=False,
-                                            help="Runs last updated longer ago than AGE: 30d, 12h, 90m, 45s.")],
+                                            help="Runs last updated longer ago than AGE: a number and a unit, "
+                                                 "30d, 12h, 90m, 45s.")],
     status: Annotated[str, typer.Option("--status", metavar="S,...",
                                         help="Which ended runs: finished, cancelled, failed (failed only when "
                                              "named).")] = "finished,cancelled",

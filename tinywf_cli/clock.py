@@ -7,6 +7,7 @@ The engine and runtime take a :class:`Clock`; tests move a :class:`ManualClock`,
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,33 @@ def parse_instant(text: str) -> datetime:
         return as_utc(datetime.fromisoformat(text.strip()))
     except (ValueError, OverflowError):
         raise BadInput(f"invalid time {text!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z") from None
+
+
+#: Seconds per duration unit: ``30s``, ``90m``, ``12h``, ``30d``, ``2w``.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+", re.ASCII)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
+#: The longest duration any option takes.
+MAX_DURATION = timedelta(days=100 * 366)
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, ``1.5h`` or a sum like ``1d12h`` as a timedelta;
+    BadInput otherwise, naming the value as ``invalid WHAT``.
+
+    A bare number is refused: ``--older-than 30`` could mean 30 seconds or 30 days, and
+    guessing wrong deletes runs.
+    """
+    cleaned = (text or "").strip().lower()
+    if _NUMBER.fullmatch(cleaned):
+        units = ", ".join(f"{cleaned}{unit}" for unit in "smhd")
+        raise BadInput(f"invalid {what} {text!r}: add a unit: {units} or {cleaned}w")
+    if not _DURATION.fullmatch(cleaned):
+        raise BadInput(f"invalid {what} {text!r}: use a number and a unit (s, m, h, d, w), e.g. 30d, 12h or 1d12h")
+    seconds = sum(float(n) * DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", cleaned))
+    if seconds > MAX_DURATION.total_seconds():
+        raise BadInput(f"invalid {what} {text!r}: at most 100 years")
+    return timedelta(seconds=seconds)
 
 
 def format_instant(when: datetime) -> str:

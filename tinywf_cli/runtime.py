@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinywf_cli.clock import Clock, as_utc, clock_from_env, format_instant
+from tinywf_cli.clock import Clock, as_utc, clock_from_env, format_instant, parse_duration
 from tinywf_cli.errors import (
     BadInput,
     FlowLoadError,
@@ -176,15 +176,8 @@ def clean_doc(text: str) -> str:
 
 
 def parse_age(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or seconds as a plain number) as a timedelta."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
-    if match is None:
-        raise BadInput(f"invalid age {text!r}: use a number and a unit, e.g. 30d, 12h, 90m, 45s")
-    amount, unit = float(match.group(1)), match.group(2) or "s"
-    seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
-    if seconds > 100 * 366 * 86400:
-        raise BadInput(f"invalid age {text!r}: at most 100 years")
-    return timedelta(seconds=seconds)
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` as a timedelta (a bare number is refused: no unit to guess)."""
+    return parse_duration(text, "age")
 
 
 class _Follow:

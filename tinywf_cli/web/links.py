@@ -21,11 +21,11 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from tinywf_cli import clock
 from tinywf_cli.errors import BadInput, StorageError
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 SECRET_NAME = "link"
 #: Domain separation: a signature made for something else with the same key never verifies here.
 _CONTEXT = b"tinywf-link-v1:"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(?:\d+[smhdw])+", re.ASCII)
 #: The longest a link may live: a year.
 MAX_EXPIRY = timedelta(days=366)
 #: A token longer than this is refused before any work (a run id and a resume id fit easily).
@@ -63,11 +61,9 @@ def link_key(store: object) -> bytes:
 
 
 def parse_duration(text: str) -> timedelta:
-    """``7d``, ``12h``, ``30m``, ``45s``, ``2w``, or a sum like ``1d12h``; BadInput otherwise."""
-    cleaned = text.strip().lower()
-    if not _DURATION.fullmatch(cleaned):
-        raise BadInput(f"invalid duration {text!r}: use a number and a unit (s, m, h, d, w), e.g. 7d or 1d12h")
-    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", cleaned))
+    """``7d``, ``12h``, ``30m``, ``45s``, ``2w``, or a sum like ``1d12h``; BadInput otherwise (a bare
+    number too), or when it is not longer than zero or longer than a link may live."""
+    seconds = clock.parse_duration(text).total_seconds()
     if seconds <= 0:
         raise BadInput(f"invalid duration {text!r}: it must be longer than zero")
     if seconds > MAX_EXPIRY.total_seconds():
