@@ -506,3 +506,52 @@ def test_a_resolve_here_wakes_a_worker_there_which_finishes_the_run_at_once(tmp_
         worker.send_signal(signal.SIGTERM)
         _, errors = worker.communicate(timeout=30)
     assert worker.returncode == 0, errors
+
+
+
+NAPS = '''
+from tinywf_cli import Workflow, step
+
+
+def work(n: int) -> int:
+    return n + 1
+
+
+class Naps(Workflow):
+    """Three short naps, an action after each."""
+
+    @step
+    def nap(self):
+        yield self.sleep("nap", 0.2)
+        self.state["n"] = yield self.action("work", work, self.state.get("n", 0))
+        return self.nap if self.state["n"] < 3 else None
+'''
+
+
+def test_two_workers_never_report_the_runs_the_other_one_holds(tmp_path: Path, url: str) -> None:
+    (tmp_path / "naps.py").write_text(NAPS)
+    env = clean_env()
+    from tinywf_cli import Runtime
+
+    runtime = Runtime(url)
+    try:
+        workers = [subprocess.Popen([TINYWF, "worker", "--store", url, "--poll", "0.1"], cwd=tmp_path, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for i in range(4):
+            runtime.start(str(tmp_path / "naps.py"), run_id=f"pg-exp-{i}")
+        deadline = time.monotonic() + 60
+        while {r.status for r in runtime.list().runs} != {"finished"}:
+            assert time.monotonic() < deadline, "the workers never finished the runs"
+            time.sleep(0.05)
+    finally:
+        runtime.close()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+    outputs = [worker.communicate(timeout=30) for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err for _, err in outputs]
+    advanced = [line for out, _ in outputs for line in out.splitlines() if line.startswith("advanced ")]
+    assert len(advanced) == 4 * 3, advanced  # each run: its three naps
+    for out, _ in outputs:  # a run the other worker holds is none of this one's business
+        assert "skipped " not in out and "locked" not in out, out
+        summaries = [line for line in out.splitlines() if " due, " in line]
+        assert all(line.endswith(", 0 skipped") and not line.startswith("0 due") for line in summaries), out

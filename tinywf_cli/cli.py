@@ -586,8 +586,10 @@ def tick(
     """Advance every run whose timer, retry delay or event timeout is due; recover dead runs.
 
     For cron. Safe to run concurrently with itself and other commands: runs locked by
-    others are skipped and reported, and so is a run that cannot be read or loaded. Failed
-    and blocked runs are reported; the exit stays 0.
+    others are skipped and reported, and so is a run that cannot be read or loaded. On
+    PostgreSQL a run another worker holds is left to it: not due here, and listed only
+    with --json ("claimed by another worker"). Failed and blocked runs are reported; the
+    exit stays 0.
 
     \b
     Example:

@@ -217,6 +217,9 @@ class TickSkipped(_Model):
 
     run_id: str
     reason: str
+    #: Held by a live claim of another process of a shared store: another worker advances it,
+    #: so it is none of this process's business (listed in the JSON only; not part of it).
+    elsewhere: bool = Field(default=False, exclude=True)
 
 
 class TickReport(_Model):

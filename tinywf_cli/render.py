@@ -294,15 +294,16 @@ def run_lines(rows: list[tuple[str, str, str, str, str]]) -> Iterable[Text]:
 
 
 def tick_lines(report: TickReport) -> RenderableType:
-    """``tinywf tick``: one line per advanced or skipped run, then a summary."""
+    """``tinywf tick``: one line per advanced or skipped run, then a summary; runs that another
+    worker holds are its business, not shown here."""
     lines: list[RenderableType] = []
     for done in report.advanced:
         lines.append(Text.assemble(("advanced ", "green"), (done.run_id, "bold"), (" -> ", ""),
                                    status_text(done.status)))
-    for skipped in report.skipped:
-        lines.append(Text.assemble(("skipped  ", "yellow"), (skipped.run_id, "bold"), (f": {skipped.reason}", "")))
-    lines.append(Text(f"{report.due} due, {len(report.advanced)} advanced, {len(report.skipped)} skipped",
-                      style="dim"))
+    skipped = [s for s in report.skipped if not s.elsewhere]
+    for one in skipped:
+        lines.append(Text.assemble(("skipped  ", "yellow"), (one.run_id, "bold"), (f": {one.reason}", "")))
+    lines.append(Text(f"{report.due} due, {len(report.advanced)} advanced, {len(skipped)} skipped", style="dim"))
     return Group(*lines)
 
 

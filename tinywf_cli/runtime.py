@@ -127,6 +127,9 @@ class _Held:
         _HELD.reset(self.token)
 
 
+#: Why ``tick`` skipped a run that another process of a shared store holds a live claim on.
+CLAIMED_ELSEWHERE = "claimed by another worker"
+
 #: The first pause of a worker whose store cannot be reached (doubling up to its poll).
 MIN_BACKOFF = 0.5
 
@@ -656,11 +659,14 @@ class Runtime:
         wake the parents of children that ended.
 
         Runs locked by another process are skipped and reported, never waited for; so is a
-        run that cannot be read or loaded: one bad run never stops the others. With
-        ``stop``, the pass ends after the run in progress once it is set.
+        run that cannot be read or loaded: one bad run never stops the others. On a store
+        that claims runs (PostgreSQL), a run another process holds a live claim on is
+        another worker's: skipped as ``claimed by another worker`` and not counted as due.
+        With ``stop``, the pass ends after the run in progress once it is set.
         """
         now = self.clock.now()
         report = TickReport(due=0)
+        claims = hasattr(self.store, "claim_due")
 
         def done() -> bool:
             return (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set())
@@ -686,8 +692,11 @@ class Runtime:
                         report.advanced.append(TickAdvanced(run_id=run_id, status=head.status))
                 report.advanced.extend(self._settle(follow))
             except RunLocked:
-                report.due += 0 if counted else 1
-                report.skipped.append(TickSkipped(run_id=run_id, reason="locked by another process"))
+                if claims:  # a live claim: another worker advances it; not due for this one
+                    report.skipped.append(TickSkipped(run_id=run_id, reason=CLAIMED_ELSEWHERE, elsewhere=True))
+                else:  # a directory's lock: its holder may be stuck, so it is reported
+                    report.due += 0 if counted else 1
+                    report.skipped.append(TickSkipped(run_id=run_id, reason="locked by another process"))
             except TinyWFError as exc:
                 report.due += 0 if counted else 1
                 report.skipped.append(TickSkipped(run_id=run_id, reason=exc.message))
