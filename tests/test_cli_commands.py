@@ -377,6 +377,28 @@ def test_send_queues_early_events_first_in_first_out(cli: Cli, fast: InProcessCl
     assert fast.json("send", "q1", "item", "third")["status"] == "finished"
 
 
+def test_send_says_when_it_queues_and_a_paused_run_suggests_only_what_it_accepts(
+        cli: Cli, fast: InProcessCli) -> None:
+    fast.start("flows/guess_game.py", "game-1", "--input", '{"number": 42}')
+    first = cli("send", "game-1", "nosuchkey", "3")
+    assert first.returncode == 0, describe(first)
+    assert "queued for nosuchkey: no wait on it yet (1 queued)" in first.stdout
+    assert "queued for nosuchkey: no wait on it yet (2 queued)" in cli("send", "game-1", "nosuchkey", "4").stdout
+    doc = cli.json("send", "game-1", "nosuchkey", "5")
+    assert doc["run_id"] == "game-1" and "queued" not in doc  # --json: the run's document, nothing more
+    paused = cli("pause", "game-1")
+    assert "tinywf resolve" not in paused.stdout  # refused until resume: never suggested
+    assert f"paused: nothing advances it until `tinywf resume {cli.hint} game-1`" in paused.stdout
+    sent = cli("send", "game-1", "ask_0", "50")
+    assert sent.returncode == 0, describe(sent)
+    assert "tinywf resolve" not in sent.stdout
+    assert (f"queued for ask_0: the run is paused; `tinywf resume {cli.hint} game-1` hands it to its wait "
+            "(1 queued)") in sent.stdout
+    assert "tinywf resolve" not in cli("show", "game-1").stdout
+    resumed = cli.json("resume", "game-1")
+    assert [p["key"] for p in resumed["pending"]] == ["ask_1"]  # the queued answer was taken
+
+
 def test_tick_recovers_a_run_whose_process_died(cli: Cli, fast: InProcessCli) -> None:
     proc = subprocess.Popen([TINYWF, "run", "flows/slow.py", "--run-id", "h1", *cli.store_args, "--lease", "1"],
                             cwd=cli.workspace, env=clean_env(TINYWF_NOW=NOW), stdout=subprocess.DEVNULL,

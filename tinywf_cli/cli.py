@@ -448,7 +448,8 @@ def send(
 ) -> None:
     """Deliver event KEY to RUN: resolve its pending wait, or queue it for the wait to come.
 
-    Early events queue per key, first in first out, one consumed per wait.
+    Early events queue per key, first in first out, one consumed per wait; a paused,
+    failed or blocked run only queues them. Says when it queued one, and how many wait.
 
     \b
     Example:

@@ -166,6 +166,9 @@ class RunDocument(_Model):
     advanced: bool = Field(default=False, exclude=True)
     #: Child runs the run started, oldest first (shown to people; not part of the JSON document).
     children: list[str] = Field(default_factory=list, exclude=True)
+    #: The event key ``send`` queued its value under, and how many values now wait there
+    #: (shown to people; not part of the JSON document).
+    queued: tuple[str, int] | None = Field(default=None, exclude=True)
 
     @classmethod
     def of(cls, head: RunHead) -> RunDocument:

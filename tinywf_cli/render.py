@@ -119,9 +119,11 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
             if pending.due_at is not None:
                 line.append(f"  times out {ago(pending.due_at, now)}", style="dim")
             out.append(line)
-            command = resolve_command(doc.run_id, pending, state_hint, placeholder_for(expects))
-            # one line however narrow the terminal: a wrapped command does not paste
-            out.append(Text.assemble(("    answer: ", "dim"), (command, "cyan"), no_wrap=True, overflow="ignore"))
+            if doc.status != "paused":  # resolve refuses a paused run: the line below says what to do
+                command = resolve_command(doc.run_id, pending, state_hint, placeholder_for(expects))
+                # one line however narrow the terminal: a wrapped command does not paste
+                out.append(Text.assemble(("    answer: ", "dim"), (command, "cyan"), no_wrap=True,
+                                         overflow="ignore"))
         elif pending.kind == "child":
             child = (pending.request or {}).get("run_id", "?")
             out.append(Text.assemble(("  waits for child run ", ""), (str(child), "bold"),
@@ -133,9 +135,28 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
             out.append(Text.assemble((f"  waits for {what} ", ""), (pending.key, "bold"),
                                      (f" ({pending.resume_id})", "dim"),
                                      (f", due {due} ({ago(pending.due_at, now)})", "")))
-    if any(p.kind in ("timer", "retry") for p in doc.pending):
+    if doc.status == "paused":
+        out.append(Text(f"    paused: nothing advances it until `tinywf resume{state_hint} {shlex.quote(doc.run_id)}` "
+                        "(`tinywf send` queues events meanwhile)", style="dim"))
+    elif any(p.kind in ("timer", "retry") for p in doc.pending):
         out.append(Text("    `tinywf tick` (cron) or `tinywf worker` carries it on when due", style="dim"))
     return out
+
+
+def queued_line(doc: RunDocument, state_hint: str = "") -> Text | None:
+    """What ``send`` did with a value it queued (None when it resolved a wait)."""
+    if doc.queued is None:
+        return None
+    key, count = doc.queued
+    run = shlex.quote(doc.run_id)
+    waiting = any(p.kind == "event" and p.key == key for p in doc.pending)
+    if not waiting:
+        why = "no wait on it yet"
+    elif doc.status == "paused":
+        why = f"the run is paused; `tinywf resume{state_hint} {run}` hands it to its wait"
+    else:
+        why = f"the run is {doc.status}; `tinywf retry{state_hint} {run}` hands it to its wait"
+    return Text.assemble(("  queued for ", ""), (key, "bold"), (f": {why} ({count} queued)", ""))
 
 
 def run_outcome(doc: RunDocument, now: datetime, state_hint: str = "") -> RenderableType:
@@ -144,6 +165,9 @@ def run_outcome(doc: RunDocument, now: datetime, state_hint: str = "") -> Render
     head.append_text(status_text(doc.status))
     head.append(f" at step {doc.step}")
     parts: list[RenderableType] = [head]
+    queued = queued_line(doc, state_hint)
+    if queued is not None:
+        parts.append(queued)
     if doc.error is not None:
         parts.append(Text.assemble(("  error: ", "red"), (f"{doc.error.type}: ", "bold red"),
                                    (doc.error.message, "")))

@@ -539,7 +539,9 @@ class Runtime:
                     raise InvalidValue(f"event '{key}': {exc}") from None
             head.inbox.setdefault(key, []).append(item)
             self._commit(session, head, [self._log(head, "event_queued", {"key": key})])
-        return self._document(head, advanced=False)
+        doc = self._document(head, advanced=False)
+        doc.queued = (key, len(head.inbox[key]))
+        return doc
 
     def signal(self, run_id: str, name: str, /, **args: Any) -> RunDocument:
         """Call the ``@signal`` method ``name`` on the run's latest state, under its lock."""
