@@ -34,7 +34,8 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("show-unknown-run", ("show", "nosuch"), 3, "nosuch"),
     ("unknown-signal", ("signal", "sub-1", "refund"), 3, "refund"),
     # signal arguments
-    ("signal-args-not-json", ("signal", "sub-1", "add_usage", "{item}"), 2, "not valid JSON"),
+    ("signal-args-not-json", ("signal", "sub-1", "add_usage", "{item}"), 2,
+     "the argument object of signal 'add_usage' is not valid JSON"),
     ("signal-args-not-object", ("signal", "sub-1", "add_usage", "[1]"), 2, "JSON object"),
     ("signal-arg-missing", ("signal", "sub-1", "add_usage", '{"item": "api"}'), 2, "amount"),
     ("signal-arg-wrong-type", ("signal", "sub-1", "add_usage", '{"item": "api", "amount": "lots"}'), 2, "amount"),
@@ -58,6 +59,11 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     # usage
     ("unknown-command", ("frobnicate",), 2, "frobnicate"),
     ("missing-argument", ("show",), 2, "RUN"),
+    ("missing-argument-points-at-the-command", ("run",), 2, "Missing argument 'FLOW'. (see `tinywf run --help`)"),
+    ("unknown-command-points-at-the-commands", ("frobnicate",), 2, "(see `tinywf --help`)"),
+    ("resolve-value-like-an-option", ("resolve", "g1", "ask_0", "-5"), 2,
+     "No such option: -5 (a VALUE that starts with '-' goes after `--`: `tinywf resolve RUN RESUME -- -5`)"),
+    ("send-value-like-an-option", ("send", "g1", "ask_0", "-5"), 2, "`tinywf send RUN KEY -- -5`"),
     ("unknown-option", ("show", "g1", "--colour"), 2, "--colour"),
     ("bad-status", ("list", "--status", "sleeping"), 2, "sleeping"),
     ("bad-limit", ("tick", "--limit", "0"), 2, "--limit"),
@@ -101,7 +107,8 @@ UNKNOWN_RUN_CASES = [
 #: One case of each kind, through the installed command.
 INSTALLED = ["input-not-json", "input-unknown-key", "resolve-wrong-type", "resolve-timer-id", "unknown-resume",
              "unknown-signal", "signal-arg-wrong-type", "run-id-slash", "flow-missing", "flow-syntax-error",
-             "flow-two-workflows", "unknown-option", "prune-age-bare-number", "link-expiry-bare-number"]
+             "flow-two-workflows", "unknown-option", "prune-age-bare-number", "link-expiry-bare-number",
+             "missing-argument-points-at-the-command", "resolve-value-like-an-option", "signal-args-not-json"]
 
 
 @pytest.fixture(scope="module")

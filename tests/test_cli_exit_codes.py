@@ -65,6 +65,8 @@ def test_exit_1_when_an_action_fails_with_the_document_or_the_error_shown(cli: C
     shown = cli("run", "flows/fail.py", "--run-id", "f1", env=FAILING)
     assert shown.returncode == 1, describe(shown)
     assert "failed" in shown.stdout and "card declined" in shown.stdout
+    # the error's type is said once, before the message
+    assert "error: RuntimeError: action 'charge' failed after 1 attempt: card declined" in shown.stdout
     assert "tinywf retry" in shown.stdout  # says how to go on
     assert "Traceback" not in shown.stderr
 

@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -27,11 +28,13 @@ QUESTION = "Guess a number between 0 and 100"
 class Terminal:
     """A command running with a pseudo-terminal as stdin (and stderr, where prompts go)."""
 
-    def __init__(self, argv: list[str], cwd: Path, *, stdout_to_terminal: bool = True) -> None:
+    def __init__(self, argv: list[str], cwd: Path, *, stdout_to_terminal: bool = True,
+                 real_clock: bool = False) -> None:
         self.leader, follower = pty.openpty()
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        clock = {} if real_clock else {"TINYWF_NOW": NOW}
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=clean_env(TINYWF_NOW=NOW, TERM="dumb", NO_COLOR="1"), stdin=follower,
+            argv, cwd=cwd, env=clean_env(TERM="dumb", NO_COLOR="1", **clock), stdin=follower,
             stdout=follower if stdout_to_terminal else subprocess.PIPE, stderr=follower, close_fds=True)
         os.close(follower)
         self.seen = ""  # everything the terminal showed
@@ -90,9 +93,10 @@ def terminal(cli: Cli) -> Iterator[list[Terminal]]:
         term.close()
 
 
-def open_terminal(cli: Cli, opened: list[Terminal], *args: str, stdout_to_terminal: bool = True) -> Terminal:
+def open_terminal(cli: Cli, opened: list[Terminal], *args: str, stdout_to_terminal: bool = True,
+                  real_clock: bool = False) -> Terminal:
     term = Terminal([TINYWF, *args[:1], "--state-dir", str(cli.state_dir), *args[1:]], cli.workspace,
-                    stdout_to_terminal=stdout_to_terminal)
+                    stdout_to_terminal=stdout_to_terminal, real_clock=real_clock)
     opened.append(term)
     return term
 
@@ -104,11 +108,11 @@ def test_invalid_answer_is_asked_again_valid_advances_empty_leaves_waiting(
     term.expect("[integer (0..100)]")  # the expected type
     term.expect("> ")
     term.answer("lots")
-    term.expect("invalid:")
-    term.expect(QUESTION)  # the same question again
+    said = term.expect(QUESTION)  # the same question again
+    assert "invalid value for event 'ask_0'" in said and "invalid: invalid" not in said, said
     term.expect("> ")
     term.answer("101")
-    term.expect("invalid:")
+    term.expect("invalid value for event 'ask_0'")
     term.expect("> ")
     term.answer("50")
     term.expect("50 is greater than the number")  # advanced: the next question
@@ -122,6 +126,37 @@ def test_invalid_answer_is_asked_again_valid_advances_empty_leaves_waiting(
     assert doc["status"] == "waiting"
     assert doc["state"]["answers"] == [50]
     assert [p["key"] for p in doc["pending"]] == ["ask_1"]
+
+
+def test_ctrl_c_at_the_prompt_says_the_run_is_left_waiting_and_how_to_answer_it(
+        cli: Cli, terminal: list[Terminal]) -> None:
+    term = open_terminal(cli, terminal, "run", "flows/guess_game.py", "--input", '{"number": 7}', "--run-id", "g1")
+    term.expect("> ")
+    term.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the terminal is not the test's controlling one)
+    assert term.finish() == 130, term.seen
+    said = term.expect(f"tinywf resolve --state-dir {cli.state_dir} g1 ask_0@2 <integer>`")
+    assert "error: interrupted at the prompt; run g1 is left waiting, answer it with `" in said, term.seen
+    assert "left running" not in term.seen and "Traceback" not in term.seen
+    assert InProcessCli(cli.workspace, cli.state_dir).json("show", "g1")["status"] == "waiting"
+
+
+def test_ctrl_c_during_a_wait_countdown_says_the_run_is_left_waiting_for_its_timer(
+        cli: Cli, terminal: list[Terminal]) -> None:
+    term = open_terminal(cli, terminal, "run", "flows/user_onboarding.py", "--input", '{"promotion_after": 3600}',
+                         "--run-id", "u1", "--wait", real_clock=True)
+    shown = InProcessCli(cli.workspace, cli.state_dir)
+    deadline = time.monotonic() + 30
+    while not (cli.state_dir.exists() and shown("show", "u1").returncode == 0
+               and shown.json("show", "u1")["status"] == "waiting"):
+        assert time.monotonic() < deadline, term.seen
+        time.sleep(0.05)
+    time.sleep(0.3)  # in the countdown, holding no lock
+    term.proc.send_signal(signal.SIGINT)
+    assert term.finish() == 130, term.seen
+    term.expect("error: interrupted; run u1 is left waiting: `tinywf tick` (cron) or `tinywf worker` carries it on "
+                "when due")
+    assert "left running" not in term.seen
+    assert InProcessCli(cli.workspace, cli.state_dir).json("show", "u1")["status"] == "waiting"
 
 
 def test_the_right_answer_at_the_prompt_finishes_the_run(cli: Cli, terminal: list[Terminal]) -> None:

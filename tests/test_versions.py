@@ -374,9 +374,14 @@ def test_prune_deletes_only_ended_runs_older_than_the_age(cli: Cli) -> None:
     fast.start("flows/fail.py", "failed", code=1, env={"TINYWF_TEST_FAIL": "1"})
     fast.json("run", "flows/simple.py", "--run-id", "new", now=at(86400 * 29))
     before = snapshot(cli.state_dir)
+    people = cli("prune", "--older-than", "7d", "--dry-run", now=at(86400 * 30))
+    assert people.stdout.splitlines() == ["would delete old", "1 run would be deleted, 0 skipped"], describe(people)
+    none = cli("prune", "--older-than", "90d", "--dry-run", now=at(86400 * 30))
+    assert none.stdout.splitlines() == ["no run would be deleted, 0 skipped"], describe(none)
     dry = fast.json("prune", "--older-than", "7d", "--dry-run", now=at(86400 * 30))
     assert dry == {"pruned": ["old"], "skipped": []}
     assert snapshot(cli.state_dir) == before
+    assert cli("prune", "--older-than", "90d", now=at(86400 * 30)).stdout.splitlines() == ["no run deleted, 0 skipped"]
     done = fast.json("prune", "--older-than", "7d", now=at(86400 * 30))
     assert done == {"pruned": ["old"], "skipped": []}
     assert not any(p.name.startswith("old") for p in cli.state_dir.iterdir())

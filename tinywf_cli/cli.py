@@ -279,20 +279,22 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
         # the prompt goes to stderr like the question: with stdout redirected, input("> ")
         # would write it into the output (and into the --json document)
         err.print("> ", end="")
+        answer_later = resolve_command(doc.run_id, pending, session.state_hint, placeholder_for(expects))
         try:
-            answer = input()
+            with at_rest(f"interrupted at the prompt; run {doc.run_id} is left waiting, answer it with "
+                         f"`{answer_later}`"):
+                answer = input()
         except EOFError:
             answer = ""
         if not answer.strip():
             err.print(Text("left waiting; answer later with:", style="dim"))
-            err.print(Text(resolve_command(doc.run_id, pending, session.state_hint, placeholder_for(expects))),
-                      soft_wrap=True)
+            err.print(Text(answer_later), soft_wrap=True)
             return doc, True
         try:
             doc = session.call(partial(session.runtime.resolve, doc.run_id, pending.resume_id,
                                        parse_value(answer)))
-        except InvalidValue as exc:
-            err.print(Text.assemble(("invalid: ", "red"), exc.message))
+        except InvalidValue as exc:  # its message says "invalid value for event …" already
+            err.print(Text(exc.message, style="red"))
     return doc, False
 
 
@@ -307,7 +309,9 @@ def wait_out(session: Session, doc: RunDocument) -> RunDocument:
         what = ", ".join(f"{p.kind} {p.key}" for p in doc.pending)
         remaining = (due - rt.clock.now()).total_seconds()
         if remaining > 0:
-            countdown(err, rt, remaining, f"waiting for {what}")
+            with at_rest(f"interrupted; run {doc.run_id} is left waiting: `tinywf tick` (cron) or "
+                         "`tinywf worker` carries it on when due"):
+                countdown(err, rt, remaining, f"waiting for {what}")
         doc = session.call(partial(rt.advance, doc.run_id))
         if not session.as_json and doc.status == "waiting" and doc.pending:
             err.print(f"[dim]{doc.run_id}: waiting again, next due {ago(doc.pending[0].due_at, rt.clock.now())}"
@@ -482,7 +486,7 @@ def signal_command(
         tinywf signal sub-1 add_usage '{"item": "api-calls", "amount": 120}'
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
-    kwargs = parse_object(args, "the signal's arguments")
+    kwargs = parse_object(args, f"the argument object of signal {name!r}")
     doc = session.call(lambda: session.runtime.signal(run_id, name, **kwargs))
     finish(session, doc)
 
@@ -1103,6 +1107,25 @@ def caused_by_interrupt(exc: BaseException) -> bool:
 
 
 INTERRUPTED = "error: interrupted; a run being advanced is left running, and `tinywf tick` recovers it"
+#: What an interrupt left, when it came while the command waited holding no run (``at_rest``).
+LEFT_AT_REST: contextvars.ContextVar[str | None] = contextvars.ContextVar("tinywf_left_at_rest", default=None)
+
+
+@contextlib.contextmanager
+def at_rest(message: str) -> Iterator[None]:
+    """While the command waits holding no run (a prompt, a countdown): an interrupt then says
+    ``message`` (what the run was left as), not that a run being advanced was left running."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        LEFT_AT_REST.set(message)
+        raise
+
+
+def interrupted_line() -> str:
+    """The ``error:`` line for an interrupt: what it left, as the place it came in knows."""
+    message = LEFT_AT_REST.get()
+    return INTERRUPTED if message is None else f"error: {message}"
 
 
 def app_for(args: list[str]) -> typer.Typer:
@@ -1131,16 +1154,17 @@ def main(argv: list[str] | None = None) -> None:
     code: Any = 0
     interrupted = False
     opened = OPENED.set([])
+    left = LEFT_AT_REST.set(None)
     with guard_streams(), interrupts.handling():
         try:
             code = app_for(args)(args=args, prog_name="tinywf", standalone_mode=False)
             if interrupts.seen():  # typer turns a KeyboardInterrupt into a return of 130
-                print(INTERRUPTED, file=sys.stderr)
+                print(interrupted_line(), file=sys.stderr)
                 code, interrupted = 130, True
         except typer.Exit as exc:
             code = exc.exit_code
             if interrupts.seen() or caused_by_interrupt(exc):
-                print(INTERRUPTED, file=sys.stderr)
+                print(interrupted_line(), file=sys.stderr)
                 interrupted = True
         except typer.Abort:
             print("error: aborted", file=sys.stderr)
@@ -1149,7 +1173,7 @@ def main(argv: list[str] | None = None) -> None:
             report(exc, debug)
             code = exc.exit_code
         except KeyboardInterrupt:
-            print(INTERRUPTED, file=sys.stderr)
+            print(interrupted_line(), file=sys.stderr)
             code = 130
             interrupted = True
         except BrokenPipeError:
@@ -1161,6 +1185,7 @@ def main(argv: list[str] | None = None) -> None:
                 with contextlib.suppress(Exception):
                     runtime.close()
             OPENED.reset(opened)
+            LEFT_AT_REST.reset(left)
         code = code if isinstance(code, int) else 0
         code = flush_output(code)
     if interrupted:  # action threads may still run: do not wait for them at exit
@@ -1198,7 +1223,7 @@ def unexpected(exc: Exception, debug: bool) -> int:
 
             traceback.print_exc()
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-        print(f"error: {message} (see `tinywf --help`)", file=sys.stderr)
+        print(f"error: {message} ({usage_hint(exc)})", file=sys.stderr)
         return 2
     if debug:
         import traceback
@@ -1207,6 +1232,20 @@ def unexpected(exc: Exception, debug: bool) -> int:
     print(f"error: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with --debug for the traceback)",
           file=sys.stderr)
     return 70
+
+
+def usage_hint(exc: Exception) -> str:
+    """What to do about a usage error: put a VALUE like ``-5`` after ``--``, or read the help of the
+    command it was for (``tinywf run --help``; ``tinywf --help`` when no command was named)."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "tinywf"
+    option = getattr(exc, "option_name", None)
+    if ctx is not None and isinstance(option, str) and not option.startswith("--"):
+        names = [str(p.metavar or p.name).upper() for p in ctx.command.params if p.param_type_name == "argument"]
+        if "VALUE" in names:
+            before = " ".join(names[: names.index("VALUE")])
+            return f"a VALUE that starts with '-' goes after `--`: `{command} {before} -- {option}`"
+    return f"see `{command} --help`"
 
 
 def flush_output(code: int) -> int:

@@ -501,7 +501,7 @@ class Engine:
     def step_raised(self, exc: BaseException) -> NoReturn:
         """The step's code raised: fail the run with what it raised."""
         if isinstance(exc, ActionFailed):
-            self.cp.fail({"type": exc.error_type, "message": str(exc)}, {"key": exc.key, "attempt": exc.attempts})
+            self.cp.fail({"type": exc.error_type, "message": exc.failure}, {"key": exc.key, "attempt": exc.attempts})
         if isinstance(exc, TinyWFError) and not isinstance(exc, EventTimeout):
             self.cp.fail(error_of(exc))
         message = f"step '{self.head.step}' raised {type(exc).__name__}: {exc}"

@@ -80,9 +80,17 @@ class ActionFailed(TinyWFError):
         self.message = message
         self.attempts = attempts
 
+    @property
+    def failure(self) -> str:
+        """``action 'KEY' failed after N attempts: MESSAGE``: what a failed run's ``error`` says
+        beside its ``type`` (which is the action's error type, so not said twice)."""
+        return f"action '{self.key}' failed after {self._tries()}: {self.message}"
+
+    def _tries(self) -> str:
+        return f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+
     def __str__(self) -> str:
-        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
-        return f"action '{self.key}' failed after {tries}: {self.error_type}: {self.message}"
+        return f"action '{self.key}' failed after {self._tries()}: {self.error_type}: {self.message}"
 
 
 class ChildFailed(TinyWFError):

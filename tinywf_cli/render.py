@@ -337,7 +337,10 @@ def prune_lines(report: PruneReport, dry_run: bool) -> RenderableType:
     lines: list[RenderableType] = [Text.assemble((f"{verb} ", "green"), (run_id, "bold")) for run_id in report.pruned]
     for skipped in report.skipped:
         lines.append(Text.assemble(("skipped ", "yellow"), (skipped.run_id, "bold"), (f": {skipped.reason}", "")))
-    lines.append(Text(f"{len(report.pruned)} {verb}, {len(report.skipped)} skipped", style="dim"))
+    count = len(report.pruned)
+    runs = "no run" if count == 0 else f"{count} run{'s' if count != 1 else ''}"
+    lines.append(Text(f"{runs} {'would be deleted' if dry_run else 'deleted'}, {len(report.skipped)} skipped",
+                      style="dim"))
     return Group(*lines)
 
 
