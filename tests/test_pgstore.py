@@ -306,6 +306,34 @@ def test_an_unreachable_database_is_exit_5_naming_host_and_database_never_the_pa
         assert "s3cret" not in line and "postgresql://root@127.0.0.1:9/nowhere" in line
 
 
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("postgresql://root:hunter2@Tail-S3cret@127.0.0.1:1/nope", "ambiguous"),  # libpq splits at the first @
+    ("postgresql://root:hunter2?Tail-S3cret@127.0.0.1:1/nope", "ambiguous"),  # urllib ends the host at ?
+    ("postgresql://root:hunter2#Tail-S3cret@127.0.0.1:1/nope", "ambiguous"),
+    ("postgresql://root:hunter2/Tail-S3cret@127.0.0.1:1/nope", "ambiguous"),  # both: host root, port hunter2
+    ("postgresql://root:hunter2@[::1:1/nope", "unclosed '['"),
+    ("postgresql://root:hunter2[Tail-S3cret@127.0.0.1:1/nope", "unclosed '['"),
+], ids=["two-at", "question-mark", "hash", "slash", "ipv6-unclosed", "bracket-in-password"])
+def test_a_store_url_read_two_ways_or_not_at_all_is_exit_2_and_never_shows_the_password(
+        tmp_path: Path, url: str, fragment: str) -> None:
+    for env in ({}, {"TINYWF_STORE": url}):
+        args = ["list"] if env else ["list", "--store", url]
+        result = subprocess.run([TINYWF, *args], cwd=tmp_path, env=clean_env(**env), capture_output=True,
+                                text=True, check=False)
+        line = assert_error(result, 2, fragment)
+        assert "hunter2" not in line and "Tail" not in line and "S3cret" not in line, line
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_password_written_with_percent_escapes_is_taken_whole_and_never_shown(tmp_path: Path) -> None:
+    store = PostgresStore("postgresql://root:hunter2%40Tail-S3cret@127.0.0.1:9/nope")
+    assert store.target == "postgresql://root@127.0.0.1:9/nope"
+    fast = InProcessCli(make_workspace(tmp_path))
+    line = assert_error(fast("list", "--store", "postgresql://root:hunter2%40Tail-S3cret@127.0.0.1:9/nope",
+                             state_dir=False), 5, "host 127.0.0.1, port 9, database nope")
+    assert "hunter2" not in line and "S3cret" not in line
+
+
 def test_a_database_that_does_not_exist_is_exit_5_saying_so(tmp_path: Path) -> None:
     require_server()
     fast = InProcessCli(make_workspace(tmp_path))

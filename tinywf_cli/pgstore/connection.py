@@ -63,10 +63,24 @@ class Target:
 
 
 def parse_target(url: str) -> Target:
-    """Split a store URL into what libpq gets and what tinywf keeps; raises BadInput."""
-    parts = urlsplit(url)
+    """Split a store URL into what libpq gets and what tinywf keeps; raises BadInput.
+
+    A URL that libpq and Python's ``urllib`` would split differently is refused, since what
+    tinywf shows is cut by ``urllib``: a password holding ``@``, ``/``, ``?`` or ``#`` (libpq
+    ends the user info at the first ``@``, ``urllib`` at the last, and ends the host at any
+    of the others) would otherwise be shown in part as a host or a port.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # its text may hold the URL: never shown
+        why = ("an unclosed '[' or ']' (an IPv6 host is written [::1]; in a user name or password, "
+               "write them as %5B and %5D)") if "IPv6" in str(exc) else "it does not parse as a URL"
+        raise BadInput(f"invalid store URL: {why}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise BadInput(f"not a PostgreSQL URL: {shown_url(url)!r} (use postgresql://user@host:port/dbname)")
+    if _libpq_user_info(url) != _user_info(parts.netloc) or "@" in parts.path:
+        raise BadInput("the store URL is ambiguous: a user name or password holds '@', '/', '?' or '#', which "
+                       "end that part of a URL; write them as %40, %2F, %3F and %23")
     schema = DEFAULT_SCHEMA
     kept: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -86,6 +100,23 @@ def parse_target(url: str) -> Target:
     if len(channel) > MAX_IDENTIFIER:
         channel = "tinywf_" + hashlib.sha256(schema.encode()).hexdigest()[:32]
     return Target(conninfo=conninfo, shown=shown, schema=schema, channel=channel)
+
+
+def _libpq_user_info(url: str) -> str | None:
+    """The user info as libpq reads it: up to the first ``@``, unless a ``/`` comes first."""
+    rest = url.partition("://")[2]
+    for i, char in enumerate(rest):
+        if char == "@":
+            return rest[:i]
+        if char == "/":
+            break
+    return None
+
+
+def _user_info(netloc: str) -> str | None:
+    """The user info as ``urllib`` reads it: up to the last ``@`` of the host part."""
+    info, at, _ = netloc.rpartition("@")
+    return info if at else None
 
 
 def _without_password(netloc: str) -> str:
