@@ -167,6 +167,17 @@ def pick_workflow(module: types.ModuleType, shown: str, name: str | None) -> Wor
     return classes[0]
 
 
+def import_root(file: Path, module: str) -> Path | None:
+    """The folder a module was imported from: ``/app/flows`` for ``sub.kid`` at
+    ``/app/flows/sub/kid.py``; None when the file does not sit where its name says."""
+    where = file.parent if file.stem == "__init__" else file.with_suffix("")
+    for part in reversed(module.split(".")):
+        if where.name != part:
+            return None
+        where = where.parent
+    return where
+
+
 def display_path(path: Path) -> str:
     """A path as people should see it: relative to the working directory when inside it."""
     try:
@@ -203,17 +214,25 @@ class FlowLoader:
         return module
 
     def register(self, cls: WorkflowClass) -> tuple[FlowRef, str]:
-        """Remember a class given directly; returns its reference and display name."""
+        """Remember a class given directly; returns its reference and display name.
+
+        A class of a flow file is referred to by its file; a class of an importable module by
+        the module and its file, so that a later process can import it from the same folder
+        (``from kid import Kid`` beside a flow), and a child named by a relative path is
+        looked for beside it.
+        """
         known = self._registered.get(cls)
         if known is not None:
             return known
-        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-        if cls.__module__.startswith("tinywf_flow_") and file:
+        name = cls.__module__
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if name.startswith("tinywf_flow_") and file:
             ref = FlowRef(file=file, cls=cls.__qualname__)
             shown = f"{display_path(Path(file))}:{cls.__qualname__}"
         else:
-            ref = FlowRef(module=cls.__module__, cls=cls.__qualname__)
-            shown = f"{cls.__module__}:{cls.__qualname__}"
+            where = str(Path(file).resolve()) if isinstance(file, str) else None
+            ref = FlowRef(file=where, module=name, cls=cls.__qualname__)
+            shown = f"{name}:{cls.__qualname__}"
         self._classes[(ref.file, ref.module, ref.cls)] = cls
         self._registered[cls] = ref, shown
         return ref, shown
@@ -223,23 +242,48 @@ class FlowLoader:
         known = self._classes.get((ref.file, ref.module, ref.cls))
         if known is not None and (ref.file is None or self._fresh(Path(ref.file), known)):
             return known
-        if ref.file is not None:
+        target: Any
+        if ref.module is not None:
+            target = self._import(ref, run_id)
+        elif ref.file is not None:
             path = Path(ref.file)
             if not path.exists():
                 raise FlowLoadError(f"run '{run_id}': its flow file {ref.file} no longer exists")
-            target: Any = self.module(path)
+            target = self.module(path)
         else:
-            try:
-                target = importlib.import_module(ref.module or "")
-            except Exception as exc:
-                raise FlowLoadError(f"run '{run_id}': cannot import module {ref.module!r}: {exc}") from None
+            raise FlowLoadError(f"run '{run_id}': its record names no flow file or module for {ref.cls}")
         for part in ref.cls.split("."):
             target = getattr(target, part, None)
         if not (isinstance(target, type) and issubclass(target, Workflow)):
+            if ref.module == "__main__":  # a script's class: no other process can import it
+                raise FlowLoadError(f"run '{run_id}': workflow class {ref.cls} was defined in a script run as "
+                                    f"__main__{f' ({ref.file})' if ref.file else ''}, which no other process "
+                                    "can import: put the flow in a file of its own")
             raise FlowLoadError(f"run '{run_id}': workflow class {ref.cls} not found in "
                                 f"{ref.file or ref.module}")
         self._classes[(ref.file, ref.module, ref.cls)] = target
         return target
+
+    def _import(self, ref: FlowRef, run_id: str) -> types.ModuleType:
+        """The module of a reference, imported from the folder it was imported from when it was
+        recorded (put back on the import path, as the flow that imported it had it)."""
+        name = ref.module or ""
+        file = Path(ref.file) if ref.file is not None else None
+        root = import_root(file, name) if file is not None else None
+        if root is not None and str(root) not in sys.path:
+            sys.path.append(str(root))  # last: it is there to find this module, not to shadow others
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            where = f" (from {display_path(file)})" if file is not None else ""
+            raise FlowLoadError(f"run '{run_id}': cannot import module {name!r}{where}: {exc}") from None
+        found = getattr(module, "__file__", None)
+        if (file is not None and name != "__main__" and isinstance(found, str) and Path(found).resolve() != file
+                and file.exists()):
+            # the name is another file's in this process (two flow folders, each with its own
+            # `kid.py`): the run's own file is the one it names
+            return self.module(file)
+        return module
 
     def _fresh(self, path: Path, cls: WorkflowClass) -> bool:
         """Whether a class known for ``path`` still comes from the file as it is now."""

@@ -53,12 +53,20 @@ class LogEntry(_Model):
 
 
 class FlowRef(_Model):
-    """Where a run's workflow class lives, so later commands find it untold."""
+    """Where a run's workflow class lives, so later commands find it untold.
+
+    A flow file gives ``file`` alone (loaded as a flow file). A class of an importable module
+    gives ``module`` and, when the module has one, its ``file``: a later process puts the
+    folder the module was imported from back on the import path before importing it.
+    """
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
+    #: The flow file (absolute), or the file of ``module``.
     file: str | None = None
+    #: The module the class was imported from, when it was not loaded as a flow file.
     module: str | None = None
+    #: The class's qualified name in the file or module.
     cls: str
 
 
