@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         SignalNotFound,
         StatusConflict,
         StorageError,
+        StoreNotFound,
         StoreUnavailable,
         TinyWFError,
     )
@@ -93,6 +94,7 @@ _EXPORTS = {
     "SignalNotFound": "tinywf_cli.errors",
     "StatusConflict": "tinywf_cli.errors",
     "StorageError": "tinywf_cli.errors",
+    "StoreNotFound": "tinywf_cli.errors",
     "StoreUnavailable": "tinywf_cli.errors",
     "TickReport": "tinywf_cli.model",
     "TinyWFError": "tinywf_cli.errors",
@@ -147,6 +149,7 @@ __all__ = [
     "SignalNotFound",
     "StatusConflict",
     "StorageError",
+    "StoreNotFound",
     "StoreUnavailable",
     "TickReport",
     "TinyWFError",

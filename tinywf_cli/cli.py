@@ -52,12 +52,12 @@ app = typer.Typer(
 StoreTarget = Annotated[
     str | None,
     typer.Option("--store", metavar="TARGET",
-                 help="Where runs live: a directory, or a postgresql:// URL. Default: --state-dir, "
+                 help="Where runs live: a directory that exists, or a postgresql:// URL. Default: --state-dir, "
                       "else $TINYWF_STORE, else $TINYWF_STATE_DIR, else ./state."),
 ]
 StateDir = Annotated[
     str | None,
-    typer.Option("--state-dir", metavar="DIR", help="The state directory (the same as --store DIR)."),
+    typer.Option("--state-dir", metavar="DIR", help="The state directory (made on first use when missing)."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 def seconds_option(name: str, low: float, high: float) -> Callable[[float], float]:
@@ -107,7 +107,7 @@ class Session:
 
     def __init__(self, store: str | None, state_dir: str | None, as_json: bool,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT, lease: float | None = None) -> None:
-        self.target = store_target(store, state_dir)
+        self.target, self.named_by = store_source(store, state_dir)
         self.as_json = as_json
         self.lock_timeout = lock_timeout
         self.lease = lease
@@ -119,6 +119,7 @@ class Session:
         if self._runtime is None:
             from tinywf_cli.runtime import Runtime
 
+            check_store_exists(self.target, self.named_by)
             self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout, lease=self.lease)
             opened = OPENED.get()
             if opened is not None:
@@ -170,6 +171,7 @@ class Session:
         record only it may judge)."""
         if is_url(self.target):
             return None
+        check_store_exists(self.target, self.named_by)
         from tinywf_cli.documents import Fallback
 
         try:
@@ -196,15 +198,38 @@ def is_url(target: str) -> bool:
     return "://" in target
 
 
-def store_target(store: str | None, state_dir: str | None) -> str:
-    """Where runs live: ``--store``, else ``--state-dir``, else ``$TINYWF_STORE``, else
-    ``$TINYWF_STATE_DIR``, else ``./state``."""
+def store_source(store: str | None, state_dir: str | None) -> tuple[str, str | None]:
+    """Where runs live (``--store``, else ``--state-dir``, else ``$TINYWF_STORE``, else
+    ``$TINYWF_STATE_DIR``, else ``./state``), and what named it when that must be a store that
+    exists already (``--store``, ``$TINYWF_STORE``); None for a state directory, which is made
+    when it is missing."""
     for given, what in ((store, "--store"), (state_dir, "--state-dir")):
         if given is not None:
             if not given.strip():
                 raise BadInput(f"{what} is empty: name a directory (or a postgresql:// URL)")
-            return given
-    return os.environ.get("TINYWF_STORE") or os.environ.get("TINYWF_STATE_DIR") or "state"
+            return given, what if what == "--store" else None
+    named = os.environ.get("TINYWF_STORE")
+    if named:
+        return named, "$TINYWF_STORE"
+    return os.environ.get("TINYWF_STATE_DIR") or "state", None
+
+
+def store_target(store: str | None, state_dir: str | None) -> str:
+    """Where runs live: ``--store``, else ``--state-dir``, else ``$TINYWF_STORE``, else
+    ``$TINYWF_STATE_DIR``, else ``./state``."""
+    return store_source(store, state_dir)[0]
+
+
+def check_store_exists(target: str, named_by: str | None) -> None:
+    """Refuse a target named by ``--store`` or ``$TINYWF_STORE`` that is neither a URL nor an
+    existing directory: a typo must not become a new, empty store that runs start in unseen."""
+    if named_by is None or is_url(target) or os.path.lexists(target):
+        return
+    from tinywf_cli.errors import StoreNotFound
+
+    instead = "--state-dir" if named_by == "--store" else "$TINYWF_STATE_DIR"
+    raise StoreNotFound(target, f"no such directory, and not a postgresql:// URL ({named_by} names a store "
+                                f"that exists; to make a new state directory there, use {instead})")
 
 
 def parse_value(text: str) -> TextValue:

@@ -139,6 +139,16 @@ class FlowDefinitionError(BadInput):
     """A workflow class breaks a rule of the authoring API; raised when it is defined."""
 
 
+class StoreNotFound(BadInput):
+    """A store target that names no store: a directory that does not exist where none is
+    made, a URL of a kind tinywf has no store for, an in-memory store of another process."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        super().__init__(f"{target}: {problem}")
+        self.target = target
+        self.problem = problem
+
+
 class NotAnEvent(BadInput):
     """A resume id that names a timer or a retry was given to ``resolve``."""
 

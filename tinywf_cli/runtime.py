@@ -215,7 +215,9 @@ class Runtime:
         #: (PostgreSQL stores; default 30 s). A directory's locks are the OS's and need none.
         self.store: Store = open_store(store, lease=lease)
         self.lease = lease
-        self.clock: Clock = clock if clock is not None else clock_from_env()
+        # a store may keep a clock (MemoryRuntime's): a Runtime opened on it by its target keeps the same time
+        kept: Clock | None = getattr(self.store, "clock", None)
+        self.clock: Clock = clock if clock is not None else kept if kept is not None else clock_from_env()
         self.lock_timeout = lock_timeout
         self._loader: FlowLoader | None = None
 

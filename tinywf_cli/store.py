@@ -26,14 +26,15 @@ import marshal
 import os
 import re
 import threading
+import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError
+from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError, StoreNotFound
 from tinywf_cli.journal import (
     AuditEntry,
     BadEntry,
@@ -47,6 +48,9 @@ from tinywf_cli.journal import (
     trim_history,
 )
 from tinywf_cli.model import RunHead, head_from_json
+
+if TYPE_CHECKING:
+    from tinywf_cli.clock import Clock
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -157,16 +161,32 @@ class Store(Protocol):
         ...
 
 
+#: The URL schemes of stores: ``postgresql://`` (and its alias) and ``memory://`` (a MemoryStore of
+#: this process, by the target it gave).
+STORE_SCHEMES = ("postgresql", "postgres", "memory")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(//)?")
+
+
 def open_store(target: str | Path | Store, *, lease: float | None = None) -> Store:
-    """The store a target names: a ``postgresql://`` URL, a directory, or a store object as it is.
+    """The store a target names: a ``postgresql://`` URL, a ``memory://`` target of a
+    ``MemoryStore`` of this process, a directory, or a store object as it is.
 
     ``lease`` (seconds) is how long a PostgreSQL claim outlives a process that stopped
-    renewing it; a directory's locks are the OS's and need none.
+    renewing it; a directory's locks are the OS's and need none. A string that looks like a
+    URL but names no kind of store (``postgresq://…``, ``postgresql:/…``) is refused
+    (StoreNotFound), never taken for a directory to make.
     """
     if not isinstance(target, str | Path):
         return target
     text = str(target)
-    if text.startswith(("postgresql://", "postgres://")):
+    scheme = _SCHEME.match(text) if isinstance(target, str) else None
+    if scheme is not None and (scheme.group(2) or scheme.group(1).lower() in STORE_SCHEMES):
+        kind = scheme.group(1).lower()
+        if scheme.group(2) is None or kind not in STORE_SCHEMES:
+            shown = re.sub(r"^([^/]*//[^:/@]*):[^@/]*@", r"\1:***@", text)  # never a password
+            raise StoreNotFound(shown, "not a store: name a directory or a postgresql://user@host:port/dbname URL")
+        if kind == "memory":
+            return MemoryStore.named(text)
         from tinywf_cli.pgstore import DEFAULT_LEASE, PostgresStore
 
         store: Store = PostgresStore(text, DEFAULT_LEASE if lease is None else lease)
@@ -174,6 +194,11 @@ def open_store(target: str | Path | Store, *, lease: float | None = None) -> Sto
     from tinywf_cli.filestore import FileStore
 
     return FileStore(Path(text))
+
+
+# The MemoryStores of this process by target, so that ``Runtime(self.store_target)`` in flow
+# code reaches the store its run lives in; a store that nothing else holds drops out.
+_MEMORY_STORES: weakref.WeakValueDictionary[str, MemoryStore] = weakref.WeakValueDictionary()
 
 
 class MemoryStore:
@@ -185,6 +210,12 @@ class MemoryStore:
     """
 
     def __init__(self) -> None:
+        #: ``memory://`` and a token: what names this store in this process (``open_store``).
+        self._target = f"memory://{os.urandom(6).hex()}"
+        #: The clock of runtimes opened on this store by its target (``MemoryRuntime`` sets its own),
+        #: so that a ``Runtime(self.store_target)`` inside an action keeps the same time.
+        self.clock: Clock | None = None
+        _MEMORY_STORES[self._target] = self
         self._heads: dict[str, _HeadCopy] = {}
         # one serialised tuple of entries per commit (``_encode_entries``); the current visit
         # starts at (commit, entry)
@@ -196,10 +227,20 @@ class MemoryStore:
         self._logs: dict[str, int] = {}  # audit entries kept, for history_limit
         self._guard = threading.Lock()
 
+    @classmethod
+    def named(cls, target: str) -> MemoryStore:
+        """The store of this process whose ``target`` is ``target``; StoreNotFound when none is."""
+        store = _MEMORY_STORES.get(target)
+        if store is None:
+            raise StoreNotFound(target, "no in-memory store of this process has this name "
+                                        "(an in-memory store lives only in the process that made it)")
+        return store
+
     @property
     def target(self) -> str:
-        """``memory``: runs of this store live in this process only."""
-        return "memory"
+        """``memory://`` and a token: runs of this store live in this process only, and
+        ``Runtime(target)`` reaches them from anywhere in it."""
+        return self._target
 
     def open(self, run_id: str, timeout: float, *, create: bool = False) -> AbstractContextManager[RunSession]:
         """Hold the run's in-process lock."""

@@ -12,7 +12,10 @@ Example::
         rt.tick()
         assert rt.get(run.run_id).state["approved"] is False
 
-``MemoryRuntime`` is a ``Runtime``: every call of the library API works the same way.
+``MemoryRuntime`` is a ``Runtime``: every call of the library API works the same way. Its
+store's target (``rt.store_target``, ``self.store_target`` in flow code) is ``memory://`` and
+a token: ``Runtime(self.store_target)`` inside an action reaches the same runs, on the same
+clock, and no directory is ever made.
 """
 
 from __future__ import annotations
@@ -32,4 +35,6 @@ class MemoryRuntime(Runtime):
     clock: ManualClock
 
     def __init__(self, now: datetime | str | None = None, lock_timeout: float = 10) -> None:
-        super().__init__(MemoryStore(), clock=ManualClock(now), lock_timeout=lock_timeout)
+        store = MemoryStore()
+        super().__init__(store, clock=ManualClock(now), lock_timeout=lock_timeout)
+        store.clock = self.clock  # ``Runtime(self.store_target)`` in an action moves with this clock
