@@ -314,8 +314,10 @@ def test_show_for_people_has_the_whole_picture(cli: Cli, fast: InProcessCli) -> 
 @pytest.mark.stores("file")  # about files: the default state directory
 def test_readme_first_command_runs_the_demo_without_a_terminal(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    first = re.search(r'pip install -e "\.\[test\]" && (tinywf run [^\s#]+)', readme)
-    assert first is not None, "the README starts with `pip install -e \".[test]\" && tinywf run flows/...`"
+    first = re.search(r'^pip install -e \. && (tinywf run [^\s#]+)', readme, re.MULTILINE)
+    assert first is not None, "the README starts with `pip install -e . && tinywf run flows/...`"
+    assert first.group(1) == "tinywf run flows/guess_game.py"
+    assert '\npip install -e ".[test]" && pytest ' in readme[first.end():first.end() + 200]
     workspace = make_workspace(tmp_path / "clone")
     result = subprocess.run(shlex.split(first.group(1)), cwd=workspace, env=clean_env(), stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=60, check=False)
@@ -326,6 +328,39 @@ def test_readme_first_command_runs_the_demo_without_a_terminal(tmp_path: Path) -
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     [record] = state.glob("*.json")
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
+
+
+#: Modules that only the extras install: `pip install -e .` (the README's first command) has none.
+EXTRAS_ONLY = ("fastapi", "starlette", "uvicorn", "psycopg", "httpx", "playwright", "schemathesis", "hypothesis",
+               "mypy", "pytest", "dbos")
+
+WITHOUT_EXTRAS = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NotInstalled(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (pip install -e . does not install it)")
+        return None
+
+for name in [name for name in sys.modules if name.split(".")[0] in {blocked!r}]:
+    del sys.modules[name]
+sys.meta_path.insert(0, NotInstalled())
+from tinywf_cli.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.stores("file")  # about files: the default state directory
+def test_readme_first_command_needs_only_the_runtime_dependencies(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path / "clone")
+    script = WITHOUT_EXTRAS.format(blocked=set(EXTRAS_ONLY))
+    for argv in (["run", "flows/guess_game.py", "--run-id", "g1"], ["resolve", "g1", "ask_0", "50"], ["show", "g1"]):
+        result = subprocess.run([sys.executable, "-c", script, *argv], cwd=workspace, env=clean_env(TINYWF_NOW=NOW),
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, describe(result)
+    assert "step_play" in result.stdout or "step_end" in result.stdout
 
 
 @pytest.mark.stores("file")  # about files: $TINYWF_STATE_DIR
