@@ -10,10 +10,10 @@ from pathlib import Path
 
 from measure import Scratch
 from tinywf_cli.errors import RunNotFound
-from tinywf_cli.filestore import FileStore
-from tinywf_cli.journal import Entry
 from tinywf_cli.model import RunHead
-from tinywf_cli.store import LoadedRun, MemoryStore, RunSession
+from tinywf_cli.stores.base import LoadedRun, MemoryStore, RunSession
+from tinywf_cli.stores.files.store import FileStore
+from tinywf_cli.stores.journal import Entry
 
 
 @dataclass
@@ -108,7 +108,7 @@ class CountingStore(FileStore):
 @contextmanager
 def frames_written() -> Iterator[list[int]]:
     """The size of every frame the file store appends to a wal while the block runs."""
-    from tinywf_cli.fileio import Appender
+    from tinywf_cli.stores.files.fileio import Appender
 
     sizes: list[int] = []
     real = Appender.append

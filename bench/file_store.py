@@ -12,7 +12,7 @@ from disk import append_floor_seconds, floor_seconds
 from measure import Section, Stats, Table, alternate, num, ratio, timed
 from sample_flows import Loop, ManyActions, Napper
 from tinywf_cli import RunDocument, Runtime
-from tinywf_cli.filestore import FileStore
+from tinywf_cli.stores.files.store import FileStore
 from tinywf_cli.testing import ManualClock
 
 FLAT_GOAL = 1.3

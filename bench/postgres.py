@@ -76,7 +76,7 @@ def finished(url: str, schema: str) -> int:
     """How many runs finished."""
     import psycopg
 
-    from tinywf_cli.pgstore.connection import parse_target
+    from tinywf_cli.stores.postgres.connection import parse_target
 
     with psycopg.connect(parse_target(url).conninfo, autocommit=True) as conn:
         row = conn.execute(f"SELECT count(*) FROM \"{schema}\".runs WHERE status = 'finished'").fetchone()
@@ -88,7 +88,7 @@ def span(url: str, schema: str) -> tuple[datetime, datetime]:
     """When the first worker began (its first entry), and when the last run finished (its ``updated_at``)."""
     import psycopg
 
-    from tinywf_cli.pgstore.connection import parse_target
+    from tinywf_cli.stores.postgres.connection import parse_target
 
     with psycopg.connect(parse_target(url).conninfo, autocommit=True) as conn:
         began = conn.execute(f"SELECT min((entry->'log'->>'at')::timestamptz) FROM \"{schema}\".journal "

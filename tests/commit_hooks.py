@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tinywf_cli.journal import Entry
 from tinywf_cli.model import RunHead
-from tinywf_cli.store import LoadedRun, RunSession, Store
+from tinywf_cli.stores.base import LoadedRun, RunSession, Store
+from tinywf_cli.stores.journal import Entry
 
 Hook = Callable[[RunHead, Sequence[Entry]], None]
 

@@ -12,7 +12,7 @@ from stores import DAMAGE, STORE_KINDS, make_store
 
 from tinywf_cli import Runtime
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.store import Store
+from tinywf_cli.stores.base import Store
 from tinywf_cli.testing import MemoryRuntime
 
 START = "2026-01-01T00:00:00Z"

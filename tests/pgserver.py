@@ -83,7 +83,7 @@ def store_snapshot(url: str) -> dict[str, Any]:
     changes nothing a user sees)."""
     import psycopg
 
-    from tinywf_cli.pgstore.connection import parse_target
+    from tinywf_cli.stores.postgres.connection import parse_target
 
     target = parse_target(url)
     schema = f'"{target.schema}"'

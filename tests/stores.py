@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pgserver import fresh_url
 
-from tinywf_cli.filestore import FileStore
-from tinywf_cli.store import MemoryStore, Store
+from tinywf_cli.stores.base import MemoryStore, Store
+from tinywf_cli.stores.files.store import FileStore
 
 STORE_KINDS = ["memory", "file", "postgres"]
 
@@ -27,7 +27,7 @@ def make_store(kind: str, tmp_path: Path) -> Iterator[Store]:
     elif kind == "file":
         yield FileStore(tmp_path / "state")
     elif kind == "postgres":
-        from tinywf_cli.pgstore import PostgresStore
+        from tinywf_cli.stores.postgres import PostgresStore
 
         with fresh_url() as url:
             store = PostgresStore(url, lease=5)
@@ -67,7 +67,7 @@ def damage_postgres(store: Store, run_id: str) -> None:
     """Give the first slot in a run's journal rows a status no tinywf writes."""
     import psycopg
 
-    from tinywf_cli.pgstore import PostgresStore
+    from tinywf_cli.stores.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)
     with psycopg.connect(store.location.conninfo, autocommit=True) as conn:

@@ -1,4 +1,4 @@
-"""Reading flows from their source (``tinywf_cli.analysis``): steps, transitions, keys, diagrams."""
+"""Reading flows from their source (``tinywf_cli.analysis.source``): steps, transitions, keys, diagrams."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tinywf_cli import FlowDefinitionError, FlowLoadError
-from tinywf_cli.analysis import (
+from tinywf_cli.analysis.source import (
     COMPUTED,
     END,
     FlowAnalysis,
@@ -20,7 +20,7 @@ from tinywf_cli.analysis import (
     to_dot,
     to_mermaid,
 )
-from tinywf_cli.loader import FlowLoader, load_module
+from tinywf_cli.authoring.loader import FlowLoader, load_module
 from tinywf_cli.testing import MemoryRuntime
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"

@@ -9,8 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 from tinywf_cli import FlowDefinitionError, InvalidValue, RunExists, Workflow, signal, step
+from tinywf_cli.authoring.workflow import Command
 from tinywf_cli.testing import MemoryRuntime
-from tinywf_cli.workflow import Command
 
 Steps = Generator[Command, Any, Any]
 
@@ -467,7 +467,7 @@ def test_engine_logs_its_own_entries(rt: MemoryRuntime) -> None:
 
 
 def test_a_generated_run_id_that_is_taken_is_drawn_again(rt: MemoryRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinywf_cli import runtime
+    from tinywf_cli.runtime import runtime
 
     class Once(Workflow):
         @step

@@ -241,7 +241,7 @@ def test_a_usage_error_with_debug_still_exits_2(fast: InProcessCli) -> None:
 @pytest.mark.stores("file")  # about files: no store involved
 def test_a_bug_in_tinywf_exits_70_with_an_internal_error_line(fast: InProcessCli,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinywf_cli.runtime import Runtime
+    from tinywf_cli.runtime.runtime import Runtime
 
     def broken(self: Runtime, run_id: str, last: int | None = None) -> None:
         raise ZeroDivisionError("division by zero")

@@ -166,7 +166,7 @@ def test_show_last_and_a_long_timeline_for_people(flows: Cli) -> None:
 
 
 def test_a_bounded_queue_of_early_events(flows: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinywf_cli import runtime
+    from tinywf_cli.runtime import runtime
 
     monkeypatch.setattr(runtime, "MAX_QUEUED_EVENTS", 3)
     fast = InProcessCli(flows.workspace, flows.state_dir)

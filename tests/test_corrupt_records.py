@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "procs"))
 import store_flows
 from proc_harness import snapshot
 
-from tinywf_cli import InvalidRunId, Runtime, StorageError, filestore
+from tinywf_cli import InvalidRunId, Runtime, StorageError
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.filestore import MAX_RECORD_BYTES, FileStore
+from tinywf_cli.stores.files import store as filestore
+from tinywf_cli.stores.files.store import MAX_RECORD_BYTES, FileStore
 
 FLOWS = Path(store_flows.__file__)
 CHILD = FLOWS.parent / "child.py"

@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "procs"))
 
 from proc_harness import EFFECTS_ENV, fork_child, memory_folder, read_effects, reap, run_forked
 
-from tinywf_cli import Runtime, filestore
+from tinywf_cli import Runtime
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.filestore import FileStore
 from tinywf_cli.model import head_to_json
+from tinywf_cli.stores.files import store as filestore
+from tinywf_cli.stores.files.store import FileStore
 
 PROCS = Path(__file__).resolve().parent / "procs"
 FLOWS = PROCS / "store_flows.py"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tinywf_cli import Retry, Runtime, Workflow, step
+from tinywf_cli.authoring.workflow import Command
 from tinywf_cli.testing import MemoryRuntime
-from tinywf_cli.workflow import Command
 
 Steps = Generator[Command, Any, Any]
 

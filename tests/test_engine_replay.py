@@ -9,8 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 from tinywf_cli import Runtime, Workflow, signal, step
+from tinywf_cli.authoring.workflow import Command
 from tinywf_cli.testing import MemoryRuntime
-from tinywf_cli.workflow import Command
 
 Steps = Generator[Command, Any, Any]
 

@@ -20,8 +20,8 @@ from tinywf_cli import (
     signal,
     step,
 )
+from tinywf_cli.authoring.workflow import Command
 from tinywf_cli.testing import MemoryRuntime
-from tinywf_cli.workflow import Command
 
 Steps = Generator[Command, Any, Any]
 

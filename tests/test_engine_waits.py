@@ -20,8 +20,8 @@ from tinywf_cli import (
     Workflow,
     step,
 )
+from tinywf_cli.authoring.workflow import Command
 from tinywf_cli.testing import MemoryRuntime
-from tinywf_cli.workflow import Command
 
 Steps = Generator[Command, Any, Any]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

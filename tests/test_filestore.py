@@ -22,11 +22,13 @@ import store_flows
 from commit_hooks import on_commit
 from proc_harness import EFFECTS_ENV, memory_folder, read_effects, run_forked
 
-from tinywf_cli import RunNotFound, Runtime, StorageError, filestore, runfiles
+from tinywf_cli import RunNotFound, Runtime, StorageError
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.filestore import FileStore
-from tinywf_cli.journal import Entry
 from tinywf_cli.model import RunHead
+from tinywf_cli.stores.files import runfiles
+from tinywf_cli.stores.files import store as filestore
+from tinywf_cli.stores.files.store import FileStore
+from tinywf_cli.stores.journal import Entry
 
 FLOWS = Path(store_flows.__file__)
 T0 = "2026-01-01T00:00:00Z"

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from clihelpers import TINYWF, Cli, InProcessCli, assert_error, at, describe
 
-from tinywf_cli import Runtime, StorageError, fileio
+from tinywf_cli import Runtime, StorageError
 from tinywf_cli.clock import ManualClock
+from tinywf_cli.stores.files import fileio
 
 T0 = "2026-01-01T00:00:00Z"
 NOBODY = 65534
@@ -86,7 +87,7 @@ def test_a_write_that_fails_after_an_event_was_saved_says_what_was_saved(
         second_fails(self.path)
         real_append(self, at, data)
 
-    monkeypatch.setattr("tinywf_cli.filestore.atomic_replace", replace)
+    monkeypatch.setattr("tinywf_cli.stores.files.store.atomic_replace", replace)
     monkeypatch.setattr(fileio.Appender, "append", append)
     rt = Runtime(cli.state_dir, clock=ManualClock(T0))
     with pytest.raises(StorageError) as caught:
@@ -332,7 +333,7 @@ def test_tick_counts_a_run_whose_advance_fails_once(cli: Cli, monkeypatch: pytes
     def full(path: Path, tmp: Path, data: bytes) -> None:
         raise StorageError(tmp, f"cannot write: No space left on device (ENOSPC); {fileio.UNCHANGED}")
 
-    monkeypatch.setattr("tinywf_cli.filestore.atomic_replace", full)
+    monkeypatch.setattr("tinywf_cli.stores.files.store.atomic_replace", full)
     report = Runtime(cli.state_dir, clock=ManualClock("2026-01-01T00:02:00Z")).tick()
     assert report.due == 1 and [s.run_id for s in report.skipped] == ["u1"] and report.advanced == []
 
@@ -351,7 +352,7 @@ def test_small_messages_read_well(cli: Cli) -> None:
     assert "None" not in line
     from datetime import UTC, datetime, timedelta
 
-    from tinywf_cli.render import ago
+    from tinywf_cli.cli.render import ago
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert ago(now + timedelta(seconds=0.5), now) == "in 0.50s"

@@ -142,7 +142,7 @@ def states(url: str) -> dict[str, dict[str, Any]]:
     """Every run's status and state, straight from the database."""
     import psycopg
 
-    from tinywf_cli.pgstore.connection import parse_target
+    from tinywf_cli.stores.postgres.connection import parse_target
 
     target = parse_target(url)
     with psycopg.connect(target.conninfo, autocommit=True) as conn:

@@ -25,11 +25,11 @@ from clihelpers import TINYWF, Cli, InProcessCli, assert_error, clean_env, descr
 from pgserver import SERVER, fresh_url, require_server
 
 from tinywf_cli.errors import BadInput, ClaimLost, RunLocked, StorageError
-from tinywf_cli.journal import AuditEntry, VisitEntry
 from tinywf_cli.model import FlowRef, RunHead
+from tinywf_cli.stores.journal import AuditEntry, VisitEntry
 
 try:
-    from tinywf_cli.pgstore import PostgresStore
+    from tinywf_cli.stores.postgres import PostgresStore
 except BadInput as missing:  # psycopg is not installed
     if os.environ.get("TINYWF_REQUIRE_PG"):
         raise
@@ -120,7 +120,7 @@ def test_a_live_claim_is_never_handed_out_and_heartbeats_keep_it(url: str) -> No
 
 HOLD_AND_DIE = """
 import sys, time
-from tinywf_cli.pgstore import PostgresStore
+from tinywf_cli.stores.postgres import PostgresStore
 
 store = PostgresStore(sys.argv[1], lease=float(sys.argv[3]))
 with store.open(sys.argv[2], 5):
@@ -246,7 +246,7 @@ def test_wake_ups_come_back_after_the_listening_connection_is_killed(url: str) -
 
 FIRST_USE = """
 import sys
-from tinywf_cli.pgstore import PostgresStore
+from tinywf_cli.stores.postgres import PostgresStore
 
 store = PostgresStore(sys.argv[1])
 print(store.secret("shared").hex(), len(store.run_ids()), flush=True)
@@ -444,7 +444,7 @@ def test_copy_through_the_installed_command(tmp_path: Path, url: str) -> None:
 CLAIM_DUE = """
 import sys, json
 from datetime import datetime, timezone
-from tinywf_cli.pgstore import PostgresStore
+from tinywf_cli.stores.postgres import PostgresStore
 
 store = PostgresStore(sys.argv[1])
 store.run_ids()  # connected

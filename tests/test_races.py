@@ -23,7 +23,7 @@ from proc_harness import EFFECTS_ENV, Child, fork_child, read_effects, reap, run
 
 from tinywf_cli import RunLocked, Runtime
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.filestore import FileStore
+from tinywf_cli.stores.files.store import FileStore
 
 PROCS = Path(__file__).resolve().parent / "procs"
 FLOWS = PROCS / "store_flows.py"

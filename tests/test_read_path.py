@@ -1,4 +1,4 @@
-"""The read path of ``show`` and ``list`` (``tinywf_cli.documents``) against the full one.
+"""The read path of ``show`` and ``list`` (``tinywf_cli.reading.documents``) against the full one.
 
 For runs of every flow (the examples and the test flows) in every status, both paths must
 print byte-identical ``--json`` documents, draw identical screens for people, and list the
@@ -21,11 +21,12 @@ import pytest
 from clihelpers import TEST_FLOWS, make_workspace
 from rich.console import Console
 
-from tinywf_cli import Runtime, Workflow, documents, step
+from tinywf_cli import Runtime, Workflow, step
+from tinywf_cli.cli.render import runs_table, show_view
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.errors import TinyWFError
 from tinywf_cli.model import ErrorInfo
-from tinywf_cli.render import runs_table, show_view
+from tinywf_cli.reading import documents
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -181,8 +182,8 @@ from tinywf_cli.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as exit:
-    heavy = sorted(m for m in ("pydantic", "tinywf_cli.engine", "tinywf_cli.runtime", "tinywf_cli.model", "rich")
-                   if m in sys.modules)
+    heavy = sorted(m for m in ("pydantic", "tinywf_cli.engine.engine", "tinywf_cli.runtime.runtime",
+                               "tinywf_cli.model", "rich") if m in sys.modules)
     print("IMPORTS", exit.code, ",".join(heavy), file=sys.stderr)
 """
 

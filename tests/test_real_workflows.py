@@ -18,7 +18,7 @@ from commit_hooks import on_commit
 
 from tinywf_cli import ActionFailed, ChildFailed, EventTimeout, Retry, RunLocked, Runtime, Workflow, step
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.journal import AuditEntry, SlotEntry
+from tinywf_cli.stores.journal import AuditEntry, SlotEntry
 from tinywf_cli.testing import MemoryRuntime
 
 Steps = Generator[Any, Any, Any]

@@ -10,17 +10,7 @@ import pytest
 from clihelpers import FLOWS
 from rich.console import Console, Group, RenderableType
 
-from tinywf_cli.model import (
-    ErrorInfo,
-    PendingResume,
-    RunDocument,
-    RunList,
-    RunSummary,
-    TickAdvanced,
-    TickReport,
-    TickSkipped,
-)
-from tinywf_cli.render import (
+from tinywf_cli.cli.render import (
     ago,
     make_console,
     pending_lines,
@@ -30,6 +20,16 @@ from tinywf_cli.render import (
     show_view,
     span,
     tick_lines,
+)
+from tinywf_cli.model import (
+    ErrorInfo,
+    PendingResume,
+    RunDocument,
+    RunList,
+    RunSummary,
+    TickAdvanced,
+    TickReport,
+    TickSkipped,
 )
 from tinywf_cli.testing import MemoryRuntime
 

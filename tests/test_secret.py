@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tinywf_cli.errors import InvalidRunId, StorageError
-from tinywf_cli.filestore import FileStore
-from tinywf_cli.store import MemoryStore
+from tinywf_cli.stores.base import MemoryStore
+from tinywf_cli.stores.files.store import FileStore
 
 
 def test_a_secret_is_made_once_and_readable_by_its_owner_only(state_dir: Path) -> None:

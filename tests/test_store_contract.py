@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError
-from tinywf_cli.journal import AuditEntry, PartEntry, Slot, SlotEntry, VisitEntry
 from tinywf_cli.model import FlowRef, PendingResume, RunHead
-from tinywf_cli.store import RUNNING_DUE, Store
+from tinywf_cli.stores.base import RUNNING_DUE, Store
+from tinywf_cli.stores.journal import AuditEntry, PartEntry, Slot, SlotEntry, VisitEntry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from tinywf_cli import EventTimeout, Retry, Workflow, signal, step
+from tinywf_cli.authoring.workflow import Command
 from tinywf_cli.testing import ManualClock, MemoryRuntime, MemoryStore
-from tinywf_cli.workflow import Command
 
 SENT: list[str] = []
 

@@ -331,8 +331,8 @@ def test_fork_reproduces_the_state_at_the_start_of_a_visit_and_leaves_the_origin
 
 
 def test_fork_gives_the_visit_state_exactly(cli: Cli, env: dict[str, str]) -> None:
-    from tinywf_cli.journal import VisitEntry
-    from tinywf_cli.runtime import Runtime
+    from tinywf_cli.runtime.runtime import Runtime
+    from tinywf_cli.stores.journal import VisitEntry
 
     fast = InProcessCli(cli.workspace, cli.state_dir)
     write_flow(cli, COUNTER)

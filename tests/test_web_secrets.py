@@ -18,7 +18,7 @@ from webhelpers import TOKEN, WEB_FLOWS, Server, add_web_flows, server_fixture, 
 
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.errors import RunNotFound
-from tinywf_cli.runtime import Runtime
+from tinywf_cli.runtime.runtime import Runtime
 
 
 def token_of(url: str) -> str:
@@ -44,7 +44,7 @@ def remove_key(cli: Cli) -> None:
         return
     import psycopg
 
-    from tinywf_cli.pgstore.connection import parse_target
+    from tinywf_cli.stores.postgres.connection import parse_target
 
     target = parse_target(cli.store)
     with psycopg.connect(target.conninfo, autocommit=True) as conn:

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tinywf_cli.authoring.workflow import Retry, Workflow, signal, step
     from tinywf_cli.errors import (
         ActionFailed,
         BadInput,
@@ -52,8 +53,7 @@ if TYPE_CHECKING:
         ShowDocument,
         TickReport,
     )
-    from tinywf_cli.runtime import Runtime
-    from tinywf_cli.workflow import Retry, Workflow, signal, step
+    from tinywf_cli.runtime.runtime import Runtime
 
 __version__ = "0.1.0"
 
@@ -82,14 +82,14 @@ _EXPORTS = {
     "PruneReport": "tinywf_cli.model",
     "QueueFull": "tinywf_cli.errors",
     "ResumeNotFound": "tinywf_cli.errors",
-    "Retry": "tinywf_cli.workflow",
+    "Retry": "tinywf_cli.authoring.workflow",
     "RunDocument": "tinywf_cli.model",
     "RunExists": "tinywf_cli.errors",
     "RunList": "tinywf_cli.model",
     "RunLocked": "tinywf_cli.errors",
     "RunNotFound": "tinywf_cli.errors",
     "RunSummary": "tinywf_cli.model",
-    "Runtime": "tinywf_cli.runtime",
+    "Runtime": "tinywf_cli.runtime.runtime",
     "ShowDocument": "tinywf_cli.model",
     "SignalNotFound": "tinywf_cli.errors",
     "StatusConflict": "tinywf_cli.errors",
@@ -98,9 +98,9 @@ _EXPORTS = {
     "StoreUnavailable": "tinywf_cli.errors",
     "TickReport": "tinywf_cli.model",
     "TinyWFError": "tinywf_cli.errors",
-    "Workflow": "tinywf_cli.workflow",
-    "signal": "tinywf_cli.workflow",
-    "step": "tinywf_cli.workflow",
+    "Workflow": "tinywf_cli.authoring.workflow",
+    "signal": "tinywf_cli.authoring.workflow",
+    "step": "tinywf_cli.authoring.workflow",
 }
 
 

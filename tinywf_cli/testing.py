@@ -23,8 +23,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.runtime import Runtime
-from tinywf_cli.store import MemoryStore
+from tinywf_cli.runtime.runtime import Runtime
+from tinywf_cli.stores.base import MemoryStore
 
 __all__ = ["ManualClock", "MemoryRuntime", "MemoryStore"]
 

@@ -221,7 +221,7 @@ class KillSwitch:
         os.fsync, os.fdatasync, os.replace, os.unlink = fsync, fdatasync, replace, unlink
         os.ftruncate = ftruncate
 
-        from tinywf_cli.filestore import FileStore
+        from tinywf_cli.stores.files.store import FileStore
 
         real_session = FileStore.open
 

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tinywf_cli import __version__
+from tinywf_cli.authoring.loader import FlowLoader, WorkflowClass, split_flow_spec
 from tinywf_cli.errors import (
     BadInput,
     FlowLoadError,
@@ -35,9 +36,8 @@ from tinywf_cli.errors import (
     StatusConflict,
     TinyWFError,
 )
-from tinywf_cli.loader import FlowLoader, WorkflowClass, split_flow_spec
 from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument, Status
-from tinywf_cli.runtime import Runtime
+from tinywf_cli.runtime.runtime import Runtime
 from tinywf_cli.web import pages
 from tinywf_cli.web.forms import form_for, parse_answer
 from tinywf_cli.web.gate import COOKIE, DEFAULT_MAX_BODY, ASGIApp, Gate, Settings
@@ -213,8 +213,8 @@ class Web:
 
     def graph(self, doc: ShowDocument) -> Graph:
         """The step graph of a run's workflow, read from its flow file's source, the run's path marked."""
-        from tinywf_cli.analysis import RunTrace, analyze_source
-        from tinywf_cli.loader import display_path, read_source
+        from tinywf_cli.analysis.source import RunTrace, analyze_source
+        from tinywf_cli.authoring.loader import display_path, read_source
 
         try:
             ref = self.runtime.store.head(doc.run_id).flow

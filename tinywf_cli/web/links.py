@@ -30,7 +30,7 @@ from tinywf_cli.errors import BadInput, StorageError
 
 if TYPE_CHECKING:
     from tinywf_cli.model import PendingResume, RunDocument
-    from tinywf_cli.runtime import Runtime
+    from tinywf_cli.runtime.runtime import Runtime
 
 #: The store secret that signs links.
 SECRET_NAME = "link"
@@ -205,7 +205,7 @@ def issue_link(runtime: Runtime, run_id: str, resume: str, lifetime: timedelta) 
     The runtime's store keeps the key (made on first use); its clock says when the link expires.
     """
     from tinywf_cli.model import RunDocument
-    from tinywf_cli.runtime import check_run_id
+    from tinywf_cli.runtime.runtime import check_run_id
 
     doc = RunDocument.of(runtime.store.head(check_run_id(run_id)))
     pending = pending_event(doc, resume)
@@ -246,8 +246,8 @@ def make_link(store: Any, run_id: str, resume_id: str, *, expires: str | timedel
     from pathlib import Path
 
     from tinywf_cli.clock import clock_from_env
-    from tinywf_cli.runtime import check_run_id
-    from tinywf_cli.store import open_store
+    from tinywf_cli.runtime.runtime import check_run_id
+    from tinywf_cli.stores.base import open_store
 
     lifetime = parse_duration(expires) if isinstance(expires, str) else expires
     base = check_base_url(base_url or os.environ.get("TINYWF_BASE_URL") or "http://127.0.0.1:8080")

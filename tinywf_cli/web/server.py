@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from tinywf_cli.errors import BadInput, Conflict
-from tinywf_cli.runtime import Runtime
+from tinywf_cli.runtime.runtime import Runtime
 from tinywf_cli.web.app import create_app
 from tinywf_cli.web.gate import Settings
 

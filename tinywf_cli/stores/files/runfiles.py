@@ -1,8 +1,8 @@
 """One run's files in a state directory, read without its lock as one consistent snapshot.
 
 ``R.json`` (the record), the frames of ``R.wal`` that follow it, and the committed part of
-``R.journal`` (or of its generation ``R~N.journal``): see ``tinywf_cli.filestore`` for the
-layout and ``tinywf_cli.record`` for the formats. A writer may commit while this reads: a
+``R.journal`` (or of its generation ``R~N.journal``): see ``tinywf_cli.stores.files.store`` for the
+layout and ``tinywf_cli.stores.files.record`` for the formats. A writer may commit while this reads: a
 reader that finds the record rewritten under it (a newer frame salt, a journal generation
 gone) reads again. Only the standard library: ``show`` and ``list`` read runs through here
 without pydantic or the engine; the file store adds the head's validation.
@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from tinywf_cli.errors import InvalidRunId, RunNotFound, StorageError
-from tinywf_cli.fileio import check_owner, problem, read_file, read_range
-from tinywf_cli.journal import Entry
-from tinywf_cli.record import (
+from tinywf_cli.stores.files.fileio import check_owner, problem, read_file, read_range
+from tinywf_cli.stores.files.record import (
     MAX_RECORD_BYTES,
     Frames,
     RawRecord,
@@ -30,8 +29,9 @@ from tinywf_cli.record import (
     parse_frames,
     split_journal,
 )
+from tinywf_cli.stores.journal import Entry
 
-#: The contract's run-id charset, checked as ``tinywf_cli.store.is_run_id`` does (without importing it).
+#: The contract's run-id charset, checked as ``tinywf_cli.stores.base.is_run_id`` does (without importing it).
 _RUN_ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _RUN_ID_REST = _RUN_ID_FIRST | frozenset("._-")
 #: A wal never grows much past its bound before the record is rewritten: more is damage.

@@ -2,7 +2,7 @@
 
 Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files collide):
 
-- ``R.json``     the record (``tinywf_cli.record``): the run's head as of its last pause or end
+- ``R.json``     the record (``tinywf_cli.stores.files.record``): the run's head as of its last pause or end
   (or of its last rewrite), how much of its journal is committed, the *tail* (the latest
   journal entries, not yet moved to the journal) and the salt of the frames that follow it.
   Rewritten atomically (temp file, fsync, rename, fsync of the directory) when a commit
@@ -29,7 +29,7 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
 - ``R~.tmp``     the record being written; a leftover from a killed writer is replaced by
   the run's next writer (or removed when the run never got a record).
 - ``.due/<ms>~R`` the due index of waiting runs, and ``.running~R`` the index entry of a
-  running run, beside its record (``tinywf_cli.dueindex``).
+  running run, beside its record (``tinywf_cli.stores.files.dueindex``).
 
 What is durable when: a run's creation, every commit of an action's result, a pause and an
 end each return only once synced. The engine defers what a replay re-derives (a transition)
@@ -39,7 +39,7 @@ written after it, whole: loading them gives the run as of its last completed com
 
 The state directory and every file read must belong to the user running tinywf, and the
 directory must not be writable by others: a record names the flow file its run executes.
-Reading (``tinywf_cli.runfiles``) needs no lock and no pydantic; this store adds the head's
+Reading (``tinywf_cli.stores.files.runfiles``) needs no lock and no pydantic; this store adds the head's
 validation.
 """
 
@@ -59,10 +59,12 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from tinywf_cli import record as records
-from tinywf_cli.dueindex import DueIndex, entry_name
 from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
-from tinywf_cli.fileio import (
+from tinywf_cli.model import RunHead, head_from_json, head_json_bytes
+from tinywf_cli.stores.base import LoadedRun, RunSession, index_due, is_run_id
+from tinywf_cli.stores.files import record as records
+from tinywf_cli.stores.files.dueindex import DueIndex, entry_name
+from tinywf_cli.stores.files.fileio import (
     READ_FLAGS,
     UNCHANGED,
     Appender,
@@ -76,9 +78,7 @@ from tinywf_cli.fileio import (
     read_range,
     unlock_file,
 )
-from tinywf_cli.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots, needs_trim, trim_history
-from tinywf_cli.model import RunHead, head_from_json, head_json_bytes
-from tinywf_cli.record import (
+from tinywf_cli.stores.files.record import (
     encode_entry,
     encode_frame,
     encode_record,
@@ -87,8 +87,8 @@ from tinywf_cli.record import (
     parse_entries,
     split_journal,
 )
-from tinywf_cli.runfiles import RunFiles, Snapshot
-from tinywf_cli.store import LoadedRun, RunSession, index_due, is_run_id
+from tinywf_cli.stores.files.runfiles import RunFiles, Snapshot
+from tinywf_cli.stores.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots, needs_trim, trim_history
 
 T = TypeVar("T")
 #: The index entry of every running run begins so (``index_due`` puts running runs at the epoch).

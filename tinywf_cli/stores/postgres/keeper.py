@@ -27,7 +27,7 @@ from tinywf_cli.errors import StoreUnavailable
 if TYPE_CHECKING:
     import psycopg
 
-    from tinywf_cli.pgstore.store import PostgresStore
+    from tinywf_cli.stores.postgres.store import PostgresStore
 
 log = logging.getLogger("tinywf")
 
@@ -153,7 +153,7 @@ class Keeper:
             self._discard(conn)
 
     def _connect(self, listening: bool) -> psycopg.Connection[tuple[object, ...]]:
-        from tinywf_cli.pgstore.connection import connect
+        from tinywf_cli.stores.postgres.connection import connect
 
         conn = connect(self.store.location, self.store.lease, "keeper")
         if listening:

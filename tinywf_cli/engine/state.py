@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tinywf_cli.authoring.workflow import RunContext, Workflow
+from tinywf_cli.engine.values import NotJSON, check_json_value, to_json_value, validation_message
 from tinywf_cli.errors import FlowError, InvalidValue
-from tinywf_cli.values import NotJSON, check_json_value, to_json_value, validation_message
-from tinywf_cli.workflow import RunContext, Workflow
 
 
 class StateMismatch(Exception):

@@ -9,10 +9,10 @@ Importing this package needs psycopg 3 (``pip install "tinywf[postgres]"``); wit
 import fails with a one-line ``BadInput`` that says so.
 """
 
-from tinywf_cli.pgstore.connection import require_psycopg
+from tinywf_cli.stores.postgres.connection import require_psycopg
 
 require_psycopg()
 
-from tinywf_cli.pgstore.store import DEFAULT_LEASE, PostgresStore  # noqa: E402
+from tinywf_cli.stores.postgres.store import DEFAULT_LEASE, PostgresStore  # noqa: E402
 
 __all__ = ["DEFAULT_LEASE", "PostgresStore"]

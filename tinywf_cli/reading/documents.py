@@ -1,10 +1,10 @@
 """``show`` and ``list`` over a state directory without pydantic or the engine.
 
 The read commands only read records and print them, so they need none of what a command
-that changes a run needs: this module reads a run's files (``tinywf_cli.runfiles``),
+that changes a run needs: this module reads a run's files (``tinywf_cli.stores.files.runfiles``),
 checks its head field by field, and builds the same documents ``Runtime.get`` and
 ``Runtime.list`` return — byte for byte the same ``--json`` text (pydantic's number, time
-and string forms), and objects with the same attributes for ``tinywf_cli.render``.
+and string forms), and objects with the same attributes for ``tinywf_cli.cli.render``.
 
 A record this module cannot vouch for (a field of an unexpected type or form, an error of
 any kind) is handed to the full path (``Runtime``), which says exactly what is wrong with
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tinywf_cli.jsonio import strict_loads
-from tinywf_cli.runfiles import RunFiles, is_run_id
+from tinywf_cli.stores.files.runfiles import RunFiles, is_run_id
 
 STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
 RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})
@@ -289,7 +289,7 @@ def _root_ok(root: Path) -> bool:
 
 def show(root: Path, run_id: str, last: int | None) -> RunView:
     """The run ``show`` prints; Fallback when the full path must read it."""
-    from tinywf_cli.journal import AuditEntry, shown_history
+    from tinywf_cli.stores.journal import AuditEntry, shown_history
 
     _check(is_run_id(run_id) and _root_ok(root))
     files = RunFiles(root)
@@ -327,7 +327,7 @@ def list_runs(root: Path, status: str | None) -> RunRows:
                 view = view_of_head(head, run_id)
                 row = (view.created_at, RunRow(run_id, view.workflow, view.status, view.step, view.updated_at))
             except (Fallback, TinyWFError, ValueError):
-                from tinywf_cli.filestore import FileStore
+                from tinywf_cli.stores.files.store import FileStore
 
                 slow = FileStore(root).head(run_id)
                 row = (slow.created_at, RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at))

@@ -1,7 +1,7 @@
 """The store interface the runtime depends on, and the in-memory store.
 
 A store keeps, per run, a small *head* (``RunHead``, replaced at every commit) and an
-append-only journal of typed entries (``tinywf_cli.journal``). Every change to a run goes
+append-only journal of typed entries (``tinywf_cli.stores.journal``). Every change to a run goes
 through a :class:`RunSession`, which a store hands out holding the run's lock::
 
     with store.open(run_id, timeout) as run:
@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError, StoreNotFound
-from tinywf_cli.journal import (
+from tinywf_cli.model import RunHead, head_from_json
+from tinywf_cli.stores.journal import (
     AuditEntry,
     BadEntry,
     Entry,
@@ -47,7 +48,6 @@ from tinywf_cli.journal import (
     needs_trim,
     trim_history,
 )
-from tinywf_cli.model import RunHead, head_from_json
 
 if TYPE_CHECKING:
     from tinywf_cli.clock import Clock
@@ -187,11 +187,11 @@ def open_store(target: str | Path | Store, *, lease: float | None = None) -> Sto
             raise StoreNotFound(shown, "not a store: name a directory or a postgresql://user@host:port/dbname URL")
         if kind == "memory":
             return MemoryStore.named(text)
-        from tinywf_cli.pgstore import DEFAULT_LEASE, PostgresStore
+        from tinywf_cli.stores.postgres import DEFAULT_LEASE, PostgresStore
 
         store: Store = PostgresStore(text, DEFAULT_LEASE if lease is None else lease)
         return store
-    from tinywf_cli.filestore import FileStore
+    from tinywf_cli.stores.files.store import FileStore
 
     return FileStore(Path(text))
 

@@ -41,7 +41,7 @@ _STEP, _SIGNAL, _METHOD, _OTHER = "step", "signal", "method", "other"
 _PLAIN_DECORATORS = frozenset({"staticmethod", "classmethod"})
 # Bases that add nothing a flow's steps depend on.
 _NEUTRAL_BASES = frozenset({"object", "Generic", "typing.Generic", "ABC", "abc.ABC"})
-_TINYWF_MODULES = ("tinywf_cli", "tinywf_cli.workflow")
+_TINYWF_MODULES = ("tinywf_cli", "tinywf_cli.authoring.workflow")
 # Step names Mermaid would read as a keyword (its lexer ignores case; "default" even as a prefix).
 _MERMAID_WORDS = frozenset({"note", "state", "class", "classdef", "scale", "direction", "hide", "end", "click",
                             "style", "linkstyle", "acctitle", "accdescr"})

@@ -5,7 +5,7 @@ clock, never a host's) and ``epoch``, which grows at every claim. Every write of
 session is fenced by its epoch, so a process that lost its claim — frozen, killed or cut
 off past its lease, while another process claimed the run — writes nothing more
 (``ClaimLost``). A live claim is kept alive by the keeper's heartbeats
-(``tinywf_cli.pgstore.keeper``) and by each commit. Each store operation is one statement
+(``tinywf_cli.stores.postgres.keeper``) and by each commit. Each store operation is one statement
 on an autocommit connection: no transaction stays open while flow code runs.
 
 Each thread gets its own connection (opened on first use, re-opened after a failure),
@@ -28,7 +28,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.errors import BadInput, ClaimLost, RunExists, RunLocked, RunNotFound, StorageError, StoreUnavailable
-from tinywf_cli.journal import (
+from tinywf_cli.jsonio import dumps
+from tinywf_cli.model import RunHead, head_from_json, head_to_json
+from tinywf_cli.stores.base import LoadedRun, RunSession, index_due
+from tinywf_cli.stores.journal import (
     AuditEntry,
     BadEntry,
     Entry,
@@ -38,12 +41,9 @@ from tinywf_cli.journal import (
     needs_trim,
     visit_start,
 )
-from tinywf_cli.jsonio import dumps
-from tinywf_cli.model import RunHead, head_from_json, head_to_json
-from tinywf_cli.pgstore import schema
-from tinywf_cli.pgstore.connection import Target, connect, fail, parse_target
-from tinywf_cli.pgstore.keeper import Keeper
-from tinywf_cli.store import LoadedRun, RunSession, index_due
+from tinywf_cli.stores.postgres import schema
+from tinywf_cli.stores.postgres.connection import Target, connect, fail, parse_target
+from tinywf_cli.stores.postgres.keeper import Keeper
 
 if TYPE_CHECKING:
     import psycopg

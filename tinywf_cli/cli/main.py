@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from tinywf_cli import __version__, interrupts
+from tinywf_cli.cli.output import OutputError, guard_streams, is_utf8
 from tinywf_cli.errors import BadInput, InvalidValue, StoreUnavailable, TinyWFError
 from tinywf_cli.jsonio import TextValue, strict_loads
-from tinywf_cli.output import OutputError, guard_streams, is_utf8
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
     from tinywf_cli.model import RunDocument, TickReport
-    from tinywf_cli.runtime import Runtime
+    from tinywf_cli.runtime.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -117,7 +117,7 @@ class Session:
     def runtime(self) -> Runtime:
         """The ``Runtime`` over the state directory (created on first use)."""
         if self._runtime is None:
-            from tinywf_cli.runtime import Runtime
+            from tinywf_cli.runtime.runtime import Runtime
 
             check_store_exists(self.target, self.named_by)
             self._runtime = Runtime(self.target, lock_timeout=self.lock_timeout, lease=self.lease)
@@ -129,7 +129,7 @@ class Session:
     @property
     def console(self) -> Console:
         """Output for people (stdout)."""
-        from tinywf_cli.render import make_console
+        from tinywf_cli.cli.render import make_console
 
         return make_console()
 
@@ -167,12 +167,12 @@ class Session:
 
     def read(self, read: Callable[[Path], T]) -> T | None:
         """``read(state_dir)`` on the read path that needs neither pydantic nor the engine
-        (``tinywf_cli.documents``); ``None`` when the full path must answer (a database, a
+        (``tinywf_cli.reading.documents``); ``None`` when the full path must answer (a database, a
         record only it may judge)."""
         if is_url(self.target):
             return None
         check_store_exists(self.target, self.named_by)
-        from tinywf_cli.documents import Fallback
+        from tinywf_cli.reading.documents import Fallback
 
         try:
             return read(Path(self.target))
@@ -268,7 +268,7 @@ def finish(session: Session, doc: RunDocument) -> NoReturn:
     if session.as_json:
         session.emit(doc)
     else:
-        from tinywf_cli.render import run_outcome
+        from tinywf_cli.cli.render import run_outcome
 
         session.console.print(run_outcome(doc, session.runtime.clock.now(), session.state_hint), soft_wrap=True)
     raise typer.Exit(1 if doc.advanced and doc.status in ("failed", "blocked") else 0)
@@ -286,7 +286,7 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
     """Ask for each pending event at the terminal; returns the run and whether it was left waiting."""
     from rich.text import Text
 
-    from tinywf_cli.render import make_console, placeholder_for, resolve_command
+    from tinywf_cli.cli.render import make_console, placeholder_for, resolve_command
 
     err = make_console(stderr=True)
     while doc.status == "waiting":
@@ -325,7 +325,7 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
 
 def wait_out(session: Session, doc: RunDocument) -> RunDocument:
     """``--wait``: sleep until each timer or retry is due (lock released), then advance."""
-    from tinywf_cli.render import ago, make_console
+    from tinywf_cli.cli.render import ago, make_console
 
     rt = session.runtime
     err = make_console(stderr=True)
@@ -346,7 +346,7 @@ def wait_out(session: Session, doc: RunDocument) -> RunDocument:
 
 def countdown(console: Console, rt: Runtime, seconds: float, label: str) -> None:
     """Wait ``seconds`` on the runtime's clock, showing what is awaited and how long is left."""
-    from tinywf_cli.render import span
+    from tinywf_cli.cli.render import span
 
     if not console.is_terminal:
         console.print(f"[dim]{label}: {span(seconds)}[/dim]", highlight=False)
@@ -540,7 +540,7 @@ def show(
     """
     session = Session(store, state_dir, as_json)
     limit = last if last is not None or as_json else SHOW_LAST
-    from tinywf_cli import documents
+    from tinywf_cli.reading import documents
 
     doc: Any = session.read(lambda root: documents.show(root, run_id, limit))
     if doc is None:  # the full path: another store, or a record it must judge
@@ -551,7 +551,7 @@ def show(
     elif as_json:
         session.emit_text(doc.json())
         return
-    from tinywf_cli.render import show_view
+    from tinywf_cli.cli.render import show_view
 
     # crop=False: a ready-to-paste `tinywf resolve` line stays whole, however narrow the terminal
     session.console.print(show_view(doc, session.now(), session.state_hint), crop=False)
@@ -581,7 +581,7 @@ def list_runs(
     if status is not None and status not in STATUSES:
         raise BadInput(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
     session = Session(store, state_dir, as_json)
-    from tinywf_cli import documents
+    from tinywf_cli.reading import documents
 
     runs: Any = session.read(lambda root: documents.list_runs(root, status))
     if runs is None:
@@ -594,7 +594,7 @@ def list_runs(
         else:
             session.emit(runs)
         return
-    from tinywf_cli.render import runs_table
+    from tinywf_cli.cli.render import runs_table
 
     session.console.print(runs_table(runs, session.now()))
 
@@ -632,7 +632,7 @@ def tick(
     if as_json:
         session.emit(report)
         return
-    from tinywf_cli.render import tick_lines
+    from tinywf_cli.cli.render import tick_lines
 
     session.console.print(tick_lines(report))
 
@@ -688,7 +688,7 @@ def worker(
                 out.write(report.model_dump_json() + "\n")
                 out.flush()
             else:
-                from tinywf_cli.render import tick_lines
+                from tinywf_cli.cli.render import tick_lines
 
                 session.console.print(tick_lines(report))
 
@@ -862,7 +862,7 @@ def prune(
     if as_json:
         session.emit(report)
         return
-    from tinywf_cli.render import prune_lines
+    from tinywf_cli.cli.render import prune_lines
 
     session.console.print(prune_lines(report, dry_run))
 
@@ -893,7 +893,7 @@ def check(
     if as_json:
         session.emit(report)
     else:
-        from tinywf_cli.render import check_lines
+        from tinywf_cli.cli.render import check_lines
 
         session.console.print(check_lines(report), soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
@@ -969,8 +969,8 @@ def graph(
     """
     if fmt not in GRAPH_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not {fmt!r}")
-    from tinywf_cli.analysis import RunTrace, flow_document, to_dot, to_mermaid
-    from tinywf_cli.loader import read_flow
+    from tinywf_cli.analysis.source import RunTrace, flow_document, to_dot, to_mermaid
+    from tinywf_cli.authoring.loader import read_flow
 
     workflow, shown = read_flow(flow)
     trace = None
@@ -1003,7 +1003,7 @@ def schema(
     Example:
         tinywf schema flows/interval_payment.py
     """
-    from tinywf_cli.loader import FlowLoader
+    from tinywf_cli.authoring.loader import FlowLoader
 
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for the schema, not the flow's prints
         cls, _, shown = FlowLoader().load(flow)

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from tinywf_cli.errors import StorageError
-from tinywf_cli.journal import BadEntry, Entry, entry_from_json
 from tinywf_cli.jsonio import dumps, strict_loads
+from tinywf_cli.stores.journal import BadEntry, Entry, entry_from_json
 
 #: The format this tinywf writes; it reads this one and those listed in ``READS``.
 FORMAT = 3

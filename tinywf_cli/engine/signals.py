@@ -14,14 +14,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tinywf_cli.authoring.workflow import Workflow
 from tinywf_cli.clock import Clock, format_instant
+from tinywf_cli.engine.state import dump_state, new_instance
+from tinywf_cli.engine.values import NotJSON, dumps, to_json_value, validation_message
 from tinywf_cli.errors import FlowError, InvalidValue, SignalNotFound, TinyWFError
 from tinywf_cli.interrupts import is_interrupt
-from tinywf_cli.journal import AuditEntry, Entry, Slot, SlotEntry
 from tinywf_cli.model import RunHead
-from tinywf_cli.state import dump_state, new_instance
-from tinywf_cli.values import NotJSON, dumps, to_json_value, validation_message
-from tinywf_cli.workflow import Workflow
+from tinywf_cli.stores.journal import AuditEntry, Entry, Slot, SlotEntry
 
 
 @dataclass

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tinywf_cli.errors import StorageError
-from tinywf_cli.fileio import fsync_dir, problem
-from tinywf_cli.store import is_run_id
+from tinywf_cli.stores.base import is_run_id
+from tinywf_cli.stores.files.fileio import fsync_dir, problem
 
 INDEX_DIR = ".due"
 #: Entry names of running runs begin so (due at the epoch) ...

@@ -14,11 +14,11 @@ import types
 from pathlib import Path
 from typing import Any
 
-from tinywf_cli.analysis import WorkflowInfo, analyze_source, syntax_where
+from tinywf_cli.analysis.source import WorkflowInfo, analyze_source, syntax_where
+from tinywf_cli.authoring.workflow import Workflow
 from tinywf_cli.errors import FlowDefinitionError, FlowLoadError
 from tinywf_cli.interrupts import is_interrupt
 from tinywf_cli.model import FlowRef
-from tinywf_cli.workflow import Workflow
 
 WorkflowClass = type[Workflow[Any]]
 

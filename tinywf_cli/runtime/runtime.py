@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.clock import Clock, as_utc, clock_from_env, format_instant, parse_duration
+from tinywf_cli.engine.values import NotJSON, TextValue, to_json_value
 from tinywf_cli.errors import (
     BadInput,
     FlowLoadError,
@@ -40,8 +41,6 @@ from tinywf_cli.errors import (
     StoreUnavailable,
     TinyWFError,
 )
-from tinywf_cli.fileio import UNCHANGED
-from tinywf_cli.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots, shown_history
 from tinywf_cli.model import (
     ENDED,
     CheckReport,
@@ -62,13 +61,14 @@ from tinywf_cli.model import (
     TickReport,
     TickSkipped,
 )
-from tinywf_cli.store import LoadedRun, RunSession, Store, is_run_id, open_store, wakes_parent
-from tinywf_cli.values import NotJSON, TextValue, to_json_value
+from tinywf_cli.stores.base import LoadedRun, RunSession, Store, is_run_id, open_store, wakes_parent
+from tinywf_cli.stores.files.fileio import UNCHANGED
+from tinywf_cli.stores.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots, shown_history
 
 if TYPE_CHECKING:
-    from tinywf_cli.engine import Engine
-    from tinywf_cli.loader import FlowLoader, WorkflowClass
-    from tinywf_cli.workflow import Child, Workflow
+    from tinywf_cli.authoring.loader import FlowLoader, WorkflowClass
+    from tinywf_cli.authoring.workflow import Child, Workflow
+    from tinywf_cli.engine.engine import Engine
 
 #: Early events a run keeps queued, all keys together; more are refused (exit 4).
 MAX_QUEUED_EVENTS = 1000
@@ -86,10 +86,10 @@ class _Running:
     only read runs never import it."""
 
     def __init__(self) -> None:
-        from tinywf_cli.engine import Engine
-        from tinywf_cli.loader import code_of
-        from tinywf_cli.state import encode_state_input
-        from tinywf_cli.workflow import Workflow
+        from tinywf_cli.authoring.loader import code_of
+        from tinywf_cli.authoring.workflow import Workflow
+        from tinywf_cli.engine.engine import Engine
+        from tinywf_cli.engine.state import encode_state_input
 
         self.Engine = Engine
         self.code_of = code_of
@@ -226,7 +226,7 @@ class Runtime:
         """Loads flow files and finds the class of a stored run (made on first use, so that
         reading runs never imports the engine)."""
         if self._loader is None:
-            from tinywf_cli.loader import FlowLoader
+            from tinywf_cli.authoring.loader import FlowLoader
 
             self._loader = FlowLoader()
         return self._loader
@@ -342,7 +342,7 @@ class Runtime:
             raise RunExists(run_id) from None
 
     def _child_flow(self, parent: RunHead, flow: Any) -> tuple[WorkflowClass, FlowRef, str]:
-        from tinywf_cli.workflow import Workflow
+        from tinywf_cli.authoring.workflow import Workflow
 
         if isinstance(flow, type):
             if not issubclass(flow, Workflow) or not flow.__tinywf_steps__:
@@ -552,9 +552,9 @@ class Runtime:
             run = self._load_for(session, f"signal it (signal '{name}')")
             head = run.head
             cls = self._class_of(head)
-            from tinywf_cli.engine import Engine
-            from tinywf_cli.signals import apply_signal
-            from tinywf_cli.state import StateMismatch
+            from tinywf_cli.engine.engine import Engine
+            from tinywf_cli.engine.signals import apply_signal
+            from tinywf_cli.engine.state import StateMismatch
 
             migrated: list[Entry] = []
             if head.version != cls.version:  # bring the state to today's shape first, as an advance would
@@ -602,7 +602,7 @@ class Runtime:
             head = run.head
             if head.status not in ("failed", "blocked"):
                 raise StatusConflict(run_id, head.status, "retry it (only failed or blocked runs are retried)")
-            from tinywf_cli.engine import reset_failed_slots
+            from tinywf_cli.engine.engine import reset_failed_slots
 
             entries = reset_failed_slots(run.slots, self.clock.now()) if head.status == "failed" else []
             entries.append(self._log(head, "retried", {"visit": head.visit, "was": head.status}))
@@ -791,7 +791,7 @@ class Runtime:
         """
         only: Path | None = None
         if flow is not None:
-            from tinywf_cli.loader import flow_path
+            from tinywf_cli.authoring.loader import flow_path
 
             only = flow_path(str(flow))[0]
             self.loader.module(only)  # a flow that does not load is exit 2, not a verdict

@@ -26,7 +26,32 @@ from typing import Any, Literal, NoReturn, Protocol
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from tinywf_cli.authoring.loader import code_of
+from tinywf_cli.authoring.workflow import (
+    Action,
+    Child,
+    Command,
+    Parallel,
+    Sleep,
+    StartChild,
+    WaitEvent,
+    Workflow,
+    next_step_name,
+)
 from tinywf_cli.clock import Clock, format_instant
+from tinywf_cli.engine.signals import signal_caller
+from tinywf_cli.engine.state import MigrationProblem, StateMismatch, dump_state, migrate, new_instance
+from tinywf_cli.engine.values import (
+    NotJSON,
+    TextValue,
+    adapter_for_type,
+    describe_type,
+    restore,
+    return_adapter,
+    strict_loads,
+    to_json_value,
+    validation_message,
+)
 from tinywf_cli.errors import (
     ActionFailed,
     ChildFailed,
@@ -38,34 +63,9 @@ from tinywf_cli.errors import (
     TinyWFError,
 )
 from tinywf_cli.interrupts import WATCHDOG, StepOverrun, is_interrupt
-from tinywf_cli.journal import AuditEntry, Entry, PartEntry, Slot, SlotEntry, VisitEntry
-from tinywf_cli.loader import code_of
 from tinywf_cli.model import ErrorInfo, PendingResume, Recovery, RunHead
-from tinywf_cli.signals import signal_caller
-from tinywf_cli.state import MigrationProblem, StateMismatch, dump_state, migrate, new_instance
-from tinywf_cli.store import is_run_id
-from tinywf_cli.values import (
-    NotJSON,
-    TextValue,
-    adapter_for_type,
-    describe_type,
-    restore,
-    return_adapter,
-    strict_loads,
-    to_json_value,
-    validation_message,
-)
-from tinywf_cli.workflow import (
-    Action,
-    Child,
-    Command,
-    Parallel,
-    Sleep,
-    StartChild,
-    WaitEvent,
-    Workflow,
-    next_step_name,
-)
+from tinywf_cli.stores.base import is_run_id
+from tinywf_cli.stores.journal import AuditEntry, Entry, PartEntry, Slot, SlotEntry, VisitEntry
 
 #: Recoveries from a dead process at the same point before the run is failed.
 MAX_RECOVERIES = 5

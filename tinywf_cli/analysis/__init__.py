@@ -1,0 +1,1 @@
+"""Reading flows without running them: their steps, transitions and commands, drawn."""

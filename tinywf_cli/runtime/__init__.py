@@ -1,0 +1,1 @@
+"""``Runtime``: the library API under the CLI."""
