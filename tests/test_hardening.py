@@ -352,7 +352,7 @@ def test_small_messages_read_well(cli: Cli) -> None:
     assert "None" not in line
     from datetime import UTC, datetime, timedelta
 
-    from tinywf_cli.cli.render import ago
+    from tinywf_cli.clock import ago
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert ago(now + timedelta(seconds=0.5), now) == "in 0.50s"

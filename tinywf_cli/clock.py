@@ -1,7 +1,8 @@
-"""The only place tinywf reads the wall clock or sleeps.
+"""The only place tinywf reads the wall clock or sleeps; and instants and spans in words.
 
 The engine and runtime take a :class:`Clock`; tests move a :class:`ManualClock`, and
-``$TINYWF_NOW`` fixes the clock of a whole CLI command.
+``$TINYWF_NOW`` fixes the clock of a whole CLI command. ``ago`` and ``span`` put times in
+words for people, alike in the terminal and on the web pages.
 """
 
 from __future__ import annotations
@@ -191,3 +192,29 @@ def clock_from_env() -> Clock:
             raise BadInput(f"$TINYWF_NOW {fixed!r} is out of range: use a time from 1970 to 8999")
         return ManualClock(when)
     return SystemClock()
+
+
+def ago(when: datetime | None, now: datetime) -> str:
+    """``3m ago`` / ``in 2h 5m``: a time relative to ``now``, for people."""
+    if when is None:
+        return "-"
+    seconds = (when - now).total_seconds()
+    if abs(seconds) < 0.005:
+        return "now"
+    text = span(abs(seconds))
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def span(seconds: float) -> str:
+    """``1d 2h``, ``5m 3s``, ``0.25s``: a duration in its two largest units."""
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.2f}s".replace(".00s", "s")
+    total = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size or (unit == "s" and not parts):
+            parts.append(f"{total // size}{unit}")
+            total %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)

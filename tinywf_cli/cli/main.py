@@ -325,7 +325,8 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
 
 def wait_out(session: Session, doc: RunDocument) -> RunDocument:
     """``--wait``: sleep until each timer or retry is due (lock released), then advance."""
-    from tinywf_cli.cli.render import ago, make_console
+    from tinywf_cli.cli.render import make_console
+    from tinywf_cli.clock import ago
 
     rt = session.runtime
     err = make_console(stderr=True)
@@ -346,7 +347,7 @@ def wait_out(session: Session, doc: RunDocument) -> RunDocument:
 
 def countdown(console: Console, rt: Runtime, seconds: float, label: str) -> None:
     """Wait ``seconds`` on the runtime's clock, showing what is awaited and how long is left."""
-    from tinywf_cli.cli.render import span
+    from tinywf_cli.clock import span
 
     if not console.is_terminal:
         console.print(f"[dim]{label}: {span(seconds)}[/dim]", highlight=False)

@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tinywf_cli.clock import format_instant
+from tinywf_cli.clock import ago, format_instant, span
 
 if TYPE_CHECKING:  # documents only by their attributes: `show` draws the read path's without pydantic
     from tinywf_cli.model import (
@@ -56,32 +56,6 @@ def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Consol
     plain = bool(os.environ.get("NO_COLOR"))
     return Console(file=file or (sys.stderr if stderr else sys.stdout), highlight=False,
                    no_color=plain or None, color_system=None if plain else "auto")
-
-
-def ago(when: datetime | None, now: datetime) -> str:
-    """``3m ago`` / ``in 2h 5m``: a time relative to ``now``, for people."""
-    if when is None:
-        return "-"
-    seconds = (when - now).total_seconds()
-    if abs(seconds) < 0.005:
-        return "now"
-    text = span(abs(seconds))
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
-def span(seconds: float) -> str:
-    """``1d 2h``, ``5m 3s``, ``0.25s``: a duration in its two largest units."""
-    if seconds < 10 and seconds != int(seconds):
-        return f"{seconds:.2f}s".replace(".00s", "s")
-    total = round(seconds)
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size or (unit == "s" and not parts):
-            parts.append(f"{total // size}{unit}")
-            total %= size
-        if len(parts) == 2:
-            break
-    return " ".join(parts)
 
 
 def status_text(status: str) -> Text:

@@ -19,8 +19,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from tinywf_cli.cli.render import ago
-from tinywf_cli.clock import format_instant
+from tinywf_cli.clock import ago, format_instant
 from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument
 from tinywf_cli.web.forms import EventForm, form_for
 from tinywf_cli.web.html import Child, Html, h
