@@ -1,9 +1,22 @@
-"""The names of the authoring API on ``Workflow`` (no imports: ``graph`` reads flows without pydantic).
+"""The names tinywf gives and accepts: run ids, and the authoring API on ``Workflow``.
 
-A step or signal may not take one of these names, and the static analysis knows that
-``self.<name>`` is never a step.
+No imports beyond ``re``: the read path (``show``, ``list``) and ``graph`` use these without
+pydantic or the engine.
 """
 
+import re
+
+#: The contract's run-id charset. ASCII classes and ``fullmatch``: no ``ü``, no trailing newline.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+
+
+def is_run_id(run_id: object) -> bool:
+    """Whether ``run_id`` is a run id a store may turn into a file name or key."""
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
+
+
+#: The names of the authoring API: a step or signal may not take one of them, and the static
+#: analysis knows that ``self.<name>`` is never a step.
 WORKFLOW_API = frozenset({
     "action", "sleep", "sleep_until", "wait_event", "parallel", "child", "start_child", "patched", "log",
     "run_id", "state", "idempotency_key", "store_target", "version", "migrations", "history_limit",

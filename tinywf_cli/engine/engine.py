@@ -64,7 +64,7 @@ from tinywf_cli.errors import (
 )
 from tinywf_cli.interrupts import WATCHDOG, StepOverrun, is_interrupt
 from tinywf_cli.model import ErrorInfo, PendingResume, Recovery, RunHead
-from tinywf_cli.stores.base import is_run_id
+from tinywf_cli.names import is_run_id
 from tinywf_cli.stores.journal import AuditEntry, Entry, PartEntry, Slot, SlotEntry, VisitEntry
 
 #: Recoveries from a dead process at the same point before the run is failed.

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tinywf_cli.jsonio import strict_loads
-from tinywf_cli.stores.files.runfiles import RunFiles, is_run_id
+from tinywf_cli.names import is_run_id
+from tinywf_cli.stores.files.runfiles import RunFiles
 
 STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
 RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})

@@ -55,15 +55,6 @@ if TYPE_CHECKING:
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: The contract's run-id charset. ASCII classes and ``fullmatch``: no ``ü``, no trailing newline.
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
-
-
-def is_run_id(run_id: object) -> bool:
-    """Whether ``run_id`` is a run id a store may turn into a file name or key."""
-    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
-
-
 @dataclass
 class LoadedRun:
     """A run as the engine needs it: its head and the current visit's slots, in order."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tinywf_cli.errors import StorageError
-from tinywf_cli.stores.base import is_run_id
+from tinywf_cli.names import is_run_id
 from tinywf_cli.stores.files.fileio import fsync_dir, problem
 
 INDEX_DIR = ".due"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tinywf_cli.errors import InvalidRunId, RunNotFound, StorageError
+from tinywf_cli.names import is_run_id
 from tinywf_cli.stores.files.fileio import check_owner, problem, read_file, read_range
 from tinywf_cli.stores.files.record import (
     MAX_RECORD_BYTES,
@@ -31,19 +32,10 @@ from tinywf_cli.stores.files.record import (
 )
 from tinywf_cli.stores.journal import Entry
 
-#: The contract's run-id charset, checked as ``tinywf_cli.stores.base.is_run_id`` does (without importing it).
-_RUN_ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-_RUN_ID_REST = _RUN_ID_FIRST | frozenset("._-")
 #: A wal never grows much past its bound before the record is rewritten: more is damage.
 MAX_WAL_BYTES = 2 * MAX_RECORD_BYTES
 
 T = TypeVar("T")
-
-
-def is_run_id(run_id: object) -> bool:
-    """Whether ``run_id`` is in the contract's charset (``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``)."""
-    return (isinstance(run_id, str) and 0 < len(run_id) <= 128 and run_id[0] in _RUN_ID_FIRST
-            and all(c in _RUN_ID_REST for c in run_id))
 
 
 class Changed(Exception):

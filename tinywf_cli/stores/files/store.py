@@ -61,7 +61,8 @@ from pydantic import ValidationError
 
 from tinywf_cli.errors import InvalidRunId, RunExists, RunLocked, RunNotFound, StorageError, TinyWFError
 from tinywf_cli.model import RunHead, head_from_json, head_json_bytes
-from tinywf_cli.stores.base import LoadedRun, RunSession, index_due, is_run_id
+from tinywf_cli.names import is_run_id
+from tinywf_cli.stores.base import LoadedRun, RunSession, index_due
 from tinywf_cli.stores.files import record as records
 from tinywf_cli.stores.files.dueindex import DueIndex, entry_name
 from tinywf_cli.stores.files.fileio import (
