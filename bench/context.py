@@ -11,9 +11,10 @@ from pathlib import Path
 from measure import Scratch
 from tinywf_cli.errors import RunNotFound
 from tinywf_cli.model import RunHead
-from tinywf_cli.stores.base import LoadedRun, MemoryStore, RunSession
+from tinywf_cli.stores.base import LoadedRun, RunSession
 from tinywf_cli.stores.files.store import FileStore
 from tinywf_cli.stores.journal import Entry
+from tinywf_cli.stores.memory import MemoryStore
 
 
 @dataclass

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pgserver import fresh_url
 
-from tinywf_cli.stores.base import MemoryStore, Store
+from tinywf_cli.stores.base import Store
 from tinywf_cli.stores.files.store import FileStore
+from tinywf_cli.stores.memory import MemoryStore
 
 STORE_KINDS = ["memory", "file", "postgres"]
 

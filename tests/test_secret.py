@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tinywf_cli.errors import InvalidRunId, StorageError
-from tinywf_cli.stores.base import MemoryStore
 from tinywf_cli.stores.files.store import FileStore
+from tinywf_cli.stores.memory import MemoryStore
 
 
 def test_a_secret_is_made_once_and_readable_by_its_owner_only(state_dir: Path) -> None:

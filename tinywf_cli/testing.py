@@ -24,7 +24,7 @@ from datetime import datetime
 
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.runtime.runtime import Runtime
-from tinywf_cli.stores.base import MemoryStore
+from tinywf_cli.stores.memory import MemoryStore
 
 __all__ = ["ManualClock", "MemoryRuntime", "MemoryStore"]
 

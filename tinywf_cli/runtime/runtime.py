@@ -62,7 +62,8 @@ from tinywf_cli.model import (
     TickSkipped,
 )
 from tinywf_cli.names import is_run_id
-from tinywf_cli.stores.base import LoadedRun, RunSession, Store, open_store, wakes_parent
+from tinywf_cli.stores import open_store
+from tinywf_cli.stores.base import LoadedRun, RunSession, Store, wakes_parent
 from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots, shown_history
 

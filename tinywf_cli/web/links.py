@@ -247,7 +247,7 @@ def make_link(store: Any, run_id: str, resume_id: str, *, expires: str | timedel
 
     from tinywf_cli.clock import clock_from_env
     from tinywf_cli.runtime.runtime import check_run_id
-    from tinywf_cli.stores.base import open_store
+    from tinywf_cli.stores import open_store
 
     lifetime = parse_duration(expires) if isinstance(expires, str) else expires
     base = check_base_url(base_url or os.environ.get("TINYWF_BASE_URL") or "http://127.0.0.1:8080")
