@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from tinywf_cli import Retry, Runtime, Workflow, step
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 from tinywf_cli.testing import MemoryRuntime
 
 Steps = Generator[Command, Any, Any]

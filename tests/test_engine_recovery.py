@@ -12,7 +12,7 @@ import pytest
 from commit_hooks import on_commit
 
 from tinywf_cli import EventTimeout, Retry, Runtime, Workflow, step
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.engine.engine import MAX_RECOVERIES
 from tinywf_cli.stores.journal import AuditEntry

@@ -20,7 +20,7 @@ from tinywf_cli import (
     signal,
     step,
 )
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 from tinywf_cli.testing import MemoryRuntime
 
 Steps = Generator[Command, Any, Any]

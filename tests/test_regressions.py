@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tinywf_cli import ResumeNotFound, Retry, Runtime, Workflow, step
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 from tinywf_cli.testing import MemoryRuntime
 
 Steps = Generator[Command, Any, Any]

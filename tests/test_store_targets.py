@@ -13,7 +13,7 @@ import pytest
 from clihelpers import NOW, TINYWF, InProcessCli, assert_error, clean_env, describe, make_workspace
 
 from tinywf_cli import RunLocked, Runtime, StoreNotFound, Workflow, step
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 from tinywf_cli.testing import MemoryRuntime
 
 Steps = Generator[Command, Any, Any]

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tinywf_cli import EventTimeout, Retry, Workflow, signal, step
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 from tinywf_cli.testing import ManualClock, MemoryRuntime, MemoryStore
 
 SENT: list[str] = []

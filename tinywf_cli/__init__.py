@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tinywf_cli.authoring.workflow import Retry, Workflow, signal, step
+    from tinywf_cli.authoring.commands import Retry
+    from tinywf_cli.authoring.workflow import Workflow, signal, step
     from tinywf_cli.errors import (
         ActionFailed,
         BadInput,
@@ -82,7 +83,7 @@ _EXPORTS = {
     "PruneReport": "tinywf_cli.model",
     "QueueFull": "tinywf_cli.errors",
     "ResumeNotFound": "tinywf_cli.errors",
-    "Retry": "tinywf_cli.authoring.workflow",
+    "Retry": "tinywf_cli.authoring.commands",
     "RunDocument": "tinywf_cli.model",
     "RunExists": "tinywf_cli.errors",
     "RunList": "tinywf_cli.model",

@@ -13,7 +13,7 @@ from proc_harness import effect
 from pydantic import BaseModel
 
 from tinywf_cli import EventTimeout, Retry, Workflow, signal, step
-from tinywf_cli.authoring.workflow import Command
+from tinywf_cli.authoring.commands import Command
 
 Steps = Generator[Command, Any, Any]
 

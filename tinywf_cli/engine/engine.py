@@ -26,18 +26,9 @@ from typing import Any, Literal, NoReturn, Protocol
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from tinywf_cli.authoring.commands import Action, Child, Command, Parallel, Sleep, StartChild, WaitEvent
 from tinywf_cli.authoring.loader import code_of
-from tinywf_cli.authoring.workflow import (
-    Action,
-    Child,
-    Command,
-    Parallel,
-    Sleep,
-    StartChild,
-    WaitEvent,
-    Workflow,
-    next_step_name,
-)
+from tinywf_cli.authoring.workflow import Workflow, next_step_name
 from tinywf_cli.clock import Clock, format_instant
 from tinywf_cli.engine.signals import signal_caller
 from tinywf_cli.engine.state import MigrationProblem, StateMismatch, dump_state, migrate, new_instance

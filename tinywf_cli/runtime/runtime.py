@@ -68,8 +68,9 @@ from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import AuditEntry, Entry, SlotEntry, VisitEntry, fold_slots, shown_history
 
 if TYPE_CHECKING:
+    from tinywf_cli.authoring.commands import Child
     from tinywf_cli.authoring.loader import FlowLoader, WorkflowClass
-    from tinywf_cli.authoring.workflow import Child, Workflow
+    from tinywf_cli.authoring.workflow import Workflow
     from tinywf_cli.engine.engine import Engine
 
 #: Early events a run keeps queued, all keys together; more are refused (exit 4).
