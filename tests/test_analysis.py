@@ -1,4 +1,4 @@
-"""Reading flows from their source (``tinywf_cli.analysis.source``): steps, transitions, keys, diagrams."""
+"""Reading flows from their source (``tinywf_cli.analysis``): steps, transitions, keys, diagrams."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 
 from tinywf_cli import FlowDefinitionError, FlowLoadError
-from tinywf_cli.analysis.source import (
-    COMPUTED,
-    END,
-    FlowAnalysis,
-    RunTrace,
-    WorkflowInfo,
-    analyze_source,
-    flow_document,
-    to_dot,
-    to_mermaid,
-)
+from tinywf_cli.analysis.flow import COMPUTED, END, FlowAnalysis, WorkflowInfo
+from tinywf_cli.analysis.graph import RunTrace, flow_document, to_dot, to_mermaid
+from tinywf_cli.analysis.source import analyze_source
 from tinywf_cli.authoring.loader import FlowLoader, load_module
 from tinywf_cli.testing import MemoryRuntime
 

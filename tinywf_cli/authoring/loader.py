@@ -14,7 +14,8 @@ import types
 from pathlib import Path
 from typing import Any
 
-from tinywf_cli.analysis.source import WorkflowInfo, analyze_source, syntax_where
+from tinywf_cli.analysis.flow import WorkflowInfo
+from tinywf_cli.analysis.source import analyze_source, syntax_where
 from tinywf_cli.authoring.workflow import Workflow
 from tinywf_cli.errors import FlowDefinitionError, FlowLoadError
 from tinywf_cli.interrupts import is_interrupt

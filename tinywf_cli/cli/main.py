@@ -970,7 +970,7 @@ def graph(
     """
     if fmt not in GRAPH_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not {fmt!r}")
-    from tinywf_cli.analysis.source import RunTrace, flow_document, to_dot, to_mermaid
+    from tinywf_cli.analysis.graph import RunTrace, flow_document, to_dot, to_mermaid
     from tinywf_cli.authoring.loader import read_flow
 
     workflow, shown = read_flow(flow)

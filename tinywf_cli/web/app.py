@@ -213,7 +213,8 @@ class Web:
 
     def graph(self, doc: ShowDocument) -> Graph:
         """The step graph of a run's workflow, read from its flow file's source, the run's path marked."""
-        from tinywf_cli.analysis.source import RunTrace, analyze_source
+        from tinywf_cli.analysis.graph import RunTrace
+        from tinywf_cli.analysis.source import analyze_source
         from tinywf_cli.authoring.loader import display_path, read_source
 
         try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tinywf_cli.analysis.source import COMPUTED, END, RunTrace, WorkflowInfo, visits_text
+from tinywf_cli.analysis.flow import COMPUTED, END, WorkflowInfo
+from tinywf_cli.analysis.graph import RunTrace, visits_text
 from tinywf_cli.web.html import Html, h
 
 CHAR_WIDTH = 7.2
