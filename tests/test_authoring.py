@@ -467,7 +467,7 @@ def test_engine_logs_its_own_entries(rt: MemoryRuntime) -> None:
 
 
 def test_a_generated_run_id_that_is_taken_is_drawn_again(rt: MemoryRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinywf_cli.runtime import runtime
+    from tinywf_cli.runtime import commands
 
     class Once(Workflow):
         @step
@@ -475,7 +475,7 @@ def test_a_generated_run_id_that_is_taken_is_drawn_again(rt: MemoryRuntime, monk
             return None
 
     ids = iter(["once-taken", "once-taken", "once-fresh"])
-    monkeypatch.setattr(runtime, "new_run_id", lambda cls: next(ids))
+    monkeypatch.setattr(commands, "new_run_id", lambda cls: next(ids))
     assert rt.start(Once).run_id == "once-taken"
     assert rt.start(Once).run_id == "once-fresh"  # the second draw collided, the third did not
     with pytest.raises(RunExists):

@@ -166,9 +166,9 @@ def test_show_last_and_a_long_timeline_for_people(flows: Cli) -> None:
 
 
 def test_a_bounded_queue_of_early_events(flows: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinywf_cli.runtime import runtime
+    from tinywf_cli.runtime import commands
 
-    monkeypatch.setattr(runtime, "MAX_QUEUED_EVENTS", 3)
+    monkeypatch.setattr(commands, "MAX_QUEUED_EVENTS", 3)
     fast = InProcessCli(flows.workspace, flows.state_dir)
     fast.start("flows/code.py", "c")
     for value in ("a", "b", "c"):

@@ -1,0 +1,196 @@
+"""Advancing a run under its session, and what follows once the session closed: the child
+runs it started (the engine's ``World``) and the parents of children that ended."""
+
+from __future__ import annotations
+
+from collections import deque
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinywf_cli.errors import FlowLoadError, RunExists, RunNotFound, StorageError, TinyWFError
+from tinywf_cli.model import ErrorInfo, FlowRef, RunDocument, RunHead, TickAdvanced
+from tinywf_cli.runtime.base import RuntimeBase, _running, due_now, own_doc, start_values
+from tinywf_cli.stores.base import LoadedRun, RunSession, wakes_parent
+from tinywf_cli.stores.files.fileio import UNCHANGED
+from tinywf_cli.stores.journal import VisitEntry
+
+if TYPE_CHECKING:
+    from tinywf_cli.authoring.commands import Child
+    from tinywf_cli.authoring.loader import WorkflowClass
+    from tinywf_cli.engine.engine import Engine
+
+
+class _Follow:
+    """What a command must do once a run's session closed: advance the children it started,
+    wake the parent of a child that ended."""
+
+    def __init__(self) -> None:
+        self.children: list[str] = []
+        self.ended: list[str] = []
+
+    def after(self, engine: Engine | None, head: RunHead) -> None:
+        """Take what an engine call left to do."""
+        if engine is not None:
+            self.children.extend(engine.started)
+        if wakes_parent(head):
+            self.ended.append(head.run_id)
+
+
+class Advancing(RuntimeBase):
+    """Advance a loaded run with the engine, start child runs for it, and settle what follows."""
+
+    def _engine(self, cls: WorkflowClass, run: LoadedRun, session: RunSession | None, *,
+                dry: bool = False) -> Engine:
+        save = session.commit if session is not None else (lambda head, entries: None)
+        return _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry)
+
+    def _advance(self, session: RunSession, run: LoadedRun, follow: _Follow, *,
+                 resolving: tuple[str, Any] | None = None, recover: bool = False,
+                 cls: WorkflowClass | None = None) -> Engine | None:
+        """Advance a loaded run; a flow file that no longer loads blocks it instead."""
+        head = run.head
+        if cls is None:
+            try:
+                cls = self._class_of(head)
+            except FlowLoadError as exc:
+                self._block(session, head, "FlowLoadError", f"{exc.message}; fix the flow file, then "
+                                                            f"`tinywf retry {head.run_id}`")
+                return None
+        engine = self._engine(cls, run, session)
+        try:
+            engine.advance(resolving=resolving, recover=recover)
+        except StorageError as exc:
+            if engine.cp.saved and exc.problem.endswith(UNCHANGED):
+                # "unchanged" holds for the last write only: say what the earlier ones kept
+                saved = engine.cp.saved
+                raise StorageError(exc.path, (
+                    f"{exc.problem[:-len(UNCHANGED)]}this last change was not saved, but the "
+                    f"{saved} change{'s' if saved != 1 else ''} this command made before it "
+                    f"{'were' if saved != 1 else 'was'} (`tinywf show {head.run_id}`); "
+                    "`tinywf tick` carries the run on")) from None
+            raise
+        follow.after(engine, head)
+        return engine
+
+    def _block(self, session: RunSession, head: RunHead, kind: str, message: str) -> None:
+        head.status = "blocked"
+        head.error = ErrorInfo(type=kind, message=message)
+        head.pending = []
+        head.wake_at = None
+        self._commit(session, head, [self._log(head, "blocked", {"type": kind, "message": message})])
+
+    def _document(self, head: RunHead, *, advanced: bool, follow: _Follow | None = None) -> RunDocument:
+        """The run's document; after the follow-ups (children, parents) ran, as they left it."""
+        if follow is not None and (follow.children or follow.ended):
+            self._settle(follow)
+            with suppress(TinyWFError):
+                head = self.store.head(head.run_id)
+        doc = RunDocument.of(head)
+        doc.advanced = advanced
+        return doc
+
+    # -- child runs (the engine's World) ----------------------------------------------
+
+    def start_child(self, parent: RunHead, command: Child, run_id: str) -> None:
+        """Create the child run ``run_id`` waiting to start (``tick`` or this call advances it), or
+        accept it when it already is this parent's child (a replay after a crash)."""
+        cls, ref, shown = self._child_flow(parent, command.flow)
+        running = _running()
+        code_of = running.code_of
+        state = running.encode_state_input(cls, command.input)
+        start = cls.__tinywf_start__
+        assert start is not None
+        now = self.clock.now()
+        head = RunHead(run_id=run_id, workflow=shown, flow=ref, doc=own_doc(cls), status="waiting", step=start,
+                       state=state, visit_state=state, created_at=now, updated_at=now, version=cls.version,
+                       parent=parent.run_id, wake_at=now, code=code_of(cls), history_limit=cls.history_limit)
+        try:
+            with self._open(run_id, create=True) as session:
+                session.create(head, [self._log(head, "start", start_values(shown, head)),
+                                      VisitEntry(1, start, state, cls.version)])
+        except RunExists:
+            if self.store.head(run_id).parent == parent.run_id:
+                return
+            raise RunExists(run_id) from None
+
+    def _child_flow(self, parent: RunHead, flow: Any) -> tuple[WorkflowClass, FlowRef, str]:
+        from tinywf_cli.authoring.workflow import Workflow
+
+        if isinstance(flow, type):
+            if not issubclass(flow, Workflow) or not flow.__tinywf_steps__:
+                raise FlowLoadError(f"{flow!r} is not a workflow class with @step methods")
+            ref, shown = self.loader.register(flow)
+            return flow, ref, shown
+        spec = str(flow)
+        if parent.flow.file is not None and not Path(spec.rpartition(":")[0] or spec).is_absolute():
+            beside = Path(parent.flow.file).parent / spec
+            path_part = str(beside).rpartition(":")[0] if ":" in spec else str(beside)
+            if Path(path_part).exists() or Path(path_part + ".py").exists():
+                spec = str(beside)
+        return self.loader.load(spec)
+
+    def child_head(self, run_id: str) -> RunHead | None:
+        """A child's head as last saved, or None when it no longer exists."""
+        try:
+            return self.store.head(run_id)
+        except RunNotFound:
+            return None
+
+    def _settle(self, follow: _Follow) -> list[TickAdvanced]:
+        """Advance started children and wake the parents of ended ones, until nothing is left to do.
+
+        Each step takes one run's lock at a time, without waiting: a run locked by another
+        process is left to it (or to the next ``tick``, for which it stays due).
+        """
+        done: list[TickAdvanced] = []
+        children, ended = deque(follow.children), deque(follow.ended)
+        follow.children, follow.ended = [], []
+        while children or ended:
+            more = _Follow()
+            if children:
+                head = self._advance_if_due(children.popleft(), more)
+            else:
+                head = self._wake_parent(ended.popleft(), more)
+            if head is not None:
+                done.append(TickAdvanced(run_id=head.run_id, status=head.status))
+            children.extend(more.children)
+            ended.extend(more.ended)
+        return done
+
+    def _advance_if_due(self, run_id: str, follow: _Follow) -> RunHead | None:
+        try:
+            with self._open(run_id, 0) as session:
+                run = session.load()
+                if not due_now(run.head, self.clock.now()) or wakes_parent(run.head):
+                    return None
+                self._advance(session, run, follow, recover=run.head.status == "running")
+                return run.head
+        except TinyWFError:
+            return None  # locked or unreadable: tick reports it
+
+    def _wake_parent(self, child_id: str, follow: _Follow) -> RunHead | None:
+        """A child ended: advance its parent if it waits on it, then note that the parent was woken."""
+        try:
+            child = self.store.head(child_id)
+            parent_id = child.parent
+            woken: RunHead | None = None
+            if parent_id is not None:
+                try:
+                    with self._open(parent_id, 0) as session:
+                        run = session.load()
+                        if run.head.status == "waiting" and any(
+                                p.kind == "child" and (p.request or {}).get("run_id") == child_id
+                                for p in run.head.pending):
+                            self._advance(session, run, follow)
+                            woken = run.head
+                except RunNotFound:
+                    pass
+            with self._open(child_id, 0) as session:
+                head = session.load().head
+                if wakes_parent(head):
+                    head.parent_woken = True
+                    self._commit(session, head, [])
+            return woken
+        except TinyWFError:
+            return None  # locked or unreadable: the child stays due, tick tries again

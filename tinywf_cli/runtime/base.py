@@ -1,0 +1,197 @@
+"""What every part of ``Runtime`` stands on: the store, clock and loader, a run's session
+(its lock, and the refusal of a run this call chain already holds), and small helpers for
+run ids and a run's start."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinywf_cli.clock import Clock, clock_from_env, format_instant
+from tinywf_cli.errors import InvalidRunId, RunLocked, StatusConflict
+from tinywf_cli.model import ENDED, RunHead
+from tinywf_cli.names import is_run_id
+from tinywf_cli.stores import open_store
+from tinywf_cli.stores.base import LoadedRun, RunSession, Store, wakes_parent
+from tinywf_cli.stores.journal import AuditEntry, Entry
+
+if TYPE_CHECKING:
+    from tinywf_cli.authoring.loader import FlowLoader, WorkflowClass
+
+
+# The runs this call chain holds open, by (store, run id): a Runtime call on one of them from
+# inside (an action or signal of that very run) would wait for itself; it is refused at once.
+_HELD: contextvars.ContextVar[frozenset[tuple[str, str]]] = contextvars.ContextVar("tinywf_held",
+                                                                                  default=frozenset())
+
+
+class _Running:
+    """What running flows need (the engine, pydantic), imported on first use: commands that
+    only read runs never import it."""
+
+    def __init__(self) -> None:
+        from tinywf_cli.authoring.loader import code_of
+        from tinywf_cli.authoring.workflow import Workflow
+        from tinywf_cli.engine.engine import Engine
+        from tinywf_cli.engine.state import encode_state_input
+
+        self.Engine = Engine
+        self.code_of = code_of
+        self.encode_state_input = encode_state_input
+        self.Workflow = Workflow
+
+
+@functools.cache
+def _running() -> _Running:
+    """The one ``_Running``."""
+    return _Running()
+
+
+class _Held:
+    """``Runtime._held``: while the block runs, this call chain holds the run ``key`` names."""
+
+    __slots__ = ("key", "token")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.token: contextvars.Token[frozenset[tuple[str, str]]] | None = None
+
+    def __enter__(self) -> None:
+        key = self.key
+        held = _HELD.get()
+        if key in held:
+            raise RunLocked(key[1], 0, reason=(
+                f"run '{key[1]}' is being advanced by this very call: an action or signal of the run used "
+                "Runtime on its own run, which would wait for itself; return the value from the action "
+                "instead, or change the run from another process"))
+        self.token = _HELD.set(held | {key})
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.token is not None
+        _HELD.reset(self.token)
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is in the contract's charset; raises InvalidRunId."""
+    if not is_run_id(run_id):
+        raise InvalidRunId(str(run_id))
+    return run_id
+
+
+@functools.lru_cache(maxsize=256)
+def _run_id_prefix(class_name: str) -> str:
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
+    return re.sub(r"[^a-z0-9_]", "", name)[:40] or "run"
+
+
+def new_run_id(cls: type) -> str:
+    """A fresh run id: the workflow's name in snake case and 8 random hex digits."""
+    import secrets  # only new runs need it
+
+    return f"{_run_id_prefix(cls.__name__)}-{secrets.token_hex(4)}"
+
+
+def due_now(head: RunHead, now: datetime) -> bool:
+    """Whether a run (read under its lock) is for ``tick``: left running by a dead process,
+    waiting on something due by ``now``, or a child that ended and has yet to wake its parent."""
+    if head.status == "running" or wakes_parent(head):
+        return True
+    return head.status == "waiting" and head.wake_at is not None and head.wake_at <= now
+
+
+def own_doc(cls: type) -> str | None:
+    """The class's own docstring, cleaned (not one inherited from ``Workflow``)."""
+    text = cls.__dict__.get("__doc__")
+    return clean_doc(text) if isinstance(text, str) and text.strip() else None
+
+
+@functools.lru_cache(maxsize=256)
+def clean_doc(text: str) -> str:
+    """``inspect.cleandoc``, remembered: a flow's docstring is stored with every run it starts."""
+    return inspect.cleandoc(text)
+
+
+def start_values(shown: str, head: RunHead) -> dict[str, Any]:
+    """The values of a run's ``start`` entry: its workflow, and its parent and code when known."""
+    values: dict[str, Any] = {"workflow": shown}
+    if head.parent is not None:
+        values["parent"] = head.parent
+    if head.code is not None:
+        values["code"] = head.code
+    return values
+
+
+def new_run_id_suffix() -> str:
+    """Eight random hex digits."""
+    import secrets
+
+    return secrets.token_hex(4)
+
+
+class RuntimeBase:
+    """The store, clock and loader of a ``Runtime``, and how it opens, loads and commits a run."""
+
+    def __init__(self, store: str | Path | Store = "state", clock: Clock | None = None,
+                 lock_timeout: float = 10, lease: float | None = None) -> None:
+        #: ``lease``: how long a claim on a run outlives a process that stopped renewing it
+        #: (PostgreSQL stores; default 30 s). A directory's locks are the OS's and need none.
+        self.store: Store = open_store(store, lease=lease)
+        self.lease = lease
+        # a store may keep a clock (MemoryRuntime's): a Runtime opened on it by its target keeps the same time
+        kept: Clock | None = getattr(self.store, "clock", None)
+        self.clock: Clock = clock if clock is not None else kept if kept is not None else clock_from_env()
+        self.lock_timeout = lock_timeout
+        self._loader: FlowLoader | None = None
+
+    @property
+    def loader(self) -> FlowLoader:
+        """Loads flow files and finds the class of a stored run (made on first use, so that
+        reading runs never imports the engine)."""
+        if self._loader is None:
+            from tinywf_cli.authoring.loader import FlowLoader
+
+            self._loader = FlowLoader()
+        return self._loader
+
+    @property
+    def store_target(self) -> str:
+        """The store, as flow code sees it (``self.store_target``)."""
+        return self.store.target
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _held(self, run_id: str) -> _Held:
+        """Note that this call chain holds ``run_id``; refuse at once when it already does."""
+        return _Held((self.store.target, run_id))
+
+    @contextmanager
+    def _open(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[RunSession]:
+        check_run_id(run_id)
+        with self._held(run_id), self.store.open(run_id, self.lock_timeout if timeout is None else timeout,
+                                                 create=create) as session:
+            yield session
+
+    def _class_of(self, head: RunHead) -> WorkflowClass:
+        return self.loader.resolve(head.flow, head.run_id)
+
+    def _commit(self, session: RunSession, head: RunHead, entries: list[Entry]) -> None:
+        head.updated_at = self.clock.now()
+        head.progress += 1
+        session.commit(head, entries)
+
+    def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> AuditEntry:
+        return AuditEntry(format_instant(self.clock.now()), head.step, type_, values)
+
+    def _load_for(self, session: RunSession, command: str) -> LoadedRun:
+        """Load a run to change it; refuse it (exit 4) when it has ended."""
+        run = session.load()
+        if run.head.status in ENDED:
+            raise StatusConflict(session.run_id, run.head.status, command)
+        return run
