@@ -1,0 +1,201 @@
+"""Actions: running one (and its retries), several at once (``parallel``), and giving the step
+the result its record holds."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import inspect
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from tinywf_cli.authoring.commands import Action, Parallel
+from tinywf_cli.clock import format_instant
+from tinywf_cli.engine.base import EngineBase
+from tinywf_cli.engine.checkpoint import _Throw, error_of
+from tinywf_cli.engine.values import NotJSON, restore, return_adapter, to_json_value, validation_message
+from tinywf_cli.errors import ActionFailed
+from tinywf_cli.interrupts import is_interrupt
+from tinywf_cli.stores.journal import PartEntry, Slot
+
+#: Results that are surely no awaitable (the common ones: no ABC check for them).
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, list, dict, tuple})
+
+
+def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call ``fn``; when it returns an awaitable (``async def``), run it to completion."""
+    result = fn(*args, **kwargs)
+    if type(result) in _NOT_AWAITABLE or not inspect.isawaitable(result):
+        return result
+    import asyncio  # only flows with async actions pay for it
+
+    async def wait() -> Any:
+        return await result
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    # Called from inside an event loop (an embedding program): use a loop of our own.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
+
+
+
+class Actions(EngineBase):
+    """The engine's actions: ``yield self.action(...)`` and ``yield self.parallel(...)``."""
+
+    def attempt(self, action: Action, slot: Slot) -> None:
+        """Run one attempt of ``action`` here and record its outcome in ``slot``."""
+        try:
+            result = run_callable(action.fn, action.args, action.kwargs)
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
+            self.record_attempt(action, slot, error=exc)
+        else:
+            self.record_attempt(action, slot, result=result)
+
+    def record_attempt(self, action: Action, slot: Slot, result: Any = None,
+                       error: BaseException | None = None) -> None:
+        """Count one attempt and record its outcome in ``slot``: ``done`` (and audited), or on
+        failure ``retrying`` (with its due time) or ``failed``; a result that is not JSON fails.
+        The caller commits, and decides whether to wait, go on or fail the run."""
+        slot.attempt += 1
+        if error is not None:
+            self.record_failure(action, slot, error)
+            return
+        try:
+            slot.value = to_json_value(result)
+        except NotJSON as exc:
+            slot.status = "failed"
+            slot.error = {"type": "NotJSON", "message": str(exc)}
+            self.cp.log("action_failed", {"key": slot.key, "attempt": slot.attempt, "error": slot.error})
+            return
+        slot.status = "done"
+        slot.error = None
+        slot.due_at = None
+        slot.resume_id = None
+        self.cp.log("action", {"key": slot.key, "attempt": slot.attempt})
+
+    def record_failure(self, action: Action, slot: Slot, exc: BaseException) -> None:
+        """Record a failed attempt: retry later, or out of attempts (also at once for an error
+        in ``non_retryable``, and for ``SystemExit`` and friends, which are no passing trouble)."""
+        slot.error = error_of(exc)
+        retry = action.retry
+        if (not isinstance(exc, Exception) or isinstance(exc, retry.non_retryable)
+                or slot.attempt >= retry.attempts):
+            slot.status = "failed"
+            slot.due_at = None
+            slot.resume_id = None
+            self.cp.log("action_failed", {"key": slot.key, "attempt": slot.attempt, "error": slot.error})
+            return
+        due = self.now() + timedelta(seconds=retry.delay_after(slot.attempt))
+        slot.status = "retrying"
+        slot.due_at = format_instant(due)
+        slot.resume_id = f"{slot.key}@{self.head.visit}.{slot.attempt + 1}"
+        self.cp.log("retry", {"key": slot.key, "attempt": slot.attempt, "error": slot.error, "due_at": slot.due_at})
+
+    def failure_of(self, slot: Slot) -> _Throw:
+        """What the step gets for an action that finally failed: ``ActionFailed`` at its yield
+        (an unstorable result fails the run instead)."""
+        assert slot.error is not None
+        if slot.error["type"] == "NotJSON":
+            self.cp.fail({"type": "NotJSON", "message": f"action '{slot.key}' returned a value that cannot be "
+                                                        f"stored as JSON: {slot.error['message']}"},
+                         {"key": slot.key, "attempt": slot.attempt})
+        return _Throw(ActionFailed(slot.key, slot.error["type"], slot.error["message"], slot.attempt))
+
+    def action(self, action: Action, index: int, slot: Slot | None) -> Any:
+        """``yield self.action(...)``."""
+        fresh = slot is None or slot.status not in ("done", "failed")
+        if slot is None:
+            slot = Slot(index, "action", action.key, "new")
+        while slot.status not in ("done", "failed"):
+            if slot.status == "retrying":
+                due = slot.due()
+                if due is not None and due > self.now():
+                    self.pause(slot)
+            self.cp.resume()
+            self.attempt(action, slot)
+            self.put(slot)
+            if slot.status != "retrying" or (slot.due() or self.now()) <= self.now():
+                self.commit()  # a retry due later is committed by the pause
+        if slot.status == "failed":
+            return self.failure_of(slot)
+        return self.restore_result(action, slot, fresh)
+
+    def restore_result(self, action: Action, slot: Slot, fresh: bool) -> Any:
+        """The value the step receives for a stored result: one that does not fit the action's
+        return annotation fails the run when just returned, blocks it when replayed (the
+        annotation changed under the run)."""
+        try:
+            return restore(return_adapter(action.fn), slot.value)
+        except ValidationError as exc:
+            if fresh:
+                self.cp.fail({"type": "InvalidResult",
+                              "message": f"action '{slot.key}' returned a value that does not match its return "
+                                         f"annotation: {validation_message(exc)}"})
+            self.block("InvalidResult",
+                          f"action '{slot.key}' recorded a value that does not match its return annotation any "
+                          f"more ({validation_message(exc)}): the annotation changed under a live run; "
+                          f"restore it, then `tinywf retry {self.head.run_id}`")
+
+    def parallel(self, command: Parallel, index: int, slot: Slot | None) -> Any:
+        """``yield self.parallel({...})``: run the unfinished actions concurrently."""
+        if slot is None:
+            slot = Slot(index, "parallel", command.key, "running", parts={})
+            self.put(slot)  # recorded once; then each part on its own (storage linear in the parts)
+        parts = slot.parts
+        assert parts is not None
+        order = [a.key for a in command.actions.values()]
+        by_key = {a.key: a for a in command.actions.values()}
+        fresh: set[str] = set()
+        while True:
+            now = self.now()
+            # a part still "new" on record was in flight when its process died: run it again
+            todo = [by_key[k] for k in order
+                    if k not in parts or parts[k].status in ("new", "running")
+                    or (parts[k].status == "retrying" and (parts[k].due() or now) <= now)]
+            if not todo:
+                break
+            self.cp.resume()
+            fresh.update(a.key for a in todo)
+            self.run_concurrently(todo, index, parts, command.max_workers)
+        if any(parts[k].status == "retrying" for k in order):
+            self.pause(slot)
+        for key in order:
+            if parts[key].status == "failed":
+                return self.failure_of(parts[key])
+        return {name: self.restore_result(a, parts[a.key], a.key in fresh) for name, a in command.actions.items()}
+
+    def run_concurrently(self, actions: list[Action], index: int, parts: dict[str, Slot], max_workers: int) -> None:
+        """Run ``actions`` in at most ``max_workers`` threads; record outcomes from this thread as
+        they arrive, each part on its own, all that finished together in one commit."""
+        for action in actions:
+            parts.setdefault(action.key, Slot(0, "action", action.key, "new"))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(actions), max_workers),
+                                                     thread_name_prefix="tinywf-action")
+        try:
+            # each part runs in a copy of this context: a Runtime call on this very run is refused there too
+            futures = {pool.submit(contextvars.copy_context().run, run_callable, a.fn, a.args, a.kwargs): a
+                       for a in actions}
+            waiting = set(futures)
+            while waiting:
+                done, waiting = concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    action = futures[future]
+                    exc = future.exception()
+                    if exc is not None and is_interrupt(exc):
+                        raise exc
+                    part = parts[action.key]
+                    self.record_attempt(action, part, None if exc else future.result(), exc)
+                    self.cp.entries.append(PartEntry(index, part.to_json()))
+                self.commit()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # an interrupt must not wait for long actions
+            raise
+        pool.shutdown(wait=True)

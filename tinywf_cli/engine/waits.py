@@ -1,0 +1,232 @@
+"""Waits: timers (``sleep``), events (``wait_event``) and child runs, each recorded when it
+begins and settled when its time, its value or the child's end comes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from tinywf_cli.authoring.commands import Child, Sleep, StartChild, WaitEvent
+from tinywf_cli.clock import format_instant
+from tinywf_cli.engine.base import EngineBase
+from tinywf_cli.engine.checkpoint import _Throw, error_of
+from tinywf_cli.engine.values import (
+    NotJSON,
+    TextValue,
+    adapter_for_type,
+    describe_type,
+    restore,
+    strict_loads,
+    to_json_value,
+    validation_message,
+)
+from tinywf_cli.errors import ChildFailed, EventTimeout, FlowError, InvalidRunId, InvalidValue, TinyWFError
+from tinywf_cli.names import is_run_id
+from tinywf_cli.stores.journal import Slot
+
+
+class Waits(EngineBase):
+    """The engine's waits: ``yield self.sleep(...)``, ``self.wait_event(...)`` and ``self.child(...)``."""
+
+    # -- timers
+
+    def due_in(self, seconds: float, what: str) -> datetime:
+        """Now plus ``seconds``; fails the run when that lies past what a date can hold."""
+        try:
+            return self.now() + timedelta(seconds=seconds)
+        except OverflowError:
+            self.cp.fail(error_of(FlowError(f"{what} would end after the year 9999")))
+
+    def sleep(self, command: Sleep, index: int, slot: Slot | None) -> datetime:
+        """``yield self.sleep(...)`` / ``self.sleep_until(...)``."""
+        if slot is None:
+            start = command.until or self.due_in(command.seconds or 0.0, f"sleep '{command.key}'")
+            slot = Slot(index, "sleep", command.key, "waiting", due_at=format_instant(start),
+                        resume_id=f"{command.key}@{self.head.visit}")
+            self.put(slot)
+            self.cp.log("wait_begin", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id,
+                                       "due_at": slot.due_at})
+        due = slot.due()
+        assert due is not None
+        if slot.status == "waiting":
+            if due > self.now():
+                self.pause(slot)
+            slot.status = "done"
+            self.put(slot)
+            self.cp.log("wait_end", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id})
+            self.head.status = "running"
+            self.head.pending = []
+            self.commit()
+        return due
+
+    # -- events
+
+    def wait_event(self, command: WaitEvent, index: int, slot: Slot | None, channel: int) -> Any:
+        """``yield self.wait_event(...)``: the ``channel``-th wait on its key in this visit."""
+        head = self.head
+        adapter = adapter_for_type(command.type)
+        if slot is None:
+            deadline = command.deadline
+            if deadline is None and command.timeout is not None:
+                deadline = self.due_in(command.timeout, f"wait_event '{command.key}' timeout")
+            try:
+                request = to_json_value(command.request)
+            except NotJSON as exc:
+                self.cp.fail(error_of(FlowError(f"wait_event '{command.key}': request must be JSON: {exc}")))
+            resume_id = f"{command.key}@{head.visit}" + (f".{channel}" if channel > 1 else "")
+            slot = Slot(index, "event", command.key, "waiting",
+                        due_at=None if deadline is None else format_instant(deadline),
+                        resume_id=resume_id, request=request, expects=describe_type(command.type))
+            self.put(slot)
+            begun: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
+            if slot.due_at is not None:
+                begun["due_at"] = slot.due_at
+            self.cp.log("wait_begin", begun)
+        if slot.status == "waiting":
+            self.settle_event(command, slot, adapter)
+        if slot.status == "timed_out":
+            return _Throw(EventTimeout(slot.key, slot.due_at or "its deadline"))
+        try:
+            return restore(adapter, slot.value)
+        except ValidationError as exc:
+            self.block("InvalidEventValue",
+                          f"event '{slot.key}' recorded a value that no longer fits the wait's type "
+                          f"({validation_message(exc)}): the type changed under a live run; restore it, "
+                          f"then `tinywf retry {head.run_id}`")
+
+    def settle_event(self, command: WaitEvent, slot: Slot, adapter: Any) -> None:
+        """Resolve a waiting event from the answer being given, the queue, or its deadline."""
+        head = self.head
+        if self.resolving is not None and self.resolving[0] == slot.resume_id:
+            _, raw = self.resolving
+            self.resolving = None
+            value = validate_event(command.key, raw, adapter)  # InvalidValue: nothing written yet
+            self.event_done(slot, value, queued=False)
+            return
+        queue = head.inbox.get(slot.key)
+        while queue:
+            form, raw = queue.pop(0)
+            if not queue:
+                del head.inbox[slot.key]
+            try:
+                value = validate_event(command.key, TextValue(raw) if form == "text" else raw, adapter)
+            except InvalidValue as exc:
+                self.cp.log("event_rejected", {"key": slot.key, "value": raw, "error": exc.message})
+                continue
+            self.event_done(slot, value, queued=True)
+            return
+        due = slot.due()
+        if due is not None and due <= self.now():
+            slot.status = "timed_out"
+            self.put(slot)
+            self.cp.log("wait_end", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
+                                     "timed_out": True})
+            head.status = "running"
+            head.pending = []
+            self.commit()
+            return
+        self.pause(slot)
+
+    def event_done(self, slot: Slot, value: Any, *, queued: bool) -> None:
+        """Record an event's value and commit (the run is running again)."""
+        slot.status = "done"
+        slot.value = value
+        self.put(slot)
+        values: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
+        if queued:
+            values["queued"] = True
+        self.cp.log("wait_end", values)
+        self.head.status = "running"
+        self.head.pending = []
+        self.commit()
+
+    # -- child runs
+
+    def child(self, command: Child, index: int, slot: Slot | None) -> Any:
+        """``yield self.child(...)`` (wait for its end) or ``self.start_child(...)`` (its id)."""
+        head = self.head
+        if slot is None:
+            run_id = command.run_id or f"{head.run_id}.{command.key}"
+            if not is_run_id(run_id):
+                self.cp.fail(error_of(FlowError(f"child '{command.key}': {InvalidRunId(run_id).message}")))
+            if self.world is None:
+                self.cp.fail(error_of(FlowError(f"child '{command.key}': this runtime cannot start child runs")))
+            try:
+                self.world.start_child(head, command, run_id)
+            except TinyWFError as exc:
+                self.cp.fail({"type": type(exc).__name__,
+                              "message": f"child '{command.key}' could not be started: {exc.message}"})
+            if run_id not in head.children:
+                head.children.append(run_id)
+            self.started.append(run_id)
+            if isinstance(command, StartChild):
+                slot = Slot(index, "start_child", command.key, "done", value=run_id)
+            else:
+                slot = Slot(index, "child", command.key, "waiting", request={"run_id": run_id},
+                            resume_id=f"{command.key}@{head.visit}")
+            self.put(slot)
+            self.cp.log("child_started", {"key": command.key, "run_id": run_id, "wait": command.wait})
+            self.commit()  # the child exists and is recorded here before the step goes on
+        if slot.kind == "start_child":
+            return slot.value
+        if slot.status == "waiting":
+            self.settle_child(slot)
+        if slot.status == "failed":
+            error = slot.error or {}
+            return _Throw(ChildFailed(str(error.get("run_id")), str(error.get("status")),
+                                      error.get("error")))
+        return slot.value
+
+    def settle_child(self, slot: Slot) -> None:
+        """Take the child's outcome when it has ended; otherwise wait for it."""
+        run_id = str((slot.request or {}).get("run_id"))
+        child = self.world.child_head(run_id) if self.world is not None else None
+        if child is not None and child.status not in ("finished", "failed", "cancelled"):
+            self.pause(slot)
+        if child is not None and child.status == "finished":
+            slot.status = "done"
+            slot.value = child.state
+            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": "finished"})
+        else:
+            status = child.status if child is not None else "missing"
+            error = child.error.model_dump() if child is not None and child.error is not None else None
+            if child is None:
+                error = {"type": "RunNotFound", "message": f"the child run '{run_id}' no longer exists"}
+            slot.status = "failed"
+            slot.error = {"type": "ChildFailed", "message": f"child run '{run_id}' {status}",
+                          "run_id": run_id, "status": status, "error": error}
+            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": status})
+        self.put(slot)
+        self.head.status = "running"
+        self.head.pending = []
+        self.commit()
+
+
+def validate_event(key: str, raw: Any, adapter: Any) -> Any:
+    """The JSON form of an event value, validated against the wait's type.
+
+    A ``TextValue`` (typed on a command line) is taken as JSON when it parses and fits the
+    type, else as the text itself.
+    """
+    if isinstance(raw, TextValue):
+        try:
+            parsed = strict_loads(raw.text)
+        except ValueError:
+            return validate_event(key, raw.text, adapter)
+        try:
+            return validate_event(key, parsed, adapter)
+        except InvalidValue as first:
+            try:
+                return validate_event(key, raw.text, adapter)
+            except InvalidValue:
+                raise first from None
+    try:
+        value = raw if adapter is None else adapter.validate_python(raw)
+        return to_json_value(value)
+    except ValidationError as exc:
+        raise InvalidValue(f"invalid value for event '{key}': {validation_message(exc)}") from None
+    except NotJSON as exc:
+        raise InvalidValue(f"invalid value for event '{key}': {exc}") from None
+
