@@ -20,8 +20,9 @@ from proc_harness import snapshot
 
 from tinywf_cli import InvalidRunId, Runtime, StorageError
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.stores.files import store as filestore
-from tinywf_cli.stores.files.store import MAX_RECORD_BYTES, FileStore
+from tinywf_cli.stores.files import session as filestore
+from tinywf_cli.stores.files.session import MAX_RECORD_BYTES
+from tinywf_cli.stores.files.store import FileStore
 
 FLOWS = Path(store_flows.__file__)
 CHILD = FLOWS.parent / "child.py"

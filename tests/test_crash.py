@@ -35,7 +35,7 @@ from proc_harness import EFFECTS_ENV, fork_child, memory_folder, read_effects, r
 from tinywf_cli import Runtime
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.model import head_to_json
-from tinywf_cli.stores.files import store as filestore
+from tinywf_cli.stores.files import session as filestore
 from tinywf_cli.stores.files.store import FileStore
 
 PROCS = Path(__file__).resolve().parent / "procs"

@@ -26,7 +26,7 @@ from tinywf_cli import RunNotFound, Runtime, StorageError
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.model import RunHead
 from tinywf_cli.stores.files import runfiles
-from tinywf_cli.stores.files import store as filestore
+from tinywf_cli.stores.files import session as filestore
 from tinywf_cli.stores.files.store import FileStore
 from tinywf_cli.stores.journal import Entry
 

@@ -87,7 +87,7 @@ def test_a_write_that_fails_after_an_event_was_saved_says_what_was_saved(
         second_fails(self.path)
         real_append(self, at, data)
 
-    monkeypatch.setattr("tinywf_cli.stores.files.store.atomic_replace", replace)
+    monkeypatch.setattr("tinywf_cli.stores.files.session.atomic_replace", replace)
     monkeypatch.setattr(fileio.Appender, "append", append)
     rt = Runtime(cli.state_dir, clock=ManualClock(T0))
     with pytest.raises(StorageError) as caught:
@@ -333,7 +333,7 @@ def test_tick_counts_a_run_whose_advance_fails_once(cli: Cli, monkeypatch: pytes
     def full(path: Path, tmp: Path, data: bytes) -> None:
         raise StorageError(tmp, f"cannot write: No space left on device (ENOSPC); {fileio.UNCHANGED}")
 
-    monkeypatch.setattr("tinywf_cli.stores.files.store.atomic_replace", full)
+    monkeypatch.setattr("tinywf_cli.stores.files.session.atomic_replace", full)
     report = Runtime(cli.state_dir, clock=ManualClock("2026-01-01T00:02:00Z")).tick()
     assert report.due == 1 and [s.run_id for s in report.skipped] == ["u1"] and report.advanced == []
 

@@ -25,7 +25,7 @@ from proc_harness import run_forked
 
 from tinywf_cli import Runtime, StorageError
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.stores.files import store as filestore
+from tinywf_cli.stores.files import session as filestore
 
 T0 = "2026-01-01T00:00:00Z"
 FLOWS = Path(store_flows.__file__)
@@ -272,7 +272,7 @@ def test_a_failed_create_leaves_no_run(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_a_record_too_large_to_read_back_is_never_written(waiting_run: tuple[Runtime, Path],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinywf_cli.stores.files import store as filestore
+    from tinywf_cli.stores.files import session as filestore
 
     rt, state = waiting_run
     before = files(state)
