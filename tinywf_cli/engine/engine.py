@@ -22,9 +22,9 @@ import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from types import GeneratorType
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
-from tinywf_cli.authoring.commands import Action, Child, Command, Parallel, Sleep, WaitEvent
+from tinywf_cli.authoring.commands import Command, Parallel, WaitEvent
 from tinywf_cli.authoring.loader import code_of
 from tinywf_cli.authoring.workflow import next_step_name
 from tinywf_cli.clock import format_instant
@@ -295,17 +295,27 @@ class Engine(Actions, Waits):
 
     # -- commands ---------------------------------------------------------------------
 
+    #: How each kind of command is answered, ``(engine, command, index, slot) -> reply``: the
+    #: reply the step gets at its yield (a ``_Throw`` is raised there).
+    APPLY: ClassVar[dict[str, Callable[[Any, Any, int, Slot | None], Any]]] = {
+        "action": Actions.action,
+        "parallel": Actions.parallel,
+        "sleep": Waits.sleep,
+        "event": Waits.wait_event,
+        "child": Waits.child,
+        "start_child": Waits.child,
+    }
+
     def handle(self, command: Any) -> Any:
         """Answer one yielded command: from the records, or by doing it now."""
         if not isinstance(command, Command):
             self.cp.fail(error_of(FlowError(
                 f"step '{self.head.step}' yielded {command!r}, which is not a tinywf command; yield "
                 "self.action(...), self.sleep(...), self.wait_event(...), self.parallel(...) or self.child(...)")))
-        channel = 0
         if type(command) is WaitEvent:  # an event key is a channel: waiting on it again takes the next value
             if command.key in self._keys:
                 self.duplicate_key(command.key)
-            channel = self._channels[command.key] = self._channels.get(command.key, 0) + 1
+            self._channels[command.key] = self._channels.get(command.key, 0) + 1
         elif isinstance(command, Parallel):
             if not command.actions:
                 return {}
@@ -324,16 +334,7 @@ class Engine(Actions, Waits):
         if self.dry and (slot is None or slot.open):
             raise _Stop("ok")
         self.index += 1
-        if isinstance(command, Action):
-            return self.action(command, index, slot)
-        if isinstance(command, Sleep):
-            return self.sleep(command, index, slot)
-        if isinstance(command, WaitEvent):
-            return self.wait_event(command, index, slot, channel)
-        if isinstance(command, Child):
-            return self.child(command, index, slot)
-        assert isinstance(command, Parallel)
-        return self.parallel(command, index, slot)
+        return self.APPLY[command.kind](self, command, index, slot)
 
     def take_key(self, key: str) -> None:
         """Note a command's key used in this visit; fail the run when it already was."""

@@ -63,9 +63,11 @@ class Waits(EngineBase):
 
     # -- events
 
-    def wait_event(self, command: WaitEvent, index: int, slot: Slot | None, channel: int) -> Any:
-        """``yield self.wait_event(...)``: the ``channel``-th wait on its key in this visit."""
+    def wait_event(self, command: WaitEvent, index: int, slot: Slot | None) -> Any:
+        """``yield self.wait_event(...)``; waiting on its key again in this visit takes the key's next
+        channel (``key@visit.N``, counted by ``Engine.handle``)."""
         head = self.head
+        channel = self._channels.get(command.key, 0)
         adapter = adapter_for_type(command.type)
         if slot is None:
             deadline = command.deadline
