@@ -56,10 +56,14 @@ class Waits(EngineBase):
             slot.status = "done"
             self.put(slot)
             self.cp.log("wait_end", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id})
-            self.head.status = "running"
-            self.head.pending = []
-            self.commit()
+            self.wait_ended()
         return due
+
+    def wait_ended(self) -> None:
+        """A wait ended: the run runs again, saved before the step goes on."""
+        self.head.status = "running"
+        self.head.pending = []
+        self.commit()
 
     # -- events
 
@@ -125,9 +129,7 @@ class Waits(EngineBase):
             self.put(slot)
             self.cp.log("wait_end", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
                                      "timed_out": True})
-            head.status = "running"
-            head.pending = []
-            self.commit()
+            self.wait_ended()
             return
         self.pause(slot)
 
@@ -140,9 +142,7 @@ class Waits(EngineBase):
         if queued:
             values["queued"] = True
         self.cp.log("wait_end", values)
-        self.head.status = "running"
-        self.head.pending = []
-        self.commit()
+        self.wait_ended()
 
     # -- child runs
 
@@ -201,9 +201,7 @@ class Waits(EngineBase):
                           "run_id": run_id, "status": status, "error": error}
             self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": status})
         self.put(slot)
-        self.head.status = "running"
-        self.head.pending = []
-        self.commit()
+        self.wait_ended()
 
 
 def validate_event(key: str, raw: Any, adapter: Any) -> Any:
