@@ -149,3 +149,55 @@ def test_answer_on_the_run_page_with_a_validation_error(server: Server, page: An
                                                                       "name": "Ada <b>Lovelace</b>"}
     assert "Ada <b>Lovelace</b>" in page.locator("#state pre").inner_text()
     shot(page, "run-finished")
+
+
+#: Every word of an element's text that the browser laid out on more than one line (a word cut in
+#: two). A line may end after a hyphen, as in print, so the parts between hyphens count as words.
+SPLIT_WORDS = """element => {
+    const split = [];
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const match of node.data.matchAll(/[^\\s-]+/g)) {
+            const range = document.createRange();
+            range.setStart(node, match.index);
+            range.setEnd(node, match.index + match[0].length);
+            const lines = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+            if (lines.size > 1) split.push(match[0]);
+        }
+    }
+    return split;
+}"""
+
+
+@pytest.mark.parametrize("width", [1100, 390])
+def test_a_link_pages_heading_wraps_between_words(server: Server, browser: Any, width: int) -> None:
+    run_id = f"wrap-{width}"
+    server.cli.start("flows/guess_game.py", run_id, "--input", '{"number": 77}')
+    assert server.api.post(f"/api/runs/{run_id}/send/ask_0", json={"value": 10}).status_code == 200
+    context = browser.new_context(java_script_enabled=False, viewport={"width": width, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(server.link(run_id, "ask_1"))
+        shot(page, f"link-wrapped-{width}")
+        heading = page.get_by_role("heading")
+        assert heading.inner_text() == "10 is smaller than the number - guess again (0-100)"
+        assert heading.evaluate("e => e.offsetHeight > 1.5 * parseFloat(getComputedStyle(e).lineHeight)")  # wraps
+        assert heading.evaluate(SPLIT_WORDS) == []
+        assert heading.evaluate("e => e.scrollWidth <= e.clientWidth")
+    finally:
+        context.close()
+
+
+def test_a_long_string_wraps_inside_the_state_box(server: Server, page: Any) -> None:
+    server.cli.start("flows/choices.py", "long-state")
+    for key, value in (("colour", "red"), ("count", 3), ("name", "Ada" + "x" * 400 + " Lovelace")):
+        assert server.api.post(f"/api/runs/long-state/send/{key}", json={"value": value}).status_code == 200
+    sign_in(page, server)
+    page.goto(f"{server.url}/runs/long-state")
+    shot(page, "run-long-state")
+    state = page.locator("#state pre")
+    assert "x" * 400 in state.inner_text().replace("\n", "")
+    assert state.evaluate("e => e.scrollWidth <= e.clientWidth"), "the State box scrolls sideways"
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.locator("h1").evaluate(SPLIT_WORDS) == []
+
