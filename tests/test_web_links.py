@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,26 @@ def test_the_form_fits_the_events_type_and_shows_validation_errors(server: Serve
     assert done.status_code == 200
     assert server.cli.json("show", "form-1")["state"] == {"colour": "green", "count": 3, "name": "1234"}
 
+
+
+def notice_of(page: str) -> str:
+    """The text of the thank-you page's notice: the question and the answer given."""
+    found = re.search(r'<p class="notice">(.*?)</p>', page, re.S)
+    assert found is not None, page
+    return re.sub(r"<[^>]+>", "", found.group(1))
+
+
+def test_the_thank_you_page_names_the_button_that_was_pressed(server: Server) -> None:
+    server.cli.start("flows/approve.py", "thanks-1")
+    first = server.anonymous.post(server.path_of(server.link("thanks-1", "first")), data={"value": "true"})
+    assert first.status_code == 200 and notice_of(first.text) == "First approval? Approve"
+    second = server.anonymous.post(server.path_of(server.link("thanks-1", "second")), data={"value": "false"})
+    assert second.status_code == 200 and notice_of(second.text) == "Second approval? Reject"
+    server.cli.start("flows/choices.py", "thanks-2")
+    colour = server.anonymous.post(server.path_of(server.link("thanks-2", "colour")), data={"value": '"blue"'})
+    assert notice_of(colour.text) == "Which colour? blue"
+    count = server.anonymous.post(server.path_of(server.link("thanks-2", "count")), data={"value": "7"})
+    assert notice_of(count.text) == "How many? 7"  # typed, not chosen: the value as given
 
 def test_markup_in_questions_and_state_is_shown_not_run(server: Server) -> None:
     server.cli.start("flows/markup.py", "xss-1")

@@ -496,7 +496,8 @@ def _link_routes(api: FastAPI, web: Web) -> None:
     def answer(token: str, text: str) -> HTMLResponse:
         try:
             link, doc, pending = web.open_link(token)
-            value = parse_answer(form_for(doc.expects.get(pending.resume_id)), text)
+            form = form_for(doc.expects.get(pending.resume_id))
+            value = parse_answer(form, text)
             try:
                 # the exact resume id the link was signed for, which open_link found pending, of
                 # the very run it was signed for (checked again under the run's lock)
@@ -515,7 +516,7 @@ def _link_routes(api: FastAPI, web: Web) -> None:
             return refused(exc)
         except TinyWFError as exc:
             return trouble(exc)
-        return _html(pages.link_done_page(pending, value, after))
+        return _html(pages.link_done_page(pending, value, after, form))
 
     @api.post("/link/{token}", include_in_schema=False)
     async def link_answer(request: Request, token: str) -> Response:

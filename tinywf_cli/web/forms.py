@@ -41,6 +41,11 @@ class EventForm:
     #: ``number`` for an event that takes a number, else ``text``.
     input_type: Literal["text", "number"] = "text"
 
+    def label_of(self, value: Any) -> str | None:
+        """The label of the button that submits ``value`` (``Approve`` for ``true``), if one does."""
+        text = json.dumps(value)
+        return next((c.label for c in self.choices if c.value == text), None)
+
 
 def _alternatives(expects: str) -> list[str]:
     """``boolean or null`` -> ``["boolean", "null"]`` (an enum's values are kept whole)."""

@@ -273,12 +273,15 @@ def link_page(doc: RunDocument, pending: PendingResume, *, action: str, expires_
         nav=False, narrow=True)
 
 
-def link_done_page(pending: PendingResume, value: Any, doc: RunDocument) -> Html:
-    """After a link's answer was taken."""
+def link_done_page(pending: PendingResume, value: Any, doc: RunDocument, form: EventForm | None = None) -> Html:
+    """After a link's answer was taken: the question and the answer, by the label of the button
+    pressed when it was one of ``form``'s (``Approve``, not ``true``)."""
+    label = form.label_of(value) if form is not None else None
     return page(
         "Thank you",
         h("h1", {}, "Thank you — your answer was recorded"),
-        h("p", {"class_": "notice"}, question_of(pending), " ", h("strong", {}, compact(value, 120))),
+        h("p", {"class_": "notice"}, question_of(pending), " ",
+          h("strong", {}, label if label is not None else compact(value, 120))),
         h("p", {"class_": "dim"}, f"Run {doc.run_id} is now ", badge(doc.status), ". This link no longer works."),
         nav=False, narrow=True)
 
