@@ -279,7 +279,7 @@ def test_cookie_login_and_csrf(server: Server) -> None:
     cookie = login.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN.lower() in cookie
     server.anonymous.cookies.clear()
-    error_of(server.anonymous.get("/api/runs", params={"token": TOKEN}), 401)  # only / takes ?token=
+    error_of(server.anonymous.get("/api/runs", params={"token": TOKEN}), 401)  # the API takes no ?token=
     jar = {"tinywf_token": TOKEN}
     with httpx.Client(base_url=server.url, cookies=jar) as browser:
         page = browser.get("/")
@@ -300,6 +300,42 @@ def test_cookie_login_and_csrf(server: Server) -> None:
         assert done.status_code == 303 and done.headers["location"] == "/runs/csrf-1"
         assert server.cli.json("show", "csrf-1")["status"] == "cancelled"
 
+
+
+@pytest.mark.parametrize(("path", "back"), [
+    ("/runs/token-1?token=T", "/runs/token-1"),
+    ("/runs/token-1?page=2&token=T", "/runs/token-1?page=2"),
+    ("/?token=T&status=waiting", "/?status=waiting"),
+    ("/runs/token%2F1?token=T", "/runs/token%2F1"),  # the path as sent, not decoded
+    ("//evil.example/x?token=T", "/evil.example/x"),  # never another host
+    ("/nothing?token=T", "/nothing"),
+])
+def test_every_page_takes_the_token_and_redirects_without_it(server: Server, path: str, back: str) -> None:
+    server.cli("run", "flows/approve.py", "--run-id", "token-1")
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        login = browser.get(server.url + path.replace("=T", f"={TOKEN}"), follow_redirects=False)
+        assert login.status_code == 303 and login.headers["location"] == back
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        assert browser.get("/runs/token-1").status_code == 200  # the cookie now serves every page
+        again = browser.get(server.url + path.replace("=T", f"={TOKEN}"), follow_redirects=False)
+        assert again.status_code == 303 and again.headers["location"] == back  # signed in: dropped all the same
+    # opened from another site's page, where a browser would not send the new cookie on a redirect:
+    # a page of ours goes on instead
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        hop = browser.get(server.url + path.replace("=T", f"={TOKEN}"), headers={"sec-fetch-site": "cross-site"})
+        assert hop.status_code == 200 and "set-cookie" in hop.headers and TOKEN not in hop.text
+        assert f'<meta http-equiv="refresh" content="0; url={back}">' in hop.text.replace("&amp;", "&")
+
+
+def test_a_wrong_token_on_a_page_or_any_token_on_the_api_is_401(server: Server) -> None:
+    server.cli("run", "flows/approve.py", "--run-id", "token-2")
+    for path in ("/runs/token-2?token=wrong", "/runs/token-2?token=", "/?token=wrong"):
+        page = server.anonymous.get(path, headers={"accept": "text/html"}, follow_redirects=False)
+        assert page.status_code == 401 and "set-cookie" not in page.headers, path
+    for path in ("/api/runs", "/api/runs/token-2", "/openapi.json"):  # scripts send the header
+        error_of(server.anonymous.get(path, params={"token": TOKEN}), 401)
+    assert server.anonymous.post(f"/runs/token-2/cancel?token={TOKEN}").status_code == 401
 
 def csrf_of(html: str) -> str:
     """The CSRF token a page's forms carry (empty when the page has no form)."""

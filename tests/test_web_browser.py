@@ -201,3 +201,24 @@ def test_a_long_string_wraps_inside_the_state_box(server: Server, page: Any) -> 
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     assert page.locator("h1").evaluate(SPLIT_WORDS) == []
 
+
+
+def test_any_page_takes_the_token_once_then_drops_it_from_the_address(server: Server, page: Any) -> None:
+    server.cli.start("flows/approve.py", "token-page")
+    page.goto(f"{server.url}/runs/token-page?token={TOKEN}")
+    assert page.url == f"{server.url}/runs/token-page"
+    assert page.locator("h1 .badge").inner_text() == "waiting"
+    page.goto(f"{server.url}/?status=waiting")  # the cookie it set serves the other pages
+    assert page.locator("tr[data-run=token-page]").count() == 1
+
+
+def test_a_tokened_address_opened_from_another_site_signs_in(server: Server, page: Any) -> None:
+    server.cli.start("flows/approve.py", "token-elsewhere")
+    elsewhere = server.url.replace("127.0.0.1", "localhost")  # another site, to the browser
+    page.goto(f"{elsewhere}/nothing")
+    page.set_content(f'<a href="{server.url}/runs/token-elsewhere?token={TOKEN}">the run</a>')
+    page.get_by_role("link", name="the run").click()
+    page.wait_for_url(f"{server.url}/runs/token-elsewhere")
+    assert page.locator("h1 .badge").inner_text() == "waiting"
+    page.go_back()  # the address with the token is not kept in the history
+    assert TOKEN not in page.url and page.url.startswith(elsewhere), page.url

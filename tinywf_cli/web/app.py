@@ -40,7 +40,7 @@ from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument, 
 from tinywf_cli.runtime.runtime import Runtime
 from tinywf_cli.web import pages
 from tinywf_cli.web.forms import form_for, parse_answer
-from tinywf_cli.web.gate import COOKIE, DEFAULT_MAX_BODY, ASGIApp, Gate, Settings
+from tinywf_cli.web.gate import DEFAULT_MAX_BODY, ASGIApp, Gate, Settings
 from tinywf_cli.web.links import Link, LinkRefused, LinkSigner, link_key, removed
 from tinywf_cli.web.pages import Graph
 
@@ -392,11 +392,7 @@ def _page_routes(api: FastAPI, web: Web) -> None:
         return _html(pages.message_page(type(exc).__name__, exc.message, nav=True), http_status(exc))
 
     @api.get("/", include_in_schema=False)
-    def runs_page(request: Request, status: str | None = None) -> Response:
-        if request.scope["state"].get("auth") == "query":  # /?token=…: remember it, and drop it from the URL
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, settings.token, httponly=True, samesite="strict", path="/")
-            return response
+    def runs_page(status: str | None = None) -> Response:
         if status is not None and status not in statuses():
             return error_page(BadInput(f"status must be one of {', '.join(statuses())}, not {status!r}"))
         try:

@@ -2,7 +2,8 @@
 every answer carries.
 
 ``Gate`` wraps the application (plain ASGI): it checks the bearer token (constant time) or the
-cookie a browser got at ``/?token=``, lets a link's own page and POST through without either,
+cookie a browser got from any page's ``?token=`` (answered with the cookie and a redirect to the
+same page without the token), lets a link's own page and POST through without either,
 refuses cross-site writes and cookie-only API writes without the CSRF token, reads request
 bodies up to ``--max-body`` (413 past it), adds the security headers to every answer, turns
 every redirect into a path on this server (never the host a request names), and writes one
@@ -21,15 +22,15 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Literal, TextIO
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
 
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from tinywf_cli.web import pages
 
 #: Request bodies larger than this are refused with 413 (``tinywf serve --max-body``).
 DEFAULT_MAX_BODY = 1024 * 1024
-#: The cookie the HTML pages authenticate with, set after ``/?token=TOKEN``.
+#: The cookie the HTML pages authenticate with, set after ``?token=TOKEN`` on any page.
 COOKIE = "tinywf_token"
 #: The header a script that authenticates with the cookie sends its CSRF token in.
 CSRF_HEADER = "x-csrf-token"
@@ -99,6 +100,26 @@ def shown_path(path: str, secret: str = "") -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in shown)
 
 
+def _is_page(path: str) -> bool:
+    """Whether ``path`` is one of the HTML pages (which take ``?token=``), not the API or a link."""
+    return not path.startswith(("/api/", "/link/")) and path != "/openapi.json"
+
+
+def _raw_path(scope: Scope) -> str:
+    """The request's path as sent (percent-escapes kept), without the query string, starting with
+    one ``/`` (``//host/x`` would name another host in a ``Location``)."""
+    raw = scope.get("raw_path")
+    path = bytes(raw).decode("latin-1") if raw else quote(scope.get("path", "/"))
+    return "/" + path.lstrip("/\\")
+
+
+def _without_token(scope: Scope) -> str:
+    """The request's path and query string, with every ``token`` parameter left out."""
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    kept = [part for part in query.split("&") if part and unquote_plus(part.partition("=")[0]) != "token"]
+    return _raw_path(scope) + ("?" + "&".join(kept) if kept else "")
+
+
 def relative_location(location: str) -> str:
     """A redirect's target as a path on this server: its scheme and host (which come from the
     request's ``Host`` header) left out, and never ``//`` or ``/\\`` (which a browser would read
@@ -126,6 +147,10 @@ class Gate:
         scheme, _, given = authorization.partition(" ")
         if scheme.lower() == "bearer" and _same(given.strip(), self.settings.token):
             return "bearer"
+        if _is_page(path) and scope.get("method") == "GET":
+            query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+            if _same(next(iter(query.get("token", [])), None), self.settings.token):
+                return "query"  # before the cookie: the token leaves the address bar anyway
         cookie = SimpleCookie()
         try:
             cookie.load(_header(scope, b"cookie") or "")
@@ -133,11 +158,21 @@ class Gate:
             cookie = SimpleCookie()
         if COOKIE in cookie and _same(cookie[COOKIE].value, self.settings.token):
             return "cookie"
-        if path == "/" and scope.get("method") == "GET":
-            query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
-            if _same(next(iter(query.get("token", [])), None), self.settings.token):
-                return "query"
         return None
+
+    async def sign_in(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``PAGE?token=TOKEN``: the cookie set, and a redirect to ``PAGE`` without the token, so that
+        the address bar, the history and a bookmark never hold it."""
+        target = relative_location(_without_token(scope))
+        response: Response
+        if _header(scope, b"sec-fetch-site") == "cross-site":
+            # a SameSite=Strict cookie is not sent on a redirect that another site's page started:
+            # this page, on our own site, takes the next step, so the cookie goes with it
+            response = HTMLResponse(pages.continue_page(target))
+        else:
+            response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, self.settings.token, httponly=True, samesite="strict", path="/")
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request (lifespan and other scopes pass through)."""
@@ -171,6 +206,9 @@ class Gate:
         path, method = scope.get("path", ""), scope.get("method", "GET")
         if how is None:
             await self.refuse_token(scope, receive, send)
+            return
+        if how == "query":
+            await self.sign_in(scope, receive, send)
             return
         if method not in ("GET", "HEAD", "OPTIONS"):
             origin = _header(scope, b"origin")

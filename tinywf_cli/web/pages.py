@@ -47,8 +47,10 @@ def run_href(run_id: str) -> str:
     return f"/runs/{quote(run_id, safe='')}"
 
 
-def page(title: str, *body: Child, nav: bool = True, narrow: bool = False, where: str | None = None) -> Html:
-    """A whole HTML document: head with the inlined stylesheet, an optional top bar, ``body``."""
+def page(title: str, *body: Child, nav: bool = True, narrow: bool = False, where: str | None = None,
+         refresh: str | None = None) -> Html:
+    """A whole HTML document: head with the inlined stylesheet, an optional top bar, ``body``;
+    with ``refresh``, a page that goes on to that address at once."""
     top = h("header", {"class_": "top"}, h("a", {"href": "/"}, "tinywf"),
             h("span", {"class_": "where"}, where) if where else None) if nav else None
     return Html("<!doctype html>\n" + h(
@@ -56,6 +58,7 @@ def page(title: str, *body: Child, nav: bool = True, narrow: bool = False, where
         h("head", {}, Html('<meta charset="utf-8">'),
           Html('<meta name="viewport" content="width=device-width, initial-scale=1">'),
           Html('<link rel="icon" href="data:,">'),  # no favicon request (a link's page has no token)
+          h("meta", {"http-equiv": "refresh", "content": f"0; url={refresh}"}) if refresh else None,
           h("title", {}, f"{title} · tinywf"), h("style", {}, Html(stylesheet()))),
         h("body", {}, top, h("main", {"class_": "narrow" if narrow else None}, *body))))
 
@@ -289,6 +292,13 @@ def link_done_page(pending: PendingResume, value: Any, doc: RunDocument, form: E
 def message_page(title: str, detail: str, *, nav: bool = False) -> Html:
     """A page that says one thing: a refused link, a missing token, a run not found."""
     return page(title, h("h1", {}, title), h("p", {"class_": "notice"}, detail), nav=nav, narrow=True)
+
+
+def continue_page(location: str) -> Html:
+    """Signed in: goes on to ``location`` (a path on this server) at once, a link to it otherwise."""
+    return page("Signed in", h("h1", {}, "Signed in"),
+                h("p", {"class_": "notice"}, h("a", {"href": location}, "Continue")),
+                nav=False, narrow=True, refresh=location)
 
 
 def sign_in_page() -> Html:
