@@ -88,3 +88,11 @@ def guard_streams() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = saved
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {0x7F: "\\x7f"}
+
+
+def one_line(message: str) -> str:
+    """An error message as one line: control characters (a newline in a damaged key) escaped."""
+    return message.translate(_CONTROL)
