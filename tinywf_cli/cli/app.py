@@ -42,6 +42,8 @@ StateDir = Annotated[
     typer.Option("--state-dir", metavar="DIR", help="The state directory (made on first use when missing)."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+
+
 def seconds_option(name: str, low: float, high: float) -> Callable[[float], float]:
     """A callback refusing what ``min=`` lets through: NaN, infinities, absurdly long waits."""
     def check(value: float) -> float:
@@ -52,9 +54,8 @@ def seconds_option(name: str, low: float, high: float) -> Callable[[float], floa
     return check
 
 
-#: The longest lock wait and poll interval accepted: a week, a day.
+#: The longest lock wait accepted: a week.
 MAX_LOCK_TIMEOUT = 7 * 86400.0
-MAX_POLL = 86400.0
 
 LockTimeout = Annotated[
     float,

@@ -1,8 +1,10 @@
-"""The ``tinywf`` command: a thin Typer layer over ``Runtime``.
+"""The entry point of the ``tinywf`` command, and the one place errors become exit codes.
 
-Each command parses its arguments, makes one ``Runtime`` call, and renders the result:
-a JSON document with ``--json``, rich output for people otherwise. Errors are mapped to
-exit codes in one place (``main``).
+``main`` runs the app (built with only the command named, ``app_for``) and maps what a
+command raises to one ``error:`` line and the contract's exit code: ``TinyWFError`` to its
+own, a usage error to 2, an interrupt to 130, a bug to 70. The commands themselves live in
+the modules imported below, one per group; each parses its arguments, makes one ``Runtime``
+call and renders the result.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import typer
 
 from tinywf_cli import interrupts
 from tinywf_cli.cli.app import (
-    MAX_POLL,
     Debug,
     Json,
     Lease,
@@ -27,6 +26,9 @@ from tinywf_cli.errors import StoreUnavailable, TinyWFError
 
 if TYPE_CHECKING:
     from tinywf_cli.model import TickReport
+
+#: The longest poll interval `worker` accepts: a day.
+MAX_POLL = 86400.0
 
 
 @app.command()
