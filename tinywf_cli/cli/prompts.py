@@ -76,17 +76,18 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
         if expects:
             line.append(f" [{expects}]", style="cyan")
         line.append(" (empty leaves the run waiting)", style="dim")
-        err.print(line)
-        # the prompt goes to stderr like the question: with stdout redirected, input("> ")
-        # would write it into the output (and into the --json document)
-        err.print("> ", end="")
         answer_later = resolve_command(doc.run_id, pending, session.state_hint, placeholder_for(expects))
-        try:
-            with at_rest(f"interrupted at the prompt; run {doc.run_id} is left waiting, answer it with "
-                         f"`{answer_later}`"):
-                answer = input()
-        except EOFError:
-            answer = ""
+        # at rest from the question on: a Ctrl-C as soon as the prompt shows says how to answer later
+        with at_rest(f"interrupted at the prompt; run {doc.run_id} is left waiting, answer it with "
+                     f"`{answer_later}`"):
+            err.print(line)
+            # the prompt goes to stderr like the question: on a redirected stdout it would be
+            # written into the output (and into the --json document)
+            err.print("> ", end="")
+            # not input(): it calls stdout's methods first (Python code, the guarded stream) and drops
+            # what they raise, so a Ctrl-C landing there was lost and the prompt went on waiting.
+            # At the end of input readline gives "", which leaves the run waiting like an empty answer.
+            answer = sys.stdin.readline().removesuffix("\n")
         if not answer.strip():
             err.print(Text("left waiting; answer later with:", style="dim"))
             err.print(Text(answer_later), soft_wrap=True)
