@@ -30,6 +30,8 @@ from tinywf_cli.errors import BadInput, StorageError, StoreUnavailable
 if TYPE_CHECKING:
     import psycopg
 
+#: The lease a claim gets unless told otherwise (``--lease``).
+DEFAULT_LEASE = 30.0
 #: The schema a URL without ``schema=`` uses.
 DEFAULT_SCHEMA = "tinywf"
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
@@ -153,21 +155,34 @@ def connect(target: Target, lease: float, role: str) -> psycopg.Connection[tuple
         params = {k: str(v) for k, v in conninfo_to_dict(target.conninfo).items()}
     except psycopg.ProgrammingError as exc:
         raise BadInput(f"invalid PostgreSQL URL {target.shown}: {first_line(exc, '')}") from None
+    params = session_params(target, params, lease, role)
+    try:
+        return psycopg.connect(make_conninfo(**params), autocommit=True)
+    except psycopg.Error as exc:
+        raise unreachable(target, params, exc) from None
+
+
+def session_params(target: Target, params: dict[str, str], lease: float, role: str) -> dict[str, str]:
+    """The keywords of the user's URL (as libpq parsed them) with tinywf's defaults merged under
+    them, and tinywf's server options before the user's."""
     defaults = {
         "connect_timeout": "5",
         "keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "3", "keepalives_count": "3",
         "tcp_user_timeout": str(max(int(lease * 1000 / 2), 500)),
         "application_name": f"tinywf {target.schema} {role} {socket.gethostname()}:{os.getpid()}"[:MAX_IDENTIFIER],
     }
-    password = params.get("password", "")
+    params = dict(params)
     for key, value in defaults.items():
         params.setdefault(key, value)
     params["options"] = f"{SERVER_OPTIONS} {params['options']}" if params.get("options") else SERVER_OPTIONS
-    try:
-        return psycopg.connect(make_conninfo(**params), autocommit=True)
-    except psycopg.Error as exc:
-        raise StoreUnavailable(target.shown, f"cannot connect to PostgreSQL ({where(params)}): "
-                                             f"{first_line(exc, password)}") from None
+    return params
+
+
+def unreachable(target: Target, params: dict[str, str], exc: BaseException) -> StoreUnavailable:
+    """The error for a connection that could not be made: where, and the driver's first line
+    (its password masked)."""
+    return StoreUnavailable(target.shown, f"cannot connect to PostgreSQL ({where(params)}): "
+                                          f"{first_line(exc, params.get('password', ''))}")
 
 
 def first_line(exc: BaseException, password: str) -> str:

@@ -42,7 +42,7 @@ from tinywf_cli.stores.journal import (
     visit_start,
 )
 from tinywf_cli.stores.postgres import schema
-from tinywf_cli.stores.postgres.connection import Target, connect, fail, parse_target
+from tinywf_cli.stores.postgres.connection import DEFAULT_LEASE, Target, connect, fail, parse_target
 from tinywf_cli.stores.postgres.keeper import Keeper
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tinywf")
 
-#: The lease a claim gets unless told otherwise (``--lease``).
-DEFAULT_LEASE = 30.0
 #: While waiting for a claim, look again at least this often (a wake-up may be lost).
 CLAIM_POLL = 0.25
 
