@@ -182,16 +182,30 @@ INSERT INTO {s}.secrets (name, value) VALUES (%(name)s, %(value)s) ON CONFLICT (
     "secret_select": "SELECT value FROM {s}.secrets WHERE name = %(name)s",
 }
 
+#: What the read commands ask (``reader.py``, over libpq: ``$n`` parameters, every cell text).
+READS: dict[str, str] = {
+    "version": "SELECT version::text FROM {s}.schema_version",
+    # show: the head and the audit entries in one snapshot
+    "run": """
+SELECT r.head::text,
+       (SELECT coalesce(json_agg(j.entry ORDER BY j.seq), '[]')::text
+          FROM {s}.journal j WHERE j.run_id = r.run_id AND j.kind = 'log')
+FROM {s}.runs r WHERE r.run_id = $1""",
+    # list: every head in one statement, oldest run first (as run_ids)
+    "heads": "SELECT run_id, head::text FROM {s}.runs ORDER BY created_at, run_id",
+    "heads_in": "SELECT run_id, head::text FROM {s}.runs WHERE status = $1 ORDER BY created_at, run_id",
+}
+
 
 def quoted(schema: str) -> str:
     """The schema as an SQL identifier (``Target`` checked it holds only letters, digits and _)."""
     return '"' + schema + '"'
 
 
-def statements(schema: str) -> dict[str, str]:
-    """Every statement, with the schema filled in."""
+def statements(schema: str, which: dict[str, str] = STATEMENTS) -> dict[str, str]:
+    """Every statement (of ``STATEMENTS``, or of ``READS``), with the schema filled in."""
     name = quoted(schema)
-    return {key: text.replace("{s}", name) for key, text in STATEMENTS.items()}
+    return {key: text.replace("{s}", name) for key, text in which.items()}
 
 
 def migration(schema: str, version: int) -> str:
