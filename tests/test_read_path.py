@@ -1,4 +1,4 @@
-"""The read path of ``show`` and ``list`` (``tinywf_cli.reading.documents``) against the full one.
+"""The read path of ``show`` and ``list`` (``tinywf_cli.reading``) against the full one.
 
 For runs of every flow (the examples and the test flows) in every status, both paths must
 print byte-identical ``--json`` documents, draw identical screens for people, and list the
@@ -26,7 +26,7 @@ from tinywf_cli.cli.render import runs_table, show_view
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.errors import TinyWFError
 from tinywf_cli.model import ErrorInfo
-from tinywf_cli.reading import documents
+from tinywf_cli.reading import documents, files
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -125,7 +125,7 @@ def test_show_prints_the_same_bytes_on_both_paths(state: tuple[Path, list[str]],
     now = ManualClock("2026-01-01T00:10:00Z").now()
     for run_id in ids:
         full = rt.get(run_id, last=last)
-        fast = documents.show(root, run_id, last)  # never Fallback for a healthy record
+        fast = files.show(root, run_id, last)  # never Fallback for a healthy record
         assert fast.json() == full.model_dump_json(indent=2), run_id
         assert fast.omitted == full.omitted
         assert screen(show_view(fast, now, " --state-dir x")) == screen(show_view(full, now, " --state-dir x")), run_id
@@ -142,7 +142,7 @@ def test_list_prints_the_same_bytes_on_both_paths(state: tuple[Path, list[str]],
     rt = Runtime(copy, clock=ManualClock(T0))
     now = ManualClock("2026-01-01T00:10:00Z").now()
     full = rt.list(status)
-    fast = documents.list_runs(copy, status)
+    fast = files.list_runs(copy, status)
     assert fast.json() == full.model_dump_json(indent=2)
     assert fast.problems == full.problems and (status not in (None, "unreadable") or len(fast.problems) == 2)
     assert screen(runs_table(fast, now)) == screen(runs_table(full, now))  # type: ignore[arg-type]
@@ -156,10 +156,10 @@ def test_records_only_the_full_path_may_judge_are_handed_to_it(state: tuple[Path
     record["run"]["version"] = "1"  # pydantic's lax mode reads it; the read path does not guess
     (copy / "odd.json").write_text(json.dumps(record))
     with pytest.raises(documents.Fallback):
-        documents.show(copy, "odd", None)
+        files.show(copy, "odd", None)
     for bad in ("nope", "../x"):
         with pytest.raises(documents.Fallback):
-            documents.show(copy, bad, None)
+            files.show(copy, bad, None)
 
 
 def test_floats_print_as_pydantic_prints_them() -> None:

@@ -1,10 +1,10 @@
-"""``show`` and ``list`` over a state directory without pydantic or the engine.
+"""The documents of ``show`` and ``list`` without pydantic or the engine.
 
 The read commands only read records and print them, so they need none of what a command
-that changes a run needs: this module reads a run's files (``tinywf_cli.stores.files.runfiles``),
-checks its head field by field, and builds the same documents ``Runtime.get`` and
-``Runtime.list`` return — byte for byte the same ``--json`` text (pydantic's number, time
-and string forms), and objects with the same attributes for ``tinywf_cli.cli.render``.
+that changes a run needs: this module checks a stored head field by field and builds the
+same documents ``Runtime.get`` and ``Runtime.list`` return — byte for byte the same
+``--json`` text (pydantic's number, time and string forms), and objects with the same
+attributes for ``tinywf_cli.cli.render``. ``files`` reads the heads of a state directory.
 
 A record this module cannot vouch for (a field of an unexpected type or form, an error of
 any kind) is handed to the full path (``Runtime``), which says exactly what is wrong with
@@ -13,17 +13,10 @@ it, as before: the fast path only ever answers for records both paths read alike
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from datetime import datetime
 from json.encoder import encode_basestring
-from pathlib import Path
 from typing import Any
-
-from tinywf_cli.jsonio import strict_loads
-from tinywf_cli.names import is_run_id
-from tinywf_cli.stores.files.runfiles import RunFiles
 
 STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
 RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})
@@ -263,83 +256,3 @@ def log_of(entry: Any) -> Log:
     """An audit entry's document (``{"at", "step", "type", "values"}``), checked."""
     _check(type(entry.values) is dict)
     return Log(instant(entry.at), entry.step, entry.type, entry.values)
-
-
-# -- show and list ---------------------------------------------------------------------------------
-
-
-def read_head(files: RunFiles, run_id: str) -> tuple[dict[str, Any], Any]:
-    """The latest head of a run (as parsed JSON) and the snapshot it came from."""
-    snap = files.snapshot(run_id)
-    if snap.head_json is None:
-        return snap.record.run, snap
-    head = strict_loads(snap.head_json)
-    _check(type(head) is dict)
-    return head, snap
-
-
-def _root_ok(root: Path) -> bool:
-    """Whether the state directory is one the full path would use: a directory of ours that
-    others cannot write (anything else: the full path says what is wrong)."""
-    try:
-        info = os.stat(root)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
-
-
-def show(root: Path, run_id: str, last: int | None) -> RunView:
-    """The run ``show`` prints; Fallback when the full path must read it."""
-    from tinywf_cli.stores.journal import AuditEntry, shown_history
-
-    _check(is_run_id(run_id) and _root_ok(root))
-    files = RunFiles(root)
-    try:
-        def read() -> tuple[RunView, list[Any]]:
-            head, snap = read_head(files, run_id)
-            view = view_of_head(head, run_id)
-            return view, [e for e in files.all_entries(run_id, snap) if type(e) is AuditEntry]
-
-        view, history = files.retrying(read)
-    except Fallback:
-        raise
-    except Exception:
-        raise Fallback from None
-    history, view.omitted = shown_history(history, view.dropped_logs, view.history_limit, last)
-    view.logs = [log_of(e) for e in history]
-    return view
-
-
-def list_runs(root: Path, status: str | None) -> RunRows:
-    """Every run, newest first (``list``); a record the fast path cannot vouch for is read by
-    the file store (its head, or its error)."""
-    from tinywf_cli.errors import RunNotFound, TinyWFError
-
-    if not os.path.lexists(root):
-        return RunRows([], [])
-    _check(_root_ok(root))
-    files = RunFiles(root)
-    rows: list[tuple[datetime, RunRow]] = []
-    problems: list[str] = []
-    for run_id in files.run_ids():
-        try:
-            try:
-                head, _ = files.retrying(lambda run_id=run_id: read_head(files, run_id))  # type: ignore[misc]
-                view = view_of_head(head, run_id)
-                row = (view.created_at, RunRow(run_id, view.workflow, view.status, view.step, view.updated_at))
-            except (Fallback, TinyWFError, ValueError):
-                from tinywf_cli.stores.files.store import FileStore
-
-                slow = FileStore(root).head(run_id)
-                row = (slow.created_at, RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at))
-        except RunNotFound:
-            continue  # removed meanwhile
-        except TinyWFError as exc:
-            problems.append(exc.message)
-            if status in (None, "unreadable"):
-                rows.append((datetime.min, RunRow(run_id, "?", "unreadable", None, None)))
-            continue
-        if status is None or row[1].status == status:
-            rows.append(row)
-    rows.sort(key=lambda r: r[0].replace(tzinfo=None), reverse=True)
-    return RunRows([r for _, r in rows], problems)
