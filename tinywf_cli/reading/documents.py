@@ -14,6 +14,7 @@ it, as before: the fast path only ever answers for records both paths read alike
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any
@@ -256,3 +257,47 @@ def log_of(entry: Any) -> Log:
     """An audit entry's document (``{"at", "step", "type", "values"}``), checked."""
     _check(type(entry.values) is dict)
     return Log(instant(entry.at), entry.step, entry.type, entry.values)
+
+
+# -- show and list, whatever the store ---------------------------------------------------------------
+
+
+def with_history(view: RunView, history: list[Any], last: int | None) -> RunView:
+    """The view with the audit entries ``show`` prints of ``history`` (``AuditEntry``s, oldest
+    first; ``last``: the newest only), and how many it leaves out."""
+    from tinywf_cli.stores.journal import shown_history
+
+    history, view.omitted = shown_history(history, view.dropped_logs, view.history_limit, last)
+    view.logs = [log_of(e) for e in history]
+    return view
+
+
+def listed(heads: Iterable[tuple[str, Callable[[], Any]]], full_head: Callable[[str], Any],
+           status: str | None) -> RunRows:
+    """``list``: the runs ``heads`` names (oldest first, each with a way to read its head as
+    parsed JSON), newest first. A head the read path cannot vouch for, or cannot read, is read
+    by ``full_head``, the store's own reading: its ``RunHead``, or its error, listed as
+    unreadable in the store's words."""
+    from tinywf_cli.errors import RunNotFound, TinyWFError
+
+    rows: list[tuple[datetime, RunRow]] = []
+    problems: list[str] = []
+    for run_id, read in heads:
+        try:
+            try:
+                view = view_of_head(read(), run_id)
+                row = (view.created_at, RunRow(run_id, view.workflow, view.status, view.step, view.updated_at))
+            except (Fallback, TinyWFError, ValueError):
+                slow = full_head(run_id)
+                row = (slow.created_at, RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at))
+        except RunNotFound:
+            continue  # removed meanwhile
+        except TinyWFError as exc:
+            problems.append(exc.message)
+            if status in (None, "unreadable"):
+                rows.append((datetime.min, RunRow(run_id, "?", "unreadable", None, None)))
+            continue
+        if status is None or row[1].status == status:
+            rows.append(row)
+    rows.sort(key=lambda r: r[0].replace(tzinfo=None), reverse=True)
+    return RunRows([r for _, r in rows], problems)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tinywf_cli.jsonio import strict_loads
 from tinywf_cli.names import is_run_id
-from tinywf_cli.reading.documents import Fallback, RunRow, RunRows, RunView, _check, log_of, view_of_head
+from tinywf_cli.reading.documents import Fallback, RunRows, RunView, _check, listed, view_of_head, with_history
 from tinywf_cli.stores.files.runfiles import RunFiles
 
 # -- show and list ---------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def _root_ok(root: Path) -> bool:
 
 def show(root: Path, run_id: str, last: int | None) -> RunView:
     """The run ``show`` prints; Fallback when the full path must read it."""
-    from tinywf_cli.stores.journal import AuditEntry, shown_history
+    from tinywf_cli.stores.journal import AuditEntry
 
     _check(is_run_id(run_id) and _root_ok(root))
     files = RunFiles(root)
@@ -58,41 +58,23 @@ def show(root: Path, run_id: str, last: int | None) -> RunView:
         raise
     except Exception:
         raise Fallback from None
-    history, view.omitted = shown_history(history, view.dropped_logs, view.history_limit, last)
-    view.logs = [log_of(e) for e in history]
-    return view
+    return with_history(view, history, last)
 
 
 def list_runs(root: Path, status: str | None) -> RunRows:
     """Every run, newest first (``list``); a record the fast path cannot vouch for is read by
     the file store (its head, or its error)."""
-    from tinywf_cli.errors import RunNotFound, TinyWFError
-
     if not os.path.lexists(root):
         return RunRows([], [])
     _check(_root_ok(root))
     files = RunFiles(root)
-    rows: list[tuple[datetime, RunRow]] = []
-    problems: list[str] = []
-    for run_id in files.run_ids():
-        try:
-            try:
-                head, _ = files.retrying(lambda run_id=run_id: read_head(files, run_id))  # type: ignore[misc]
-                view = view_of_head(head, run_id)
-                row = (view.created_at, RunRow(run_id, view.workflow, view.status, view.step, view.updated_at))
-            except (Fallback, TinyWFError, ValueError):
-                from tinywf_cli.stores.files.store import FileStore
 
-                slow = FileStore(root).head(run_id)
-                row = (slow.created_at, RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at))
-        except RunNotFound:
-            continue  # removed meanwhile
-        except TinyWFError as exc:
-            problems.append(exc.message)
-            if status in (None, "unreadable"):
-                rows.append((datetime.min, RunRow(run_id, "?", "unreadable", None, None)))
-            continue
-        if status is None or row[1].status == status:
-            rows.append(row)
-    rows.sort(key=lambda r: r[0].replace(tzinfo=None), reverse=True)
-    return RunRows([r for _, r in rows], problems)
+    def head_of(run_id: str) -> Any:
+        return files.retrying(lambda: read_head(files, run_id))[0]
+
+    def full_head(run_id: str) -> Any:
+        from tinywf_cli.stores.files.store import FileStore
+
+        return FileStore(root).head(run_id)
+
+    return listed(((run_id, partial(head_of, run_id)) for run_id in files.run_ids()), full_head, status)
