@@ -43,8 +43,21 @@ SERVER_OPTIONS = ("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=3 -c tcp
 INSTALL_HINT = 'the PostgreSQL store needs psycopg 3, which is not installed: pip install "tinywf[postgres]"'
 
 
-def require_psycopg() -> None:
-    """Refuse a PostgreSQL URL clearly when psycopg is not installed (exit 2, how to install it)."""
+def require_psycopg(*, load: bool = True) -> None:
+    """Refuse a PostgreSQL URL clearly when psycopg is not installed (exit 2, how to install it).
+
+    ``load=False`` only looks for it, without importing it: the read commands need no
+    psycopg, but a store it is not installed for is refused by every command alike.
+    """
+    if not load:
+        from importlib.util import find_spec
+
+        try:
+            if find_spec("psycopg") is not None:
+                return
+        except (ImportError, ValueError):
+            pass
+        raise BadInput(INSTALL_HINT)
     try:
         import psycopg  # noqa: F401
     except ImportError:

@@ -24,6 +24,7 @@ from tinywf_cli.stores.postgres.connection import (
     Target,
     first_line,
     parse_target,
+    require_psycopg,
     session_params,
     unreachable,
 )
@@ -57,6 +58,7 @@ class PostgresReader:
     """
 
     def __init__(self, url: str, *, use_libpq: bool = True) -> None:
+        require_psycopg(load=False)  # as every command on the store does
         self.location: Target = parse_target(url)
         self.sql = schema.statements(self.location.schema, schema.READS)
         lib = libpq.load() if use_libpq else None
@@ -135,7 +137,7 @@ class _PsycopgClient:
     """The same, through psycopg (its libpq wrapper, ``pgconn``: ``$n`` parameters, text cells)."""
 
     def __init__(self, target: Target) -> None:
-        from tinywf_cli.stores.postgres.connection import connect, require_psycopg
+        from tinywf_cli.stores.postgres.connection import connect
 
         require_psycopg()
         self._conn: psycopg.Connection[tuple[object, ...]] = connect(target, DEFAULT_LEASE, "read")
