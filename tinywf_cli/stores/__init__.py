@@ -7,7 +7,8 @@
 - ``postgres``: ``PostgresStore``, runs shared by many processes and hosts.
 
 ``open_store(target)`` here picks the store a target names; it imports only the store it
-opens (a command on a state directory never imports psycopg).
+opens (a command on a state directory never imports psycopg). ``shown_target(target)`` is
+the target as messages show it (never a password).
 """
 
 from __future__ import annotations
@@ -56,3 +57,13 @@ def open_store(target: str | Path | Store, *, lease: float | None = None) -> Sto
     from tinywf_cli.stores.files.store import FileStore
 
     return FileStore(Path(text))
+
+
+def shown_target(target: str) -> str:
+    """A store target as messages show it: a PostgreSQL URL without its password (as
+    ``PostgresStore.target``), anything else as it is."""
+    if target[:13].lower().startswith(("postgresql://", "postgres://")):
+        from tinywf_cli.stores.postgres.connection import parse_target
+
+        return parse_target(target).shown
+    return target

@@ -1,0 +1,76 @@
+"""The read commands' way in: the read path of a store target, when it has one.
+
+``read_from(target, read)`` calls ``read(source)`` on the source the target names — a
+state directory (``files``) or a PostgreSQL URL (``database``) — and closes it; it
+returns None when the full path (``Runtime``) must answer instead: another kind of store,
+or a record only the full path may judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from tinywf_cli.reading import files
+from tinywf_cli.reading.documents import Fallback, RunRows, RunView
+
+T = TypeVar("T")
+#: The URL schemes the read path reads (any other URL is the full path's).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class Source(Protocol):
+    """Where ``show`` and ``list`` read runs on the read path."""
+
+    def show(self, run_id: str, last: int | None) -> RunView:
+        """The run ``show`` prints; Fallback when the full path must read it."""
+
+    def list_runs(self, status: str | None) -> RunRows:
+        """Every run (in ``status``), newest first; Fallback when the full path must list them."""
+
+    def close(self) -> None:
+        """Release what the source holds open."""
+
+
+class StateDirectory:
+    """A state directory's runs, read by ``files``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def show(self, run_id: str, last: int | None) -> RunView:
+        """The run ``show`` prints."""
+        return files.show(self.root, run_id, last)
+
+    def list_runs(self, status: str | None) -> RunRows:
+        """Every run (in ``status``), newest first."""
+        return files.list_runs(self.root, status)
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+def source_of(target: str) -> Source:
+    """The read path of a store target (a directory, or a ``postgresql://`` URL); Fallback for any
+    other URL."""
+    if "://" not in target:
+        return StateDirectory(Path(target))
+    if target[:13].lower().startswith(POSTGRES_SCHEMES):
+        from tinywf_cli.reading.database import Database
+
+        return Database(target)
+    raise Fallback
+
+
+def read_from(target: str, read: Callable[[Source], T]) -> T | None:
+    """``read(source)`` on the read path of ``target``, closing the source after; None when the
+    full path must answer."""
+    try:
+        source = source_of(target)
+        try:
+            return read(source)
+        finally:
+            source.close()
+    except Fallback:
+        return None
