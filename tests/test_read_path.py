@@ -1,8 +1,10 @@
 """The read path of ``show`` and ``list`` (``tinywf_cli.reading``) against the full one.
 
-For runs of every flow (the examples and the test flows) in every status, both paths must
-print byte-identical ``--json`` documents, draw identical screens for people, and list the
-same runs with the same warnings; the read path must import neither pydantic nor the engine.
+For runs of every flow (the examples and the test flows) in every status, in a state
+directory and in PostgreSQL, both paths must print byte-identical ``--json`` documents,
+draw identical screens for people, and list the same runs with the same warnings; the
+read path must import neither pydantic nor the engine (nor psycopg: it reads PostgreSQL
+through libpq itself).
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clihelpers import TEST_FLOWS, make_workspace
+from pgserver import fresh_url
 from rich.console import Console
 
 from tinywf_cli import Runtime, Workflow, step
 from tinywf_cli.cli.render import runs_table, show_view
 from tinywf_cli.clock import ManualClock
-from tinywf_cli.errors import TinyWFError
+from tinywf_cli.errors import RunNotFound, TinyWFError
 from tinywf_cli.model import ErrorInfo
-from tinywf_cli.reading import documents, files
+from tinywf_cli.reading import documents
+from tinywf_cli.reading.sources import Source, source_of
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -46,13 +52,11 @@ class Odd(Workflow):
         return None
 
 
-def runs(state: Path, workspace: Path) -> Iterator[str]:
+def runs(rt: Runtime, clock: ManualClock, workspace: Path) -> Iterator[str]:
     """Runs of every flow, in every status; yields their ids."""
-    clock = ManualClock(T0)
-    rt = Runtime(state, clock=clock)
     flows = sorted((workspace / "flows").glob("*.py"))
     for path in flows:
-        if path.name in ("raises.py", "empty.py"):
+        if path.name in ("raises.py", "empty.py", "slow.py"):  # slow.py's action sleeps 120 s the first time
             continue
         try:
             doc = rt.start(str(path), run_id=path.stem.replace("_", "-"))
@@ -91,18 +95,106 @@ def runs(state: Path, workspace: Path) -> Iterator[str]:
         yield run_id
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+@dataclass
+class Runs:
+    """A store holding runs of every flow in every status."""
+
+    kind: str
+    #: ``--state-dir`` or ``--store``, and the target it names.
+    option: str
+    target: str
+    ids: list[str]
+
+
+@pytest.fixture(scope="module", params=["file", "postgres"])
+def state(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     root = tmp_path_factory.mktemp("read")
     workspace = make_workspace(root / "ws")
-    state = root / "state"
-    here = os.getcwd()
-    os.chdir(workspace)  # flows write files beside them (an outbox, marks): never into the repository
+    with (fresh_url() if request.param == "postgres" else _directory(root / "state")) as target:
+        here = os.getcwd()
+        os.chdir(workspace)  # flows write files beside them (an outbox, marks): never into the repository
+        clock = ManualClock(T0)
+        try:
+            with full(target, clock) as rt:
+                ids = list(runs(rt, clock, workspace))
+        finally:
+            os.chdir(here)
+        yield Runs(request.param, "--store" if request.param == "postgres" else "--state-dir", target, ids)
+
+
+@contextmanager
+def _directory(path: Path) -> Iterator[str]:
+    yield str(path)
+
+
+@contextmanager
+def full(target: str, clock: ManualClock | None = None) -> Iterator[Runtime]:
+    """The full path's ``Runtime`` over a target, closed after."""
+    rt = Runtime(target, clock=clock or ManualClock(T0))
     try:
-        ids = list(runs(state, workspace))
+        yield rt
     finally:
-        os.chdir(here)
-    return state, ids
+        rt.close()
+
+
+@contextmanager
+def read_path(target: str) -> Iterator[Source]:
+    """The read path's source of a target, closed after."""
+    source = source_of(target)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+#: The runs ``copy_of`` damages, and the status column each keeps on PostgreSQL.
+DAMAGED = {"broken": "waiting", "simple": "finished"}
+
+
+@contextmanager
+def copy_of(state: Runs, tmp_path: Path) -> Iterator[str]:
+    """A copy of the store in which a run holds no head at all and ``simple``'s head fails the model."""
+    if state.kind == "file":
+        copy = tmp_path / "state"
+        subprocess.run(["cp", "-a", state.target, str(copy)], check=True)
+        (copy / "broken.json").write_text("{not json")
+        (copy / "simple.json").write_text(json.dumps({"tinywf": 3, "run": {"run_id": "simple"}}))  # fails the model
+        yield str(copy)
+        return
+    import psycopg
+
+    source = state.target.rpartition("schema=")[2]
+    with fresh_url() as url:
+        with full(url) as rt:
+            rt.list()  # makes the tables
+        schema = url.rpartition("schema=")[2]
+        with psycopg.connect(url.partition("?")[0], autocommit=True) as conn:
+            conn.execute(f'INSERT INTO "{schema}".runs SELECT * FROM "{source}".runs')
+            conn.execute(f'INSERT INTO "{schema}".journal SELECT * FROM "{source}".journal')
+            conn.execute(f"INSERT INTO \"{schema}\".runs (run_id, head, status) VALUES ('broken', '[]', %s)",
+                         (DAMAGED["broken"],))
+            conn.execute(f'UPDATE "{schema}".runs SET head = %s WHERE run_id = %s',
+                         (json.dumps({"run_id": "simple"}), "simple"))
+        yield url
+
+
+def edit_head(target: str, run_id: str, change: dict[str, Any]) -> None:
+    """Change fields of a run's head in place (a state directory's record, or its row)."""
+    if "://" not in target:
+        path = Path(target) / f"{run_id}.json"
+        record = json.loads(path.read_bytes())
+        record["run"].update(change)
+        path.write_text(json.dumps(record))
+        return
+    import psycopg
+
+    schema = target.rpartition("schema=")[2]
+    with psycopg.connect(target.partition("?")[0], autocommit=True) as conn:
+        row = conn.execute(f'SELECT head::text FROM "{schema}".runs WHERE run_id = %s', (run_id,)).fetchone()
+        assert row is not None
+        head = json.loads(row[0])
+        head.update(change)
+        conn.execute(f'UPDATE "{schema}".runs SET head = %s WHERE run_id = %s', (json.dumps(head), run_id))
 
 
 def screen(renderable: Any) -> str:
@@ -111,55 +203,56 @@ def screen(renderable: Any) -> str:
     return out.getvalue()
 
 
-def test_every_flow_has_runs_in_every_status(state: tuple[Path, list[str]]) -> None:
-    root, ids = state
-    statuses = {Runtime(root).get(r).status for r in ids}
+def test_every_flow_has_runs_in_every_status(state: Runs) -> None:
+    with full(state.target) as rt:
+        statuses = {rt.get(r).status for r in state.ids}
     assert statuses == {"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"}
-    assert {"fail", "guess-game", "simple"} <= set(ids) and len(TEST_FLOWS) > 1
+    assert {"fail", "guess-game", "simple"} <= set(state.ids) and len(TEST_FLOWS) > 1
 
 
 @pytest.mark.parametrize("last", [None, 0, 1, 3, 50])
-def test_show_prints_the_same_bytes_on_both_paths(state: tuple[Path, list[str]], last: int | None) -> None:
-    root, ids = state
-    rt = Runtime(root, clock=ManualClock(T0))
+def test_show_prints_the_same_bytes_on_both_paths(state: Runs, last: int | None) -> None:
     now = ManualClock("2026-01-01T00:10:00Z").now()
-    for run_id in ids:
-        full = rt.get(run_id, last=last)
-        fast = files.show(root, run_id, last)  # never Fallback for a healthy record
-        assert fast.json() == full.model_dump_json(indent=2), run_id
-        assert fast.omitted == full.omitted
-        assert screen(show_view(fast, now, " --state-dir x")) == screen(show_view(full, now, " --state-dir x")), run_id
+    with full(state.target) as rt, read_path(state.target) as source:
+        for run_id in state.ids:
+            slow = rt.get(run_id, last=last)
+            fast = source.show(run_id, last)  # never Fallback for a healthy record
+            assert fast.json() == slow.model_dump_json(indent=2), run_id
+            assert fast.omitted == slow.omitted
+            assert screen(show_view(fast, now, " --state-dir x")) == screen(show_view(slow, now, " --state-dir x")), \
+                run_id
 
 
 @pytest.mark.parametrize("status", [None, "waiting", "finished", "unreadable", "running"])
-def test_list_prints_the_same_bytes_on_both_paths(state: tuple[Path, list[str]], tmp_path: Path,
-                                                  status: str | None) -> None:
-    root, _ = state
-    copy = tmp_path / "state"
-    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
-    (copy / "broken.json").write_text("{not json")
-    (copy / "simple.json").write_text(json.dumps({"tinywf": 3, "run": {"run_id": "simple"}}))  # fails the model
-    rt = Runtime(copy, clock=ManualClock(T0))
+def test_list_prints_the_same_bytes_on_both_paths(state: Runs, tmp_path: Path, status: str | None) -> None:
     now = ManualClock("2026-01-01T00:10:00Z").now()
-    full = rt.list(status)
-    fast = files.list_runs(copy, status)
-    assert fast.json() == full.model_dump_json(indent=2)
-    assert fast.problems == full.problems and (status not in (None, "unreadable") or len(fast.problems) == 2)
-    assert screen(runs_table(fast, now)) == screen(runs_table(full, now))  # type: ignore[arg-type]
+    with copy_of(state, tmp_path) as copy, full(copy) as rt, read_path(copy) as source:
+        slow = rt.list(status)
+        fast = source.list_runs(status)
+    assert fast.json() == slow.model_dump_json(indent=2)
+    assert screen(runs_table(fast, now)) == screen(runs_table(slow, now))  # type: ignore[arg-type]
+    assert len(slow.problems) == 2
+    if state.kind == "file" or status in (None, "unreadable"):
+        assert fast.problems == slow.problems
+    else:  # PostgreSQL selects by the status column: it reads (and warns about) the heads of runs in that status
+        assert fast.problems == [p for p in slow.problems if any(
+            f"run '{run_id}'" in p for run_id, kept in DAMAGED.items() if kept == status)]
 
 
-def test_records_only_the_full_path_may_judge_are_handed_to_it(state: tuple[Path, list[str]], tmp_path: Path) -> None:
-    root, _ = state
-    copy = tmp_path / "state"
-    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
-    record = json.loads((copy / "odd.json").read_bytes())
-    record["run"]["version"] = "1"  # pydantic's lax mode reads it; the read path does not guess
-    (copy / "odd.json").write_text(json.dumps(record))
-    with pytest.raises(documents.Fallback):
-        files.show(copy, "odd", None)
-    for bad in ("nope", "../x"):
-        with pytest.raises(documents.Fallback):
-            files.show(copy, bad, None)
+def test_records_only_the_full_path_may_judge_are_handed_to_it(state: Runs, tmp_path: Path) -> None:
+    with copy_of(state, tmp_path) as copy:
+        edit_head(copy, "odd", {"version": "1"})  # pydantic's lax mode reads it; the read path does not guess
+        with read_path(copy) as source:
+            with pytest.raises(documents.Fallback):
+                source.show("odd", None)
+            with pytest.raises(documents.Fallback):
+                source.show("../x", None)
+            if state.kind == "file":
+                with pytest.raises(documents.Fallback):
+                    source.show("nope", None)
+            else:  # the row is not there: that needs no second opinion
+                with pytest.raises(RunNotFound, match="no run 'nope'"):
+                    source.show("nope", None)
 
 
 def test_floats_print_as_pydantic_prints_them() -> None:
@@ -183,7 +276,7 @@ try:
     main(sys.argv[1:])
 except SystemExit as exit:
     heavy = sorted(m for m in ("pydantic", "tinywf_cli.engine.engine", "tinywf_cli.runtime.runtime",
-                               "tinywf_cli.model", "rich") if m in sys.modules)
+                               "tinywf_cli.model", "psycopg", "rich") if m in sys.modules)
     print("IMPORTS", exit.code, ",".join(heavy), file=sys.stderr)
 """
 
@@ -194,10 +287,56 @@ except SystemExit as exit:
     (["show", "simple"], "rich"),
     (["list"], "rich"),
 ])
-def test_show_and_list_import_neither_pydantic_nor_the_engine(state: tuple[Path, list[str]], argv: list[str],
-                                                                heavy: str) -> None:
-    root, _ = state
-    done = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *argv, "--state-dir", str(root)],
+def test_show_and_list_import_neither_pydantic_nor_the_engine(state: Runs, argv: list[str], heavy: str) -> None:
+    done = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *argv, state.option, state.target],
                           capture_output=True, text=True, check=False, env=dict(os.environ, TINYWF_NOW=T0))
     line = done.stderr.strip().splitlines()[-1]
     assert line == f"IMPORTS 0 {heavy}".strip(), done.stderr
+
+
+@pytest.mark.parametrize("state", ["postgres"], indirect=True)
+def test_show_json_on_postgresql_imports_neither_pydantic_nor_the_engine_nor_psycopg(state: Runs) -> None:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "tinywf_cli", "show", "simple", "--json",
+                           "--store", state.target], capture_output=True, text=True, check=False,
+                          env=dict(os.environ, TINYWF_NOW=T0))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["run_id"] == "simple"
+    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "tinywf_cli.reading.database" in imported
+    heavy = {name for name in imported
+             if name.split(".")[0] in ("pydantic", "pydantic_core", "psycopg", "psycopg_binary")
+             or name.startswith(("tinywf_cli.engine", "tinywf_cli.runtime", "tinywf_cli.model"))}
+    assert heavy == set()
+
+
+@pytest.mark.parametrize("state", ["postgres"], indirect=True)
+def test_the_postgresql_reader_answers_alike_through_libpq_and_through_psycopg(state: Runs) -> None:
+    from tinywf_cli.stores.postgres.reader import PostgresReader
+
+    answers = []
+    for use_libpq in (True, False):
+        reader = PostgresReader(state.target, use_libpq=use_libpq)
+        try:
+            answers.append((reader.heads(), reader.heads("waiting"), [reader.run(r) for r in state.ids],
+                            reader.run("nope")))
+        finally:
+            reader.close()
+    assert answers[0] == answers[1]
+    heads, waiting, shown, missing = answers[0]
+    assert [r for r, _ in heads] and {r for r, _ in waiting} < {r for r, _ in heads} and missing is None
+    assert all(json.loads(head)["status"] == "waiting" for _, head in waiting)
+    assert all(found is not None and json.loads(found[0])["run_id"] == run_id
+               for run_id, found in zip(state.ids, shown, strict=True))
+
+
+def test_a_postgresql_schema_without_tables_is_the_full_path_s_to_answer(tmp_path: Path) -> None:
+    from tinywf_cli.cli import main
+
+    with fresh_url() as url:
+        with pytest.raises(documents.Fallback):
+            source_of(url)  # the read path creates nothing
+        with pytest.raises(SystemExit) as done:
+            main(["list", "--json", "--store", url])  # the full path makes the tables, and lists none
+        assert done.value.code == 0
+        with read_path(url) as source:  # now the read path answers
+            assert source.list_runs(None).json() == '{\n  "runs": []\n}'
