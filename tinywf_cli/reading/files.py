@@ -78,3 +78,21 @@ def list_runs(root: Path, status: str | None) -> RunRows:
         return FileStore(root).head(run_id)
 
     return listed(((run_id, partial(head_of, run_id)) for run_id in files.run_ids()), full_head, status)
+
+
+class StateDirectory:
+    """A state directory as a source of the read path (``tinywf_cli.reading.sources``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def show(self, run_id: str, last: int | None) -> RunView:
+        """The run ``show`` prints."""
+        return show(self.root, run_id, last)
+
+    def list_runs(self, status: str | None) -> RunRows:
+        """Every run (in ``status``), newest first."""
+        return list_runs(self.root, status)
+
+    def close(self) -> None:
+        """Nothing is held open."""

@@ -1,9 +1,10 @@
 """The read commands' way in: the read path of a store target, when it has one.
 
 ``read_from(target, read)`` calls ``read(source)`` on the source the target names — a
-state directory (``files``) or a PostgreSQL URL (``database``) — and closes it; it
-returns None when the full path (``Runtime``) must answer instead: another kind of store,
-or a record only the full path may judge.
+state directory (``files``) or a PostgreSQL URL (``database``), each module imported
+only for its own kind of target — and closes it; it returns None when the full path
+(``Runtime``) must answer instead: another kind of store, or a record only the full path
+may judge.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tinywf_cli.reading import files
 from tinywf_cli.reading.documents import Fallback, RunRows, RunView
 
 T = TypeVar("T")
@@ -33,28 +33,12 @@ class Source(Protocol):
         """Release what the source holds open."""
 
 
-class StateDirectory:
-    """A state directory's runs, read by ``files``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def show(self, run_id: str, last: int | None) -> RunView:
-        """The run ``show`` prints."""
-        return files.show(self.root, run_id, last)
-
-    def list_runs(self, status: str | None) -> RunRows:
-        """Every run (in ``status``), newest first."""
-        return files.list_runs(self.root, status)
-
-    def close(self) -> None:
-        """Nothing is held open."""
-
-
 def source_of(target: str) -> Source:
     """The read path of a store target (a directory, or a ``postgresql://`` URL); Fallback for any
     other URL."""
     if "://" not in target:
+        from tinywf_cli.reading.files import StateDirectory
+
         return StateDirectory(Path(target))
     if target[:13].lower().startswith(POSTGRES_SCHEMES):
         from tinywf_cli.reading.database import Database

@@ -17,7 +17,6 @@ merged *under* the user's URL (the user's keys win):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -113,6 +112,8 @@ def parse_target(url: str) -> Target:
     shown = urlunsplit(parts._replace(netloc=_without_password(parts.netloc), query=urlencode(shown_query)))
     channel = f"tinywf_{schema}"
     if len(channel) > MAX_IDENTIFIER:
+        import hashlib  # a few ms at every start of a read command, for a rare schema name
+
         channel = "tinywf_" + hashlib.sha256(schema.encode()).hexdigest()[:32]
     return Target(conninfo=conninfo, shown=shown, schema=schema, channel=channel)
 
