@@ -267,6 +267,42 @@ def test_an_unreadable_record_is_503(server: Server) -> None:
     assert [r["run_id"] for r in listed] == ["broken-1"]
 
 
+@pytest.mark.stores("file", "postgres")
+def test_the_list_of_runs_is_the_cli_s_on_either_store_unreadable_heads_too(cli: Cli) -> None:
+    cli.start("flows/guess_game.py", "g1", "--input", '{"number": 42}')
+    for run_id in ("s1", "s2", "bad-1"):
+        cli.start("flows/simple.py", run_id)
+    damage_head(cli, "bad-1")
+    with Server.start(cli) as server:
+        for status in (None, "waiting", "finished", "unreadable"):
+            params = {} if status is None else {"status": status}
+            argv = ["list"] if status is None else ["list", "--status", status]
+            assert server.api.get("/api/runs", params=params).json() == cli.json(*argv), status
+        page = server.api.get("/")
+        assert page.status_code == 200 and "s2" in page.text and "unreadable: " in page.text
+    assert [r["run_id"] for r in cli.json("list", "--status", "unreadable")["runs"]] == ["bad-1"]
+
+
+def damage_head(cli: Cli, run_id: str) -> None:
+    """Give a run a head that fails the model (its status kept, where the store keeps one apart)."""
+    import json
+
+    if cli.store is None:
+        path = cli.state_dir / f"{run_id}.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["run"]["step"] = 7
+        path.write_text(json.dumps(record), encoding="utf-8")
+        return
+    import psycopg
+
+    from tinywf_cli.stores.postgres.connection import parse_target
+
+    target = parse_target(cli.store)
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        conn.execute(f"""UPDATE "{target.schema}".runs SET head = json_build_object('run_id', run_id)
+                         WHERE run_id = %s""", (run_id,))
+
+
 def test_unknown_routes_and_methods(server: Server) -> None:
     error_of(server.api.get("/api/nothing"), 404, "no such route")
     assert server.api.delete("/api/runs").status_code == 405

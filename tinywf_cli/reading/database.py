@@ -36,15 +36,20 @@ def _parsed(text: str) -> Any:
 
 
 class Database:
-    """The read path of one PostgreSQL store (connected once, until ``close``)."""
+    """The read path of one PostgreSQL store (connected once, until ``close``).
 
-    def __init__(self, url: str) -> None:
+    ``store``: a ``PostgresStore`` of the same URL that is open anyway (a server's), to read
+    the heads the read path cannot vouch for; without it, one is opened when one is needed.
+    """
+
+    def __init__(self, url: str, store: PostgresStore | None = None) -> None:
         self.url = url
         try:
             self.reader = PostgresReader(url)
         except NotReadable:
             raise Fallback from None
-        self._store: PostgresStore | None = None
+        self._store = store
+        self._own_store = store is None
 
     def show(self, run_id: str, last: int | None) -> RunView:
         """The run ``show`` prints; RunNotFound when there is none; Fallback when the full path
@@ -86,7 +91,7 @@ class Database:
         return self._store.head(run_id)
 
     def close(self) -> None:
-        """End the reader's session (and the store's, when one was opened)."""
+        """End the reader's session (and the store's, when it opened one)."""
         self.reader.close()
-        if self._store is not None:
+        if self._store is not None and self._own_store:
             self._store.close()

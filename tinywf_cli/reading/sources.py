@@ -4,16 +4,19 @@
 state directory (``files``) or a PostgreSQL URL (``database``), each module imported
 only for its own kind of target — and closes it; it returns None when the full path
 (``Runtime``) must answer instead: another kind of store, or a record only the full path
-may judge.
+may judge. ``read_store(store, read)`` does the same for a store object already open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tinywf_cli.reading.documents import Fallback, RunRows, RunView
+
+if TYPE_CHECKING:
+    from tinywf_cli.stores.base import Store
 
 T = TypeVar("T")
 #: The URL schemes the read path reads (any other URL is the full path's).
@@ -52,6 +55,32 @@ def read_from(target: str, read: Callable[[Source], T]) -> T | None:
     full path must answer."""
     try:
         source = source_of(target)
+        try:
+            return read(source)
+        finally:
+            source.close()
+    except Fallback:
+        return None
+
+
+def read_store(store: Store, read: Callable[[Source], T]) -> T | None:
+    """``read(source)`` on the read path of a store a process holds open (``tinywf serve``'s):
+    its state directory, or its database through a session of the reader's own for this call;
+    None when the full path must answer."""
+    from tinywf_cli.stores.files.store import FileStore
+    from tinywf_cli.stores.postgres.store import PostgresStore  # psycopg is imported only to connect
+
+    try:
+        if isinstance(store, FileStore):
+            from tinywf_cli.reading.files import StateDirectory
+
+            source: Source = StateDirectory(store.root)
+        elif isinstance(store, PostgresStore):
+            from tinywf_cli.reading.database import Database
+
+            source = Database(store.url, store)
+        else:
+            return None
         try:
             return read(source)
         finally:

@@ -37,6 +37,7 @@ from tinywf_cli.errors import (
     TinyWFError,
 )
 from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument, Status
+from tinywf_cli.reading.sources import read_store
 from tinywf_cli.runtime.runtime import Runtime
 from tinywf_cli.web import pages
 from tinywf_cli.web.forms import form_for, parse_answer
@@ -207,6 +208,16 @@ class Web:
         """
         return LinkSigner(link_key(self.runtime.store))
 
+    def list_runs(self, status: str | None) -> RunList:
+        """Every run, newest first (``Runtime.list``), read as ``tinywf list`` reads them: one
+        statement on PostgreSQL, where ``Runtime.list`` makes one per run."""
+        rows = read_store(self.runtime.store, lambda source: source.list_runs(status))
+        if rows is None:
+            return self.runtime.list(status)
+        return RunList.model_validate({"runs": [{"run_id": r.run_id, "workflow": r.workflow, "status": r.status,
+                                                 "step": r.step, "updated_at": r.updated_at} for r in rows.runs],
+                                       "problems": rows.problems})
+
     def now(self) -> datetime:
         """The runtime's clock ($TINYWF_NOW fixes it)."""
         return self.runtime.clock.now()
@@ -328,7 +339,7 @@ def _api_routes(api: FastAPI, web: Web) -> None:
         """Every run, newest first (`tinywf list --json`)."""
         if status is not None and status not in statuses():
             raise BadInput(f"status must be one of {', '.join(statuses())}, not {status!r}")
-        return document(rt.list(status))
+        return document(web.list_runs(status))
 
     @api.post("/api/runs", tags=["runs"], status_code=201,
               responses={201: {"model": RunDocument}, **_errors(400, 404, 409, 422)})
@@ -396,7 +407,7 @@ def _page_routes(api: FastAPI, web: Web) -> None:
         if status is not None and status not in statuses():
             return error_page(BadInput(f"status must be one of {', '.join(statuses())}, not {status!r}"))
         try:
-            runs = rt.list(status)
+            runs = web.list_runs(status)
         except TinyWFError as exc:
             return error_page(exc)
         return _html(pages.runs_page(runs, status=status, statuses=statuses(), now=web.now(), where=settings.where))

@@ -65,6 +65,8 @@ class PostgresStore:
         if not lease > 0:
             raise BadInput(f"the lease must be a positive number of seconds, not {lease!r}")
         self.location: Target = parse_target(url)
+        #: The URL as given (its password too: never shown, as ``location.conninfo``).
+        self.url = url
         self.lease = float(lease)
         self.sql = schema.statements(self.location.schema)
         #: Who holds a claim: this process, on this host (a new token per store object).
