@@ -61,7 +61,7 @@ def run(bench: Bench) -> Section:
                  "the seed's `simple` flow in a fresh state directory (`$TINYWF_STATE_DIR`). Python's bytecode "
                  "caches are kept, as after any first run (`PYTHONDONTWRITEBYTECODE` unset for the children, "
                  "each command run once before). `show` reads the record without "
-                 "pydantic or the engine (`tinywf_cli.reading.documents`); rich is imported for people only.")
+                 "pydantic or the engine (`tinywf_cli.reading`); rich is imported for people only.")
     section.table(table)
     if command is None:
         section.note(f"**Skipped the `tinywf` rows:** {about}.")
