@@ -174,9 +174,7 @@ def show(
     """
     session = Session(store, state_dir, as_json)
     limit = last if last is not None or as_json else SHOW_LAST
-    from tinywf_cli.reading import documents
-
-    doc: Any = session.read(lambda root: documents.show(root, run_id, limit))
+    doc: Any = session.read(lambda source: source.show(run_id, limit))
     if doc is None:  # the full path: another store, or a record it must judge
         doc = session.runtime.get(run_id, last=limit)
         if as_json:
@@ -217,7 +215,7 @@ def list_runs(
     session = Session(store, state_dir, as_json)
     from tinywf_cli.reading import documents
 
-    runs: Any = session.read(lambda root: documents.list_runs(root, status))
+    runs: Any = session.read(lambda source: source.list_runs(status))
     if runs is None:
         runs = session.runtime.list(status)
     for problem in runs.problems:

@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from tinywf_cli.cli.output import is_utf8
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
+    from tinywf_cli.reading.sources import Source
     from tinywf_cli.runtime.runtime import Runtime
 
 
@@ -75,7 +75,9 @@ class Session:
         import shlex
 
         if is_url(self.target):
-            return f" --store {shlex.quote(self.runtime.store.target)}"
+            from tinywf_cli.stores import shown_target
+
+            return f" --store {shlex.quote(shown_target(self.target))}"
         return f" --state-dir {shlex.quote(self.target)}"
 
     @contextlib.contextmanager
@@ -98,19 +100,14 @@ class Session:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
-    def read(self, read: Callable[[Path], T]) -> T | None:
-        """``read(state_dir)`` on the read path that needs neither pydantic nor the engine
-        (``tinywf_cli.reading.documents``); ``None`` when the full path must answer (a database, a
-        record only it may judge)."""
-        if is_url(self.target):
-            return None
+    def read(self, read: Callable[[Source], T]) -> T | None:
+        """``read(source)`` on the read path that needs neither pydantic nor the engine
+        (``tinywf_cli.reading.sources``); ``None`` when the full path must answer (another kind
+        of store, a record only it may judge)."""
         check_store_exists(self.target, self.named_by)
-        from tinywf_cli.reading.documents import Fallback
+        from tinywf_cli.reading.sources import read_from
 
-        try:
-            return read(Path(self.target))
-        except Fallback:
-            return None
+        return read_from(self.target, read)
 
     def now(self) -> datetime:
         """The clock of this command (``$TINYWF_NOW`` or the wall clock), without the runtime."""
