@@ -16,6 +16,7 @@ import pytest
 from clihelpers import Cli, assert_error, at, snapshot
 from webhelpers import LINK, TOKEN, Server, server_fixture, web_cli_fixture  # noqa: F401  (fixtures)
 
+from tinywf_cli.errors import InvalidValue
 from tinywf_cli.web.forms import enum_values, form_for, parse_answer
 from tinywf_cli.web.links import parse_duration
 
@@ -269,6 +270,10 @@ def test_answers_are_read_as_the_cli_reads_values() -> None:
     assert parse_answer(form_for(None), "NaN") == "NaN"
     assert parse_answer(form_for("boolean"), "false") is False
     assert enum_values('one of "x", "y') is None
+    # JSON tinywf could not keep is refused, as the CLI refuses it: never a string, never a crash
+    for text, words in (('"\\ud800"', "lone surrogate"), ("[" * 5000 + "]" * 5000, "nested more than 200")):
+        with pytest.raises(InvalidValue, match=words):
+            parse_answer(form_for(None), text, "stop")
 
 
 def test_a_link_to_an_unreadable_run_says_so_without_its_path(server: Server) -> None:

@@ -27,13 +27,18 @@ def _finite(text: str) -> float:
 _STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
+class TooDeep(ValueError):
+    """JSON nested too deeply for the parser: it may well be JSON, but no value can be read from it."""
+
+
 def strict_loads(text: str | bytes) -> Any:
     """``json.loads`` of JSON as written: no ``NaN``/``Infinity``, no number too large for a
-    float; ValueError for anything else (nesting too deep, text that is no UTF-8, included)."""
+    float; ValueError for anything else (text that is no UTF-8 included; ``TooDeep`` for
+    nesting too deep to parse)."""
     try:
         return _STRICT.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
     except RecursionError:
-        raise ValueError("it is nested too deeply") from None
+        raise TooDeep("it is nested too deeply") from None
 
 
 class TextValue:

@@ -18,10 +18,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from tinywf_cli.jsonio import TextValue, dumps, strict_loads
+from tinywf_cli.jsonio import TextValue, TooDeep, dumps, strict_loads
 
-__all__ = ["NotJSON", "TextValue", "adapter_for_type", "check_json_value", "describe_schema", "describe_type",
-           "dumps", "restore", "return_adapter", "strict_loads", "to_json_value", "validation_message"]
+__all__ = ["NO_JSON", "NotJSON", "TextValue", "adapter_for_type", "check_json_value", "describe_schema",
+           "describe_type", "dumps", "json_of_text", "restore", "return_adapter", "strict_loads", "to_json_value",
+           "validation_message"]
 
 
 class NotJSON(ValueError):
@@ -158,6 +159,36 @@ def check_json_value(value: Any) -> None:
         raise NotJSON("the value holds something JSON cannot keep (a number that is not finite?)") from None
     except RecursionError:
         raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep") from None
+
+
+class _NoJSON:
+    """The type of ``NO_JSON``."""
+
+    def __repr__(self) -> str:
+        return "NO_JSON"
+
+
+#: What ``json_of_text`` gives for a text that holds no JSON: the text itself is the value.
+NO_JSON: Any = _NoJSON()
+
+
+def json_of_text(text: str) -> Any:
+    """The JSON value a text holds (a command line's VALUE, a web form's field), or ``NO_JSON``.
+
+    Raises NotJSON for JSON that tinywf could not keep — nested more than ``MAX_DEPTH``
+    levels, text that is no Unicode (``"\\ud800"``), an integer too large — and for text
+    that is no Unicode itself: taken as a string instead, it would keep something other
+    than was meant. ``--input`` and ``signal`` refuse the same.
+    """
+    _check_text(text)
+    try:
+        value = strict_loads(text)
+    except TooDeep:
+        raise NotJSON(f"the value is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError:
+        return NO_JSON
+    check_json_value(value)
+    return value
 
 
 @functools.lru_cache(maxsize=1024)

@@ -445,7 +445,8 @@ def _page_routes(api: FastAPI, web: Web) -> None:
         text = form.get("value", "")
         try:
             doc = await run_in_threadpool(rt.get, run_id)
-            value = parse_answer(form_for(doc.expects.get(resume)), text)
+            key = next((p.key for p in doc.pending if resume in (p.resume_id, p.key)), resume)
+            value = parse_answer(form_for(doc.expects.get(resume)), text, key)
             await run_in_threadpool(rt.resolve, run_id, resume, value)
         except InvalidValue as exc:
             return await run_in_threadpool(show, run_id, 1, {resume: (text, exc.message)}, 422)
@@ -504,8 +505,8 @@ def _link_routes(api: FastAPI, web: Web) -> None:
         try:
             link, doc, pending = web.open_link(token)
             form = form_for(doc.expects.get(pending.resume_id))
-            value = parse_answer(form, text)
             try:
+                value = parse_answer(form, text, pending.key)
                 # the exact resume id the link was signed for, which open_link found pending, of
                 # the very run it was signed for (checked again under the run's lock)
                 after = rt.resolve(link.run_id, link.resume_id, value, created_at=link.created_at)

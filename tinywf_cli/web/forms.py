@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tinywf_cli.engine.values import NO_JSON, NotJSON, json_of_text
+from tinywf_cli.errors import InvalidValue
+
 #: The most buttons a form shows; an enum with more values gets a text field.
 MAX_BUTTONS = 12
 
@@ -92,15 +95,16 @@ def form_for(expects: str | None) -> EventForm:
     return EventForm("json", hint=expects)
 
 
-def parse_answer(form: EventForm, text: str) -> Any:
-    """The value a submitted form gives: a button's JSON, the text itself, or the text read as JSON."""
+def parse_answer(form: EventForm, text: str, event: str | None = None) -> Any:
+    """The value a submitted form gives: a button's JSON, the text itself, or the text read as JSON.
+
+    JSON that tinywf could not keep (nested too deeply, text that is no Unicode) is refused
+    with InvalidValue (naming ``event``), as the CLI refuses it: never taken as a string.
+    """
     if form.kind == "text":
         return text
     try:
-        return json.loads(text, parse_constant=_not_json)
-    except ValueError:
-        return text  # like the CLI: what is not JSON is a string, and validation says if that fits
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+        value = json_of_text(text)
+    except NotJSON as exc:
+        raise InvalidValue(f"invalid value for event '{event}': {exc}" if event else f"invalid value: {exc}") from None
+    return text if value is NO_JSON else value  # like the CLI: what is not JSON is a string
