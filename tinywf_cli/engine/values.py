@@ -13,16 +13,17 @@ import math
 import typing
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from tinywf_cli.errors import InvalidValue
 from tinywf_cli.jsonio import TextValue, TooDeep, dumps, strict_loads
 
 __all__ = ["NO_JSON", "NotJSON", "TextValue", "adapter_for_type", "check_json_value", "describe_schema",
-           "describe_type", "dumps", "json_of_text", "restore", "return_adapter", "strict_loads", "to_json_value",
-           "validation_message"]
+           "describe_type", "dumps", "json_of_text", "kept_form", "restore", "return_adapter", "strict_loads",
+           "to_json_value", "validation_message"]
 
 
 class NotJSON(ValueError):
@@ -189,6 +190,22 @@ def json_of_text(text: str) -> Any:
         return NO_JSON
     check_json_value(value)
     return value
+
+
+def kept_form(key: str, value: Any) -> tuple[Literal["value", "text"], Any]:
+    """How a run keeps event ``key``'s value until a wait takes it: ``("text", text)`` for a
+    ``TextValue`` (read against the wait's type then), ``("value", json)`` for any other.
+
+    Raises InvalidValue for a value tinywf could not keep (``json_of_text``), whichever way
+    it came: a command's VALUE, a form's field, a JSON body, a library call.
+    """
+    try:
+        if isinstance(value, TextValue):
+            json_of_text(value.text)
+            return "text", value.text
+        return "value", to_json_value(value)
+    except NotJSON as exc:
+        raise InvalidValue(f"invalid value for event '{key}': {exc}") from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -13,12 +13,13 @@ from tinywf_cli.clock import format_instant
 from tinywf_cli.engine.base import EngineBase
 from tinywf_cli.engine.checkpoint import _Throw, error_of
 from tinywf_cli.engine.values import (
+    NO_JSON,
     NotJSON,
     TextValue,
     adapter_for_type,
     describe_type,
+    json_of_text,
     restore,
-    strict_loads,
     to_json_value,
     validation_message,
 )
@@ -208,12 +209,14 @@ def validate_event(key: str, raw: Any, adapter: Any) -> Any:
     """The JSON form of an event value, validated against the wait's type.
 
     A ``TextValue`` (typed on a command line) is taken as JSON when it parses and fits the
-    type, else as the text itself.
+    type, else as the text itself; JSON that tinywf could not keep is refused.
     """
     if isinstance(raw, TextValue):
         try:
-            parsed = strict_loads(raw.text)
-        except ValueError:
+            parsed = json_of_text(raw.text)
+        except NotJSON as exc:  # JSON that tinywf cannot keep is refused, never taken as a string
+            raise InvalidValue(f"invalid value for event '{key}': {exc}") from None
+        if parsed is NO_JSON:
             return validate_event(key, raw.text, adapter)
         try:
             return validate_event(key, parsed, adapter)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.clock import as_utc, format_instant
-from tinywf_cli.engine.values import NotJSON, TextValue, to_json_value
+from tinywf_cli.engine.values import NotJSON, kept_form, to_json_value
 from tinywf_cli.errors import (
     FlowLoadError,
     InvalidValue,
@@ -142,18 +142,7 @@ class RunCommands(Advancing):
                 return self._document(head, advanced=True, follow=follow)
             if sum(len(q) for q in head.inbox.values()) >= MAX_QUEUED_EVENTS:
                 raise QueueFull(run_id, MAX_QUEUED_EVENTS)
-            if isinstance(value, TextValue):
-                try:
-                    to_json_value(value.text)
-                except NotJSON as exc:
-                    raise InvalidValue(f"event '{key}': {exc}") from None
-                item: tuple[Any, Any] = ("text", value.text)
-            else:
-                try:
-                    item = ("value", to_json_value(value))
-                except NotJSON as exc:
-                    raise InvalidValue(f"event '{key}': {exc}") from None
-            head.inbox.setdefault(key, []).append(item)
+            head.inbox.setdefault(key, []).append(kept_form(key, value))
             self._commit(session, head, [self._log(head, "event_queued", {"key": key})])
         doc = self._document(head, advanced=False)
         doc.queued = (key, len(head.inbox[key]))
