@@ -4,11 +4,14 @@ HTTP API, the web page's form, a signed link and the library.
 - Every path refuses, with one line and nothing changed, a value tinywf could not keep: a
   lone surrogate, nesting beyond the 200 levels every reader can read (as `--input` and
   `signal` refuse them).
+- The audit log says what was answered and how: `wait_end` carries `value` and `via`
+  (`cli`, `http`, `link`, `runtime`), trimmed for people by `show`, whole in `--json`.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from clihelpers import Cli, InProcessCli, assert_error, make_workspace
 from webhelpers import TOKEN, Server
 
 from tinywf_cli import Runtime
+from tinywf_cli.testing import MemoryRuntime
 
 ANSWERS = '''
 """Waits for stop (any JSON), then a minute for later (any JSON)."""
@@ -56,6 +60,11 @@ def cli_fixture(tmp_path: Path) -> InProcessCli:
     workspace = make_workspace(tmp_path / "ws")
     (workspace / "flows" / "answers.py").write_text(ANSWERS.lstrip("\n"), encoding="utf-8")
     return InProcessCli(workspace)
+
+
+def wait_ends(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The values of the ``wait_end`` entries of a ``show --json`` document."""
+    return [entry["values"] for entry in doc["logs"] if entry["type"] == "wait_end"]
 
 
 # -- 2. the same checks on every path a value enters by ------------------------------------------------
@@ -132,3 +141,63 @@ def test_the_web_form_and_a_link_refuse_what_the_cli_refuses(server: Server) -> 
             assert answer.status_code in (400, 422), (path, answer.status_code, answer.text[:200])
             assert answer.json()["error"]["exit_code"] == 2
     assert cli.snapshot() == before
+
+
+# -- 3. the audit log says what was answered, and how -----------------------------------------------------
+
+
+def test_wait_end_says_what_the_cli_answered(cli: InProcessCli) -> None:
+    cli.start("flows/answers.py", "a1")
+    long = "yes, " * 200
+    cli.json("send", "a1", "later", '{"queued": 2}')  # no wait on it yet: queued, taken later
+    cli.json("resolve", "a1", "stop", long)
+    doc = cli.json("show", "a1")
+    assert wait_ends(doc) == [
+        {"kind": "event", "key": "stop", "resume_id": "stop@1", "value": long, "via": "cli"},
+        {"kind": "event", "key": "later", "resume_id": "later@1", "value": {"queued": 2}, "via": "cli",
+         "queued": True},
+    ]
+    shown = cli("show", "a1", env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if "resume_id=stop@1" in line and "wait_end" in line)
+    assert "via=cli" in line and "value=" in line and "…" in line and long not in shown.stdout
+
+
+def test_wait_end_says_what_the_api_the_form_and_a_link_answered(server: Server) -> None:
+    cli = server.cli
+    for run_id in ("h1", "h2", "h3"):
+        cli.start("flows/answers.py", run_id)
+    assert server.api.post("/api/runs/h1/resolve/stop", json={"value": [1, "two"]}).status_code == 200
+    assert server.api.post("/api/runs/h1/send/later", json={"value": None}).status_code == 200
+    with httpx.Client(base_url=server.url, cookies={"tinywf_token": TOKEN}) as browser:
+        csrf = csrf_of(browser.get("/runs/h2").text)
+        done = browser.post("/runs/h2/resolve/stop", data={"value": '{"a": 1}', "csrf": csrf},
+                            follow_redirects=False)
+        assert done.status_code == 303, done.text[-400:]
+    url = server.link("h3", "stop")
+    assert server.anonymous.post(server.path_of(url), data={"value": "approved by ann"}).status_code == 200
+    assert [(v["value"], v["via"]) for v in wait_ends(cli.json("show", "h1"))] == [([1, "two"], "http"),
+                                                                                 (None, "http")]
+    assert [(v["value"], v["via"]) for v in wait_ends(cli.json("show", "h2"))] == [({"a": 1}, "http")]
+    assert [(v["value"], v["via"]) for v in wait_ends(cli.json("show", "h3"))] == [("approved by ann", "link")]
+    # what the API shows is what the CLI shows
+    assert server.api.get("/api/runs/h3").json()["logs"] == cli.json("show", "h3")["logs"]
+
+
+def test_wait_end_says_what_the_library_answered(cli: InProcessCli) -> None:
+    cli.start("flows/answers.py", "l1")
+    rt = Runtime(cli.state_dir)
+    rt.send("l1", "later", {"n": 1.5})
+    rt.resolve("l1", "stop", True)
+    assert [(v["value"], v["via"], v.get("queued")) for v in wait_ends(cli.json("show", "l1"))] == [
+        (True, "runtime", None), ({"n": 1.5}, "runtime", True)]
+    memory = MemoryRuntime()
+    run_id = memory.start(str(cli.workspace / "flows" / "answers.py")).run_id
+    memory.resolve(run_id, "stop", "x")
+    entries = [e for e in memory.get(run_id).logs if e.type == "wait_end"]
+    assert [(e.values["value"], e.values["via"]) for e in entries] == [("x", "runtime")]
+    # a wait that timed out names no answer
+    memory.clock.advance(timedelta(minutes=2))
+    memory.tick()
+    assert [e.values for e in memory.get(run_id).logs if e.type == "wait_end"][-1] == {
+        "kind": "event", "key": "later", "resume_id": "later@1", "timed_out": True}

@@ -80,6 +80,11 @@ def runs(rt: Runtime, clock: ManualClock, workspace: Path) -> Iterator[str]:
     odd = rt.start(Odd, run_id="odd")
     assert odd.status == "finished"
     yield odd.run_id
+    # answers in the audit log (wait_end's value and via), and early events queued with theirs
+    answered = rt.start(str(workspace / "flows" / "echo.py"), run_id="answered")
+    rt.send(answered.run_id, "later", {"floats": [1e-7, 1e16], "text": "é\u2028😀"})
+    rt.resolve(answered.run_id, "value", [2**70, -0.0, "x" * 500])
+    yield answered.run_id
     clock.advance(timedelta(minutes=5))
     rt.tick()  # timers come due: runs move on
     # blocked and running (as a process that died leaves it): set by hand through the store

@@ -201,7 +201,7 @@ def test_wait_event_durable_state(rt: MemoryRuntime) -> None:
     assert run.state == {"startHit": True, "eventResponse": 2, "endHit": True}  # durable_state_with_event
     assert trail(rt, run.run_id) == [
         ("wait_begin", {"kind": "event", "key": "event_01"}),
-        ("wait_end", {"kind": "event", "key": "event_01"}),
+        ("wait_end", {"kind": "event", "key": "event_01", "value": 2, "via": "runtime"}),
         ("log", {"msg": "event_01 resolved with value", "answer": 2}),
         ("transition", {"from": "step_begin", "to": "step_end", "visit": 2}),
     ]

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 Status = Literal["running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("running", "waiting", "paused", "blocked", "finished", "failed", "cancelled")
 ResumeKind = Literal["event", "timer", "retry", "child"]
+#: How an event's value reached the run, as its ``wait_end`` entry says: a command (``cli``),
+#: the HTTP API or the web page's form (``http``), a signed link (``link``), a library call
+#: (``runtime``).
+Via = Literal["cli", "http", "link", "runtime"]
 #: Runs that have ended: nothing changes them any more.
 ENDED: frozenset[str] = frozenset({"finished", "cancelled"})
 
@@ -112,9 +116,11 @@ class RunHead:
     pending: list[PendingResume] = field(default_factory=list)
     #: What each pending event accepts, described for people (resume id -> description).
     expects: dict[str, str] = field(default_factory=dict)
-    #: Early events by key, oldest first: ``("value", v)`` or ``("text", "...")`` (a value given
-    #: as command-line text, parsed against the wait's type when a wait takes it).
-    inbox: dict[str, list[tuple[Literal["value", "text"], Any]]] = field(default_factory=dict)
+    #: Early events by key, oldest first: ``("value", v, via)`` or ``("text", "...", via)`` (a
+    #: value given as command-line text, parsed against the wait's type when a wait takes it);
+    #: ``via`` says how it came (absent from items queued before tinywf recorded it).
+    inbox: dict[str, list[tuple[Literal["value", "text"], Any] | tuple[Literal["value", "text"], Any, Via]]] = \
+        field(default_factory=dict)
     error: ErrorInfo | None = None
     wake_at: datetime | None = None
     progress: int = 0

@@ -94,7 +94,7 @@ def prompt_events(session: Session, doc: RunDocument) -> tuple[RunDocument, bool
             return doc, True
         try:
             doc = session.call(partial(session.runtime.resolve, doc.run_id, pending.resume_id,
-                                       parse_value(answer)))
+                                       parse_value(answer), via="cli"))
         except InvalidValue as exc:  # its message says "invalid value for event …" already
             err.print(Text(exc.message, style="red"))
     return doc, False

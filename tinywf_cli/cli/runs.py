@@ -92,7 +92,7 @@ def resolve(
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
     parsed = parse_value(value)
-    doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed))
+    doc = session.call(lambda: session.runtime.resolve(run_id, resume, parsed, via="cli"))
     finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
 
@@ -120,7 +120,7 @@ def send(
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
     parsed = parse_value(value)
-    finish(session, session.call(lambda: session.runtime.send(run_id, key, parsed)))
+    finish(session, session.call(lambda: session.runtime.send(run_id, key, parsed, via="cli")))
 
 
 @app.command(name="signal")

@@ -13,6 +13,7 @@ from tinywf_cli.authoring.workflow import Workflow
 from tinywf_cli.clock import Clock
 from tinywf_cli.engine.checkpoint import Checkpoint, Outcome, Save
 from tinywf_cli.engine.state import dump_state
+from tinywf_cli.engine.values import Answer
 from tinywf_cli.model import PendingResume, RunHead
 from tinywf_cli.stores.journal import Entry, Slot
 
@@ -53,7 +54,8 @@ class EngineBase:
         self.world = world
         self.dry = dry
         self.wf: Workflow[Any] | None = None
-        self.resolving: tuple[str, Any] | None = None
+        #: The answer being given to an event, until its wait takes it.
+        self.resolving: Answer | None = None
         #: How the last pass ended, and why when it did not go on.
         self.outcome: Outcome | None = None
         self.reason: str | None = None

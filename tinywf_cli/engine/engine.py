@@ -33,7 +33,7 @@ from tinywf_cli.engine.base import World
 from tinywf_cli.engine.checkpoint import MAX_DEFERRED, Checkpoint, Outcome, Save, _Stop, _Throw, error_of
 from tinywf_cli.engine.signals import signal_caller
 from tinywf_cli.engine.state import MigrationProblem, StateMismatch, migrate, new_instance
-from tinywf_cli.engine.values import NotJSON, to_json_value
+from tinywf_cli.engine.values import Answer, NotJSON, to_json_value
 from tinywf_cli.engine.waits import Waits, validate_event
 from tinywf_cli.errors import ActionFailed, EventTimeout, FlowError, NonDeterminismError, TinyWFError
 from tinywf_cli.interrupts import WATCHDOG, StepOverrun, is_interrupt
@@ -104,12 +104,12 @@ class Engine(Actions, Waits):
 
     # -- driving -------------------------------------------------------------------
 
-    def advance(self, *, resolving: tuple[str, Any] | None = None, recover: bool = False) -> RunHead:
+    def advance(self, *, resolving: Answer | None = None, recover: bool = False) -> RunHead:
         """Run the current step (and those it leads to) until the run pauses, ends, fails or is blocked.
 
-        ``resolving`` is ``(resume_id, value)`` of an event being answered: the value is
-        validated when the replay reaches its wait, and ``InvalidValue`` leaves the run
-        as it was. ``recover`` counts a recovery from a dead process first.
+        ``resolving`` is the answer to an event: the value is validated when the replay
+        reaches its wait, and ``InvalidValue`` leaves the run as it was. ``recover`` counts
+        a recovery from a dead process first.
         """
         self.resolving = resolving
         try:

@@ -13,6 +13,7 @@ import math
 import typing
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
@@ -20,8 +21,9 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from tinywf_cli.errors import InvalidValue
 from tinywf_cli.jsonio import TextValue, TooDeep, dumps, strict_loads
+from tinywf_cli.model import Via
 
-__all__ = ["NO_JSON", "NotJSON", "TextValue", "adapter_for_type", "check_json_value", "describe_schema",
+__all__ = ["NO_JSON", "Answer", "NotJSON", "TextValue", "adapter_for_type", "check_json_value", "describe_schema",
            "describe_type", "dumps", "json_of_text", "kept_form", "restore", "return_adapter", "strict_loads",
            "to_json_value", "validation_message"]
 
@@ -206,6 +208,26 @@ def kept_form(key: str, value: Any) -> tuple[Literal["value", "text"], Any]:
         return "value", to_json_value(value)
     except NotJSON as exc:
         raise InvalidValue(f"invalid value for event '{key}': {exc}") from None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An event's value on its way to the wait it answers (``resolve``, or ``send`` to a waiting run)."""
+
+    #: The wait it answers, and that wait's key.
+    resume_id: str
+    key: str
+    #: The value as given: any JSON value, or a ``TextValue``.
+    value: Any
+    #: How it came: ``cli``, ``http``, ``link`` or ``runtime``.
+    via: Via
+    #: How a run's queue would keep it (``kept_form``).
+    form: tuple[Literal["value", "text"], Any]
+
+    @classmethod
+    def of(cls, resume_id: str, key: str, value: Any, via: Via) -> Answer:
+        """The answer, once checked that tinywf can keep it (InvalidValue when not)."""
+        return cls(resume_id, key, value, via, kept_form(key, value))
 
 
 @functools.lru_cache(maxsize=1024)

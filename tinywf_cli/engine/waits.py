@@ -106,15 +106,16 @@ class Waits(EngineBase):
     def settle_event(self, command: WaitEvent, slot: Slot, adapter: Any) -> None:
         """Resolve a waiting event from the answer being given, the queue, or its deadline."""
         head = self.head
-        if self.resolving is not None and self.resolving[0] == slot.resume_id:
-            _, raw = self.resolving
+        answer = self.resolving
+        if answer is not None and answer.resume_id == slot.resume_id:
             self.resolving = None
-            value = validate_event(command.key, raw, adapter)  # InvalidValue: nothing written yet
-            self.event_done(slot, value, queued=False)
+            value = validate_event(command.key, answer.value, adapter)  # InvalidValue: nothing written yet
+            self.event_done(slot, value, answer.via)
             return
         queue = head.inbox.get(slot.key)
         while queue:
-            form, raw = queue.pop(0)
+            form, raw, *rest = queue.pop(0)
+            via = rest[0] if rest else None  # queued before tinywf recorded how values came: unknown
             if not queue:
                 del head.inbox[slot.key]
             try:
@@ -122,7 +123,7 @@ class Waits(EngineBase):
             except InvalidValue as exc:
                 self.cp.log("event_rejected", {"key": slot.key, "value": raw, "error": exc.message})
                 continue
-            self.event_done(slot, value, queued=True)
+            self.event_done(slot, value, via, queued=True)
             return
         due = slot.due()
         if due is not None and due <= self.now():
@@ -134,12 +135,15 @@ class Waits(EngineBase):
             return
         self.pause(slot)
 
-    def event_done(self, slot: Slot, value: Any, *, queued: bool) -> None:
-        """Record an event's value and commit (the run is running again)."""
+    def event_done(self, slot: Slot, value: Any, via: str | None, *, queued: bool = False) -> None:
+        """Record an event's value and commit (the run is running again); the audit log says
+        what was answered, and how it came."""
         slot.status = "done"
         slot.value = value
         self.put(slot)
-        values: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
+        values: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id, "value": value}
+        if via is not None:
+            values["via"] = via
         if queued:
             values["queued"] = True
         self.cp.log("wait_end", values)

@@ -21,6 +21,8 @@ from typing import Any
 
 STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
 RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})
+#: How a queued event came (``model.Via``).
+VIAS = frozenset({"cli", "http", "link", "runtime"})
 #: An instant as tinywf and pydantic write them (anything else goes to the full path).
 _INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?", re.ASCII)
 
@@ -208,6 +210,12 @@ def _is_json_object(value: Any) -> bool:
     return type(value) is dict
 
 
+def _is_queued(item: Any) -> bool:
+    """An item of a run's queue of early events: ``[form, value]`` or ``[form, value, via]``."""
+    return (type(item) is list and 2 <= len(item) <= 3 and item[0] in ("value", "text")
+            and (len(item) == 2 or (type(item[2]) is str and item[2] in VIAS)))
+
+
 def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     """The view of a stored head whose every field has the type and form the model gives it."""
     _check(head.keys() <= _HEAD_FIELDS and all(name in head for name in _REQUIRED))
@@ -230,9 +238,7 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     expects = get("expects", {})
     _check(type(expects) is dict and all(type(v) is str for v in expects.values()))
     inbox = get("inbox", {})
-    _check(type(inbox) is dict and all(
-        type(queue) is list and all(type(item) is list and len(item) == 2 and item[0] in ("value", "text")
-                                    for item in queue) for queue in inbox.values()))
+    _check(type(inbox) is dict and all(type(queue) is list and all(map(_is_queued, queue)) for queue in inbox.values()))
     if get("wake_at") is not None:
         instant(get("wake_at"))
     error = get("error")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Child
     from tinywf_cli.authoring.loader import WorkflowClass
     from tinywf_cli.engine.engine import Engine
+    from tinywf_cli.engine.values import Answer
 
 
 class _Follow:
@@ -46,7 +47,7 @@ class Advancing(RuntimeBase):
         return _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry)
 
     def _advance(self, session: RunSession, run: LoadedRun, follow: _Follow, *,
-                 resolving: tuple[str, Any] | None = None, recover: bool = False,
+                 resolving: Answer | None = None, recover: bool = False,
                  cls: WorkflowClass | None = None) -> Engine | None:
         """Advance a loaded run; a flow file that no longer loads blocks it instead."""
         head = run.head

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.clock import as_utc, format_instant
-from tinywf_cli.engine.values import NotJSON, kept_form, to_json_value
+from tinywf_cli.engine.values import Answer, NotJSON, kept_form, to_json_value
 from tinywf_cli.errors import (
     FlowLoadError,
     InvalidValue,
@@ -18,7 +18,7 @@ from tinywf_cli.errors import (
     RunNotFound,
     StatusConflict,
 )
-from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead
+from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead, Via
 from tinywf_cli.runtime.advancing import Advancing, _Follow
 from tinywf_cli.runtime.base import _running, check_run_id, due_now, new_run_id, own_doc, start_values
 from tinywf_cli.stores.base import LoadedRun, wakes_parent
@@ -93,13 +93,15 @@ class RunCommands(Advancing):
                 self._advance(session, run, follow, recover=head.status == "running")
         return self._document(head, advanced=advanced, follow=follow)
 
-    def resolve(self, run_id: str, resume: str, value: Any, *, created_at: datetime | None = None) -> RunDocument:
+    def resolve(self, run_id: str, resume: str, value: Any, *, created_at: datetime | None = None,
+                via: Via = "runtime") -> RunDocument:
         """Answer a pending event (by resume id or event key) and advance the run.
 
         ``value`` is any JSON value, or a ``TextValue`` (text from a command line: JSON when
         it parses and fits the event's type, else the text itself). With ``created_at``, only
         the run created at that instant is answered (a signed link's): a later run given the
-        same id is RunNotFound, and unchanged.
+        same id is RunNotFound, and unchanged. ``via`` says in the audit log how the answer
+        came (``cli``, ``http``, ``link``; ``runtime`` for a library call).
         """
         follow = _Follow()
         with self._open(run_id) as session:
@@ -122,14 +124,15 @@ class RunCommands(Advancing):
                 when = (f"when due ({format_instant(pending.due_at)}); `tinywf tick` advances due runs"
                         if pending.due_at else "when its child run ends")
                 raise NotAnEvent(f"'{resume}' is a {pending.kind}, not an event: it resumes by itself {when}")
+            answer = Answer.of(pending.resume_id, pending.key, value, via)  # one tinywf cannot keep: exit 2
             cls = self._class_of(head)  # a flow that no longer loads: exit 2, the run as it was
-            self._advance(session, run, follow, resolving=(pending.resume_id, value), cls=cls)
+            self._advance(session, run, follow, resolving=answer, cls=cls)
         return self._document(head, advanced=True, follow=follow)
 
-    def send(self, run_id: str, key: str, value: Any) -> RunDocument:
+    def send(self, run_id: str, key: str, value: Any, *, via: Via = "runtime") -> RunDocument:
         """Deliver event ``key``: resolve its pending wait, or queue it for the wait to come.
 
-        A run that is paused, blocked or failed only queues it.
+        A run that is paused, blocked or failed only queues it. ``via`` as for ``resolve``.
         """
         follow = _Follow()
         with self._open(run_id) as session:
@@ -137,12 +140,14 @@ class RunCommands(Advancing):
             head = run.head
             pending = next((p for p in head.pending if p.kind == "event" and p.key == key), None)
             if pending is not None and head.status in ("waiting", "running"):
+                answer = Answer.of(pending.resume_id, key, value, via)
                 cls = self._class_of(head)
-                self._advance(session, run, follow, resolving=(pending.resume_id, value), cls=cls)
+                self._advance(session, run, follow, resolving=answer, cls=cls)
                 return self._document(head, advanced=True, follow=follow)
             if sum(len(q) for q in head.inbox.values()) >= MAX_QUEUED_EVENTS:
                 raise QueueFull(run_id, MAX_QUEUED_EVENTS)
-            head.inbox.setdefault(key, []).append(kept_form(key, value))
+            form, kept = kept_form(key, value)
+            head.inbox.setdefault(key, []).append((form, kept, via))
             self._commit(session, head, [self._log(head, "event_queued", {"key": key})])
         doc = self._document(head, advanced=False)
         doc.queued = (key, len(head.inbox[key]))

@@ -357,13 +357,13 @@ def _api_routes(api: FastAPI, web: Web) -> None:
               responses={200: {"model": RunDocument}, **_errors(400, 404, 409, 422)})
     def resolve_run(run_id: str, resume: str, body: ValueBody) -> Response:
         """Answer a pending event (by resume id or key), then advance the run (`tinywf resolve`)."""
-        return document(rt.resolve(run_id, resume, body.value))
+        return document(rt.resolve(run_id, resume, body.value, via="http"))
 
     @api.post("/api/runs/{run_id}/send/{key:path}", tags=["answering"],
               responses={200: {"model": RunDocument}, **_errors(400, 404, 409, 422)})
     def send_event(run_id: str, key: str, body: ValueBody) -> Response:
         """Deliver an event by key: resolve its pending wait, or queue it (`tinywf send`)."""
-        return document(rt.send(run_id, key, body.value))
+        return document(rt.send(run_id, key, body.value, via="http"))
 
     @api.post("/api/runs/{run_id}/signal/{name}", tags=["answering"],
               responses={200: {"model": RunDocument}, **_errors(400, 404, 409, 422)})
@@ -447,7 +447,7 @@ def _page_routes(api: FastAPI, web: Web) -> None:
             doc = await run_in_threadpool(rt.get, run_id)
             key = next((p.key for p in doc.pending if resume in (p.resume_id, p.key)), resume)
             value = parse_answer(form_for(doc.expects.get(resume)), text, key)
-            await run_in_threadpool(rt.resolve, run_id, resume, value)
+            await run_in_threadpool(rt.resolve, run_id, resume, value, via="http")
         except InvalidValue as exc:
             return await run_in_threadpool(show, run_id, 1, {resume: (text, exc.message)}, 422)
         except TinyWFError as exc:
@@ -509,7 +509,7 @@ def _link_routes(api: FastAPI, web: Web) -> None:
                 value = parse_answer(form, text, pending.key)
                 # the exact resume id the link was signed for, which open_link found pending, of
                 # the very run it was signed for (checked again under the run's lock)
-                after = rt.resolve(link.run_id, link.resume_id, value, created_at=link.created_at)
+                after = rt.resolve(link.run_id, link.resume_id, value, created_at=link.created_at, via="link")
             except InvalidValue as exc:
                 return _html(pages.link_page(doc, pending, action=f"/link/{quote(token)}",
                                              expires_at=link.expires_at, now=web.now(), entered=text,
