@@ -6,6 +6,8 @@ HTTP API, the web page's form, a signed link and the library.
   `signal` refuse them).
 - The audit log says what was answered and how: `wait_end` carries `value` and `via`
   (`cli`, `http`, `link`, `runtime`), trimmed for people by `show`, whole in `--json`.
+- An answer given to a run that then blocks (or fails) before its wait takes it is kept in
+  the run's queue for that key, said so, and taken by the wait once `retry` gets there.
 """
 
 from __future__ import annotations
@@ -46,6 +48,30 @@ class Answers(Workflow):
         self.state["note"] = text
 '''
 
+#: The approval flow as a run records it, changed under the run, and fixed with a patch marker.
+EXPENSE = '''
+"""An expense waits for its approval."""
+
+from tinywf_cli import Workflow, step
+
+
+def audit() -> str:
+    return "audited"
+
+
+class Expense(Workflow):
+    """Approve, then done."""
+
+    @step
+    def approve(self):
+{before}        self.state["approved"] = yield self.wait_event("approval", type=bool, question="Approve?")
+        return None
+'''
+RECORDED = ""
+CHANGED = {"blocks": '        yield self.action("audit", audit)\n',
+           "fails": '        raise RuntimeError("the ledger is down")\n'}
+FIXED = '        if self.patched("audit"):\n            yield self.action("audit", audit)\n'
+
 LONE_SURROGATE = '"\\ud800"'
 #: Values that are JSON but that tinywf cannot keep: text that is no Unicode, nesting too deep.
 UNKEEPABLE = {
@@ -59,7 +85,15 @@ UNKEEPABLE = {
 def cli_fixture(tmp_path: Path) -> InProcessCli:
     workspace = make_workspace(tmp_path / "ws")
     (workspace / "flows" / "answers.py").write_text(ANSWERS.lstrip("\n"), encoding="utf-8")
+    write_expense(workspace, RECORDED)
     return InProcessCli(workspace)
+
+
+def write_expense(workspace: Path, before: str) -> None:
+    path = workspace / "flows" / "expense.py"
+    path.write_text(EXPENSE.lstrip("\n").format(before=before), encoding="utf-8")
+    for cached in (workspace / "flows" / "__pycache__").glob("expense*"):
+        cached.unlink()
 
 
 def wait_ends(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -201,3 +235,42 @@ def test_wait_end_says_what_the_library_answered(cli: InProcessCli) -> None:
     memory.tick()
     assert [e.values for e in memory.get(run_id).logs if e.type == "wait_end"][-1] == {
         "kind": "event", "key": "later", "resume_id": "later@1", "timed_out": True}
+
+
+# -- 4. an answer to a run that then blocks is kept, and said so ----------------------------------------
+
+
+@pytest.mark.parametrize("change", list(CHANGED))
+def test_an_answer_to_a_run_that_then_stops_is_kept_for_retry(cli: InProcessCli, change: str) -> None:
+    cli.start("flows/expense.py", "exp-3")
+    write_expense(cli.workspace, CHANGED[change])
+    answered = cli("resolve", "exp-3", "approval", "true")
+    assert answered.returncode == 1, answered.stderr
+    said = " ".join(answered.stdout.split())
+    status = "blocked" if change == "blocks" else "failed"
+    assert status in said and "approval" in said and "kept" in said and "tinywf retry" in said, said
+    doc = cli.json("show", "exp-3", code=0)
+    assert doc["status"] == status and doc["pending"] == []
+    queued = [e for e in doc["logs"] if e["type"] == "event_queued"]
+    assert queued and queued[-1]["values"]["key"] == "approval"
+    write_expense(cli.workspace, FIXED)
+    done = cli.json("retry", "exp-3")
+    assert done["status"] == "finished" and done["state"] == {"approved": True}
+    [end] = wait_ends(cli.json("show", "exp-3"))
+    assert end["value"] is True and end["via"] == "cli" and end["queued"] is True
+
+
+def test_an_answer_kept_for_retry_is_kept_through_the_library_and_a_link(server: Server) -> None:
+    cli = server.cli
+    cli.start("flows/expense.py", "exp-4")
+    cli.start("flows/expense.py", "exp-5")
+    url = server.link("exp-5", "approval")
+    write_expense(cli.workspace, CHANGED["blocks"])
+    rt = Runtime(cli.state_dir)
+    assert rt.resolve("exp-4", "approval", False).status == "blocked"
+    page = server.anonymous.post(server.path_of(url), data={"value": "true"})
+    assert page.status_code == 200, page.text[-400:]
+    write_expense(cli.workspace, FIXED)
+    assert rt.retry("exp-4").state == {"approved": False}
+    assert rt.retry("exp-5").state == {"approved": True}
+    assert [(v["value"], v["via"]) for v in wait_ends(cli.json("show", "exp-5"))] == [(True, "link")]

@@ -183,6 +183,9 @@ class RunDocument(_Model):
     #: The event key ``send`` queued its value under, and how many values now wait there
     #: (shown to people; not part of the JSON document).
     queued: tuple[str, int] | None = Field(default=None, exclude=True)
+    #: Whether ``queued`` holds an answer the run stopped (blocked or failed) before its wait
+    #: could take it: kept for the wait, which takes it when ``retry`` gets there.
+    kept: bool = Field(default=False, exclude=True)
 
     @classmethod
     def of(cls, head: RunHead) -> RunDocument:

@@ -118,18 +118,22 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
 
 
 def queued_line(doc: RunDocument, state_hint: str = "") -> Text | None:
-    """What ``send`` did with a value it queued (None when it resolved a wait)."""
+    """What ``send`` did with a value it queued, or ``resolve`` with an answer the run stopped
+    before taking (None when the value resolved a wait)."""
     if doc.queued is None:
         return None
     key, count = doc.queued
     run = shlex.quote(doc.run_id)
     waiting = any(p.kind == "event" and p.key == key for p in doc.pending)
-    if not waiting:
-        why = "no wait on it yet"
-    elif doc.status == "paused":
+    if doc.status in ("blocked", "failed"):
+        why = (f"the run is {doc.status}; `tinywf retry{state_hint} {run}`, once the cause is fixed, "
+               "hands it to its wait")
+    elif doc.status == "paused" and waiting:
         why = f"the run is paused; `tinywf resume{state_hint} {run}` hands it to its wait"
     else:
-        why = f"the run is {doc.status}; `tinywf retry{state_hint} {run}` hands it to its wait"
+        why = "no wait on it yet"
+    if doc.kept:
+        return Text.assemble(("  your answer to ", ""), (key, "bold"), (f" is kept: {why} ({count} queued)", ""))
     return Text.assemble(("  queued for ", ""), (key, "bold"), (f": {why} ({count} queued)", ""))
 
 

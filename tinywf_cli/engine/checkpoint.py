@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal, NoReturn
 
 from tinywf_cli.clock import Clock, format_instant
+from tinywf_cli.engine.values import Answer
 from tinywf_cli.errors import FlowError
 from tinywf_cli.model import ErrorInfo, PendingResume, RunHead
 from tinywf_cli.stores.journal import AuditEntry, Entry, Slot, SlotEntry
@@ -62,6 +63,11 @@ class Checkpoint:
         self.saved = 0
         #: Entries of commits deferred to the next durable one (``None``: nothing deferred).
         self.deferred: list[Entry] | None = None
+        #: The answer being given (``resolve``), until its wait takes it: should the run stop
+        #: before that (blocked, failed), it is kept in the run's queue for its key.
+        self.answer: Answer | None = None
+        #: ``(key, values queued there)`` once the answer was kept.
+        self.kept: tuple[str, int] | None = None
 
     def log(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry."""
@@ -116,8 +122,20 @@ class Checkpoint:
             self.head.pending = []
             self.commit()
 
+    def keep_answer(self) -> None:
+        """Keep the answer being given, which no wait took, first in the run's queue for its key
+        (the wait takes it when the run gets there again): never lost without a word."""
+        answer, self.answer = self.answer, None
+        if answer is None:
+            return
+        queue = self.head.inbox.setdefault(answer.key, [])
+        queue.insert(0, (*answer.form, answer.via))
+        self.kept = (answer.key, len(queue))
+        self.log("event_queued", {"key": answer.key, "resume_id": answer.resume_id, "kept": True})
+
     def pause(self, pending: list[PendingResume], expects: dict[str, str]) -> NoReturn:
         """Leave the run waiting on ``pending``; commit only what changed."""
+        self.keep_answer()
         head = self.head
         if not (head.status == "waiting" and not self.entries and self.deferred is None
                 and pending == head.pending):
@@ -134,6 +152,7 @@ class Checkpoint:
         head.error = ErrorInfo(**error)
         head.pending = []
         self.log("error", dict(error, **(extra or {})))
+        self.keep_answer()
         self.commit()
         raise _Stop("failed", error["message"])
 
@@ -149,6 +168,7 @@ class Checkpoint:
         head.error = ErrorInfo(type=kind, message=message)
         head.pending = []
         self.log("blocked", {"type": kind, "message": message})
+        self.keep_answer()
         self.commit()
         raise _Stop("blocked", message)
 
@@ -158,5 +178,6 @@ class Checkpoint:
         head.status = "finished"
         head.pending = []
         self.log("finish", {})
+        self.keep_answer()
         self.commit()
         raise _Stop("finished")

@@ -108,10 +108,11 @@ class Engine(Actions, Waits):
         """Run the current step (and those it leads to) until the run pauses, ends, fails or is blocked.
 
         ``resolving`` is the answer to an event: the value is validated when the replay
-        reaches its wait, and ``InvalidValue`` leaves the run as it was. ``recover`` counts
-        a recovery from a dead process first.
+        reaches its wait, and ``InvalidValue`` leaves the run as it was; a run that stops
+        before its wait takes it keeps it queued (``Checkpoint.keep_answer``). ``recover``
+        counts a recovery from a dead process first.
         """
-        self.resolving = resolving
+        self.resolving = self.cp.answer = resolving
         try:
             if recover:
                 self.recover()

@@ -221,7 +221,7 @@ class Answer:
     value: Any
     #: How it came: ``cli``, ``http``, ``link`` or ``runtime``.
     via: Via
-    #: How a run's queue would keep it (``kept_form``).
+    #: How the run keeps it (``kept_form``) should it stop before the wait takes it.
     form: tuple[Literal["value", "text"], Any]
 
     @classmethod

@@ -110,6 +110,7 @@ class Waits(EngineBase):
         if answer is not None and answer.resume_id == slot.resume_id:
             self.resolving = None
             value = validate_event(command.key, answer.value, adapter)  # InvalidValue: nothing written yet
+            self.cp.answer = None
             self.event_done(slot, value, answer.via)
             return
         queue = head.inbox.get(slot.key)

@@ -27,6 +27,7 @@ from tinywf_cli.stores.journal import Entry, SlotEntry, VisitEntry, fold_slots
 if TYPE_CHECKING:
     from tinywf_cli.authoring.loader import WorkflowClass
     from tinywf_cli.authoring.workflow import Workflow
+    from tinywf_cli.engine.engine import Engine
 
 
 #: Early events a run keeps queued, all keys together; more are refused (exit 4).
@@ -101,7 +102,9 @@ class RunCommands(Advancing):
         it parses and fits the event's type, else the text itself). With ``created_at``, only
         the run created at that instant is answered (a signed link's): a later run given the
         same id is RunNotFound, and unchanged. ``via`` says in the audit log how the answer
-        came (``cli``, ``http``, ``link``; ``runtime`` for a library call).
+        came (``cli``, ``http``, ``link``; ``runtime`` for a library call). Should the run
+        stop (blocked, failed) before its wait takes the answer, the answer is kept queued
+        for that wait (the document's ``kept`` says so) and taken once ``retry`` gets there.
         """
         follow = _Follow()
         with self._open(run_id) as session:
@@ -126,8 +129,15 @@ class RunCommands(Advancing):
                 raise NotAnEvent(f"'{resume}' is a {pending.kind}, not an event: it resumes by itself {when}")
             answer = Answer.of(pending.resume_id, pending.key, value, via)  # one tinywf cannot keep: exit 2
             cls = self._class_of(head)  # a flow that no longer loads: exit 2, the run as it was
-            self._advance(session, run, follow, resolving=answer, cls=cls)
-        return self._document(head, advanced=True, follow=follow)
+            engine = self._advance(session, run, follow, resolving=answer, cls=cls)
+        return self._answered(head, engine, follow)
+
+    def _answered(self, head: RunHead, engine: Engine | None, follow: _Follow) -> RunDocument:
+        """The document after an answer: saying so when the run stopped before its wait took it."""
+        doc = self._document(head, advanced=True, follow=follow)
+        if engine is not None and engine.cp.kept is not None:
+            doc.queued, doc.kept = engine.cp.kept, True
+        return doc
 
     def send(self, run_id: str, key: str, value: Any, *, via: Via = "runtime") -> RunDocument:
         """Deliver event ``key``: resolve its pending wait, or queue it for the wait to come.
@@ -142,8 +152,8 @@ class RunCommands(Advancing):
             if pending is not None and head.status in ("waiting", "running"):
                 answer = Answer.of(pending.resume_id, key, value, via)
                 cls = self._class_of(head)
-                self._advance(session, run, follow, resolving=answer, cls=cls)
-                return self._document(head, advanced=True, follow=follow)
+                engine = self._advance(session, run, follow, resolving=answer, cls=cls)
+                return self._answered(head, engine, follow)
             if sum(len(q) for q in head.inbox.values()) >= MAX_QUEUED_EVENTS:
                 raise QueueFull(run_id, MAX_QUEUED_EVENTS)
             form, kept = kept_form(key, value)
