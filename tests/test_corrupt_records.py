@@ -100,6 +100,8 @@ DAMAGES: dict[str, Damage] = {
     "size-past-journal": edit(set_in(("journal", "size"), 10**9)),
     "run-missing-fields": edit(set_in(("run",), {"run_id": "r1"})),
     "run-unknown-status": edit(set_in(("run", "status"), "sleeping")),
+    "run-status-a-list": edit(set_in(("run", "status"), [])),
+    "run-paused-from-an-object": edit(set_in(("run", "paused_from"), {})),
     "run-extra-field": edit(set_in(("run", "surprise"), 1)),
     "other-run": edit(set_in(("run", "run_id"), "r2")),
     "symlink": symlink,
@@ -211,6 +213,27 @@ def test_a_fresh_interpreter_reports_damage_without_a_traceback(two_runs: tuple[
             assert done.returncode == 5, (kind, argv, done.stderr)
             assert done.stderr.startswith(f"error: {record}: ") and done.stdout == "", (kind, done.stderr)
     assert tracebacks == 0
+
+
+@pytest.mark.parametrize("kind", ["run-status-a-list", "run-paused-from-an-object", "run-unknown-status"])
+def test_the_read_commands_show_a_field_of_the_wrong_type_as_unreadable(two_runs: tuple[Path, bytes],
+                                                                       kind: str) -> None:
+    """``list`` and ``show`` (the read path, without pydantic) judge a field that is a list or
+    an object where a name belongs as damage, not as an internal error."""
+    state, good = two_runs
+    DAMAGES[kind](state / "r1.json", good)
+    before = run_files(state)
+    command = [sys.executable, "-m", "tinywf_cli"]
+    listed = subprocess.run([*command, "list", "--json", "--state-dir", str(state)],
+                            capture_output=True, text=True, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert {r["run_id"]: r["status"] for r in json.loads(listed.stdout)["runs"]} == {"r1": "unreadable",
+                                                                                   "r2": "waiting"}
+    shown = subprocess.run([*command, "show", "r1", "--state-dir", str(state)],
+                           capture_output=True, text=True, check=False)
+    assert shown.returncode == 5 and str(state / "r1.json") in shown.stderr
+    assert "internal error" not in shown.stderr + listed.stderr
+    assert run_files(state) == before
 
 
 def test_leftover_temp_files_are_ignored_by_readers(two_runs: tuple[Path, bytes]) -> None:

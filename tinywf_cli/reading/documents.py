@@ -23,6 +23,7 @@ STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "fa
 RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})
 #: How a queued event came (``model.Via``).
 VIAS = frozenset({"cli", "http", "link", "runtime"})
+QUEUED_FORMS = frozenset({"value", "text"})
 #: An instant as tinywf and pydantic write them (anything else goes to the full path).
 _INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?", re.ASCII)
 
@@ -206,14 +207,19 @@ def _opt(value: Any, kind: type) -> bool:
     return value is None or type(value) is kind
 
 
+def _one_of(value: Any, names: frozenset[str]) -> bool:
+    """Whether ``value`` is one of ``names`` (a list or a dict in a damaged record is not, and does not raise)."""
+    return type(value) is str and value in names
+
+
 def _is_json_object(value: Any) -> bool:
     return type(value) is dict
 
 
 def _is_queued(item: Any) -> bool:
     """An item of a run's queue of early events: ``[form, value]`` or ``[form, value, via]``."""
-    return (type(item) is list and 2 <= len(item) <= 3 and item[0] in ("value", "text")
-            and (len(item) == 2 or (type(item[2]) is str and item[2] in VIAS)))
+    return (type(item) is list and 2 <= len(item) <= 3 and _one_of(item[0], QUEUED_FORMS)
+            and (len(item) == 2 or _one_of(item[2], VIAS)))
 
 
 def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
@@ -221,9 +227,9 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     _check(head.keys() <= _HEAD_FIELDS and all(name in head for name in _REQUIRED))
     get = head.get
     _check(get("run_id") == run_id and type(get("workflow")) is str and type(get("step")) is str
-           and get("status") in STATUSES and _opt(get("doc"), str) and _opt(get("parent"), str)
+           and _one_of(get("status"), STATUSES) and _opt(get("doc"), str) and _opt(get("parent"), str)
            and _opt(get("code"), str) and _opt(get("history_limit"), int)
-           and (get("paused_from") is None or get("paused_from") in STATUSES))
+           and (get("paused_from") is None or _one_of(get("paused_from"), STATUSES)))
     for name, default in (("version", 1), ("visit", 1), ("visit_logs", 0), ("progress", 0), ("dropped_logs", 0)):
         _check(type(get(name, default)) is int)
     _check(type(get("parent_woken", False)) is bool)
@@ -249,7 +255,7 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     resumes = []
     for item in pending:
         _check(type(item) is dict and item.keys() <= {"resume_id", "kind", "key", "request", "due_at"}
-               and type(item.get("resume_id")) is str and item.get("kind") in RESUME_KINDS
+               and type(item.get("resume_id")) is str and _one_of(item.get("kind"), RESUME_KINDS)
                and type(item.get("key")) is str and _opt(item.get("request"), dict))
         due = item.get("due_at")
         resumes.append(Pending(item["resume_id"], item["kind"], item["key"], item.get("request"),
