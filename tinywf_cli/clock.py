@@ -160,6 +160,25 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
     return timedelta(seconds=seconds)
 
 
+#: Seconds per rate unit: ``"20/s"``, ``"100/m"``, ``"1000/h"``.
+RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"\s*([0-9]{1,9})\s*/\s*([smh])\s*", re.ASCII)
+
+
+def parse_rate(rate: object) -> tuple[int, float]:
+    """``"20/s"`` as ``(20, 1.0)``: at most N per period; ValueError saying how to write one otherwise."""
+    match = _RATE.fullmatch(rate) if isinstance(rate, str) else None
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"a rate is 'N/s', 'N/m' or 'N/h' with N >= 1 (e.g. '20/s'), not {rate!r}")
+    return int(match.group(1)), RATE_UNITS[match.group(2)]
+
+
+def rate_text(count: int, per: float) -> str:
+    """``(20, 1.0)`` as ``"20/s"``."""
+    unit = next((u for u, seconds in RATE_UNITS.items() if seconds == per), None)
+    return f"{count}/{unit}" if unit is not None else f"{count}/{per:g}s"
+
+
 def format_instant(when: datetime) -> str:
     """ISO 8601 with ``Z``, as every tinywf document writes times."""
     global _last_formatted

@@ -93,6 +93,20 @@ class ActionFailed(TinyWFError):
         return f"action '{self.key}' failed after {self._tries()}: {self.error_type}: {self.message}"
 
 
+class BreakerOpen(TinyWFError):
+    """The error of an attempt refused by an open breaker (``Breaker(on_open="fail")``): no call
+    was made. The step sees ``ActionFailed`` with ``error_type`` ``"BreakerOpen"`` once the action's
+    attempts ran out; ``Retry(non_retryable=(BreakerOpen,))`` gives up at once."""
+
+    exit_code = 1
+
+    def __init__(self, name: str, half_open_at: str | None) -> None:
+        when = f" until {half_open_at}" if half_open_at else ""
+        super().__init__(f"breaker '{name}' is open{when}: the call was not made")
+        self.name = name
+        self.half_open_at = half_open_at
+
+
 class ChildFailed(TinyWFError):
     """Raised at ``yield self.child(...)`` when the child run failed or was cancelled."""
 
@@ -187,6 +201,15 @@ class SignalNotFound(NotFound):
         hint = f"signals: {', '.join(known)}" if known else "it defines no signals"
         super().__init__(f"workflow {workflow} has no signal '{name}' ({hint})")
         self.workflow = workflow
+        self.name = name
+
+
+class LimitNotFound(NotFound):
+    """The store has seen no limit (or breaker) with this name."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"no {kind} '{name}' (see `tinywf {kind}s`)")
+        self.kind = kind
         self.name = name
 
 

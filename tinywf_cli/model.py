@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Status = Literal["running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("running", "waiting", "paused", "blocked", "finished", "failed", "cancelled")
-ResumeKind = Literal["event", "timer", "retry", "child"]
+ResumeKind = Literal["event", "timer", "retry", "child", "limit", "breaker"]
 #: How an event's value reached the run, as its ``wait_end`` entry says: a command (``cli``),
 #: the HTTP API or the web page's form (``http``), a signed link (``link``), a library call
 #: (``runtime``).
@@ -38,7 +38,8 @@ class ErrorInfo(_Model):
 
 
 class PendingResume(_Model):
-    """Something the run waits for: an event to resolve, a timer or a retry delay to pass."""
+    """Something the run waits for: an event to resolve, a timer or a retry delay to pass, a child
+    run to end, room under a limit, a breaker to half open."""
 
     resume_id: str
     kind: ResumeKind
@@ -137,6 +138,8 @@ class RunHead:
     history_limit: int | None = None
     #: Audit entries dropped by ``history_limit``.
     dropped_logs: int = 0
+    #: The whole-run limit (the flow's ``limit``) this run holds a slot of: its name and key.
+    held_limit: tuple[str, str | None] | None = None
 
 
 HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)
@@ -290,3 +293,36 @@ class CopyReport(_Model):
     to: str
     copied: list[str] = Field(default_factory=list)
     skipped: list[CopySkipped] = Field(default_factory=list)
+
+
+class LimitRow(_Model):
+    """One limit (or one key of a keyed limit) of ``tinywf limits``: what applies now (``tinywf
+    limit set`` over the code), the attempts in flight under it and the runs waiting for room."""
+
+    name: str
+    key: str | None
+    rate: str | None
+    concurrency: int | None
+    in_flight: int
+    waiting: int
+
+
+class LimitList(_Model):
+    """``tinywf limits --json``: every limit the store has seen."""
+
+    limits: list[LimitRow]
+
+
+class BreakerRow(_Model):
+    """One breaker of ``tinywf breakers``: its state now, the failures counted, when it half opens."""
+
+    name: str
+    state: Literal["closed", "open", "half_open"]
+    failures: int
+    half_open_at: datetime | None
+
+
+class BreakerList(_Model):
+    """``tinywf breakers --json``: every breaker the store has seen."""
+
+    breakers: list[BreakerRow]

@@ -10,6 +10,10 @@ import re
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 
 
+#: A limit's or breaker's name: it names their state in the store (a file name, a row).
+GATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+
+
 def is_run_id(run_id: object) -> bool:
     """Whether ``run_id`` is a run id a store may turn into a file name or key."""
     return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
@@ -20,5 +24,5 @@ def is_run_id(run_id: object) -> bool:
 WORKFLOW_API = frozenset({
     "action", "sleep", "sleep_until", "wait_event", "parallel", "child", "start_child", "patched", "log",
     "run_id", "state", "idempotency_key", "store_target", "version", "migrations", "history_limit",
-    "step_timeout",
+    "step_timeout", "limit",
 })

@@ -20,7 +20,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
-RESUME_KINDS = frozenset({"event", "timer", "retry", "child"})
+RESUME_KINDS = frozenset({"event", "timer", "retry", "child", "limit", "breaker"})
 #: How a queued event came (``model.Via``).
 VIAS = frozenset({"cli", "http", "link", "runtime"})
 QUEUED_FORMS = frozenset({"value", "text"})
@@ -194,7 +194,7 @@ class RunRows:
 _HEAD_FIELDS = frozenset({
     "run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at", "doc",
     "version", "parent", "visit", "visit_logs", "pending", "expects", "inbox", "error", "wake_at", "progress",
-    "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs"})
+    "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs", "held_limit"})
 _REQUIRED = ("run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at")
 
 
@@ -233,6 +233,8 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     for name, default in (("version", 1), ("visit", 1), ("visit_logs", 0), ("progress", 0), ("dropped_logs", 0)):
         _check(type(get(name, default)) is int)
     _check(type(get("parent_woken", False)) is bool)
+    held = get("held_limit")
+    _check(held is None or (type(held) is list and len(held) == 2 and type(held[0]) is str and _opt(held[1], str)))
     flow = get("flow")
     _check(type(flow) is dict and flow.keys() <= {"file", "module", "cls"} and type(flow.get("cls")) is str
            and _opt(flow.get("file"), str) and _opt(flow.get("module"), str))

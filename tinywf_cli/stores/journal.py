@@ -25,8 +25,9 @@ from typing import Any
 
 #: What a slot can record: the commands a step yields, and the markers the engine keeps.
 SLOT_KINDS = frozenset({"action", "sleep", "event", "parallel", "child", "start_child", "patch"})
-#: A slot's life: new/running (in flight), waiting/retrying (paused on it), failed, done, timed_out.
-SLOT_STATUSES = frozenset({"new", "running", "waiting", "retrying", "failed", "done", "timed_out"})
+#: A slot's life: new/running (in flight), waiting/retrying (paused on it), gated (an action waiting
+#: for room under a limit or for its breaker), failed, done, timed_out.
+SLOT_STATUSES = frozenset({"new", "running", "waiting", "retrying", "gated", "failed", "done", "timed_out"})
 
 
 class BadEntry(ValueError):

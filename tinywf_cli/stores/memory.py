@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError, StoreNotFound
+from tinywf_cli.jsonio import dumps
 from tinywf_cli.model import RunHead, head_from_json
 from tinywf_cli.stores.base import LoadedRun, RunSession, index_due
 from tinywf_cli.stores.journal import (
@@ -25,9 +27,12 @@ from tinywf_cli.stores.journal import (
     needs_trim,
     trim_history,
 )
+from tinywf_cli.stores.limits import CellKind, alive_by_head
 
 if TYPE_CHECKING:
     from tinywf_cli.clock import Clock
+
+T = TypeVar("T")
 
 # The MemoryStores of this process by target, so that ``Runtime(self.store_target)`` in flow
 # code reaches the store its run lives in; a store that nothing else holds drops out.
@@ -59,6 +64,9 @@ class MemoryStore:
         self._secrets: dict[str, bytes] = {}
         self._logs: dict[str, int] = {}  # audit entries kept, for history_limit
         self._guard = threading.Lock()
+        #: The cells of limits and breakers, as JSON text, and the lock every change of one holds.
+        self._cells: dict[tuple[str, str, str | None], str] = {}
+        self._cells_guard = threading.Lock()
 
     @classmethod
     def named(cls, target: str) -> MemoryStore:
@@ -156,6 +164,47 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release."""
 
+    # -- limits and breakers (``tinywf_cli.stores.limits.Cells``) -----------------------------------
+
+    @property
+    def cells(self) -> MemoryStore:
+        """The store keeps its limits' and breakers' cells itself."""
+        return self
+
+    def read_cell(self, kind: CellKind, name: str, key: str | None) -> dict[str, Any] | None:
+        """A cell as last written."""
+        text = self._cells.get((kind, name, key))
+        return None if text is None else dict(json.loads(text))
+
+    def change_cell(self, kind: CellKind, name: str, key: str | None, change: Callable[[dict[str, Any]], T]) -> T:
+        """Change a cell under the store's cell lock; kept only when it changed."""
+        with self._cells_guard:
+            text = self._cells.get((kind, name, key))
+            cell: dict[str, Any] = {} if text is None else json.loads(text)
+            result = change(cell)
+            new = dumps(cell)
+            if new != text and (cell or text is not None):
+                self._cells[(kind, name, key)] = new
+            return result
+
+    def delete_cell(self, kind: CellKind, name: str, key: str | None) -> bool:
+        """Forget a cell."""
+        with self._cells_guard:
+            return self._cells.pop((kind, name, key), None) is not None
+
+    def all_cells(self, kind: CellKind) -> list[dict[str, Any]]:
+        """Every cell of ``kind``, by name and key."""
+        items = sorted(((n, k or ""), t) for (c, n, k), t in list(self._cells.items()) if c == kind)
+        return [json.loads(text) for _, text in items]
+
+    def holder_alive(self, holder: list[Any]) -> bool:
+        """Whether the holder's run may still be in that attempt (or, for a whole run, has not ended)."""
+        copy = self._heads.get(holder[1])
+        if copy is None:
+            return False
+        head = _head_of(copy)
+        return alive_by_head(head.status, head.visit, holder)
+
 
 class _MemorySession:
     """A run of a ``MemoryStore``, held."""
@@ -224,7 +273,8 @@ def _copy_head(head: RunHead) -> _HeadCopy:
               [(p.resume_id, p.kind, p.key, p.request) for p in head.pending] if head.pending else [],
               head.expects, head.inbox,
               None if error is None else (error.type, error.message), head.progress, recovery.count, recovery.at,
-              head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs)
+              head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs,
+              head.held_limit)
     try:
         data = marshal.dumps(fields, 2)  # version 2: no back-references, faster for a flat head
     except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
@@ -238,7 +288,7 @@ def _head_of(copy: _HeadCopy) -> RunHead:
     data, created_at, updated_at, wake_at, dues = copy
     (run_id, workflow, file, module, cls, status, step, state, visit_state, doc, version, parent, visit, visit_logs,
      pending, expects, inbox, error, progress, count, at, children, parent_woken, paused_from, code, history_limit,
-     dropped_logs) = marshal.loads(data)
+     dropped_logs, held_limit) = marshal.loads(data)
     return head_from_json({
         "run_id": run_id, "workflow": workflow, "flow": {"file": file, "module": module, "cls": cls},
         "status": status, "step": step, "state": state, "visit_state": visit_state, "created_at": created_at,
@@ -250,7 +300,7 @@ def _head_of(copy: _HeadCopy) -> RunHead:
         "error": None if error is None else {"type": error[0], "message": error[1]},
         "wake_at": wake_at, "progress": progress, "recovery": {"count": count, "at": at}, "children": children,
         "parent_woken": parent_woken, "paused_from": paused_from, "code": code, "history_limit": history_limit,
-        "dropped_logs": dropped_logs,
+        "dropped_logs": dropped_logs, "held_limit": held_limit,
     })
 
 

@@ -30,6 +30,8 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   the run's next writer (or removed when the run never got a record).
 - ``.due/<ms>~R`` the due index of waiting runs, and ``.running~R`` the index entry of a
   running run, beside its record (``tinywf_cli.stores.files.dueindex``).
+- ``.limits/``   the state of limits and breakers, a small file per limit (and key) and per
+  breaker, each changed under its own lock (``tinywf_cli.stores.files.cells``).
 
 What is durable when: a run's creation, every commit of an action's result, a pause and an
 end each return only once synced. The engine defers what a replay re-derives (a transition)
@@ -62,6 +64,7 @@ from tinywf_cli.errors import InvalidRunId, RunLocked, RunNotFound, StorageError
 from tinywf_cli.model import RunHead, head_from_json
 from tinywf_cli.names import is_run_id
 from tinywf_cli.stores.base import LoadedRun, RunSession, index_due
+from tinywf_cli.stores.files.cells import FileCells
 from tinywf_cli.stores.files.dueindex import DueIndex, entry_name
 from tinywf_cli.stores.files.fileio import (
     READ_FLAGS,
@@ -97,11 +100,19 @@ class FileStore:
         self._checked = False
         #: Secrets read, by name: the status of the file read and its bytes (``secret``).
         self._secrets: dict[str, tuple[tuple[int, ...], bytes]] = {}
+        self._cells: FileCells | None = None
 
     @property
     def target(self) -> str:
         """The state directory."""
         return str(self.root)
+
+    @property
+    def cells(self) -> FileCells:
+        """The limits' and breakers' cells, in ``.limits/`` (``tinywf_cli.stores.files.cells``)."""
+        if self._cells is None:
+            self._cells = FileCells(self)
+        return self._cells
 
     # -- paths and the directory --------------------------------------------------
 

@@ -10,6 +10,10 @@ Tables (all in the store's schema, default ``tinywf``):
   the current visit begins.
 - ``journal``  the run's entries, ``(run_id, seq)``; deleted with the run.
 - ``secrets``  named random keys (``Store.secret``).
+- ``cells``    the state of limits and breakers (``tinywf_cli.stores.limits``): one row per
+  cell, ``(kind, name, key)`` (``key`` ``''`` for none), its JSON and a ``version`` that grows
+  at every change; a change is one ``UPDATE`` fenced by the version it read, so of two
+  processes taking the last slot at once one wins and the other reads again.
 - ``schema_version`` one row: the migration the tables are at.
 
 Every write of a run is fenced: ``... WHERE run_id = %(run_id)s AND epoch = %(epoch)s``.
@@ -20,7 +24,7 @@ ran out) writes nothing: its statements match no row.
 from __future__ import annotations
 
 #: The version the statements below expect; ``MIGRATIONS[n]`` brings version n-1 to n.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -50,6 +54,17 @@ CREATE TABLE {s}.secrets (
     name       text PRIMARY KEY,
     value      bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
+);
+""",
+    2: """
+CREATE TABLE {s}.cells (
+    kind       text   NOT NULL,
+    name       text   NOT NULL,
+    key        text   NOT NULL DEFAULT '',
+    state      json   NOT NULL,
+    version    bigint NOT NULL DEFAULT 1,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, name, key)
 );
 """,
 }
@@ -176,6 +191,23 @@ SELECT least(
     (SELECT min(due_at) FROM {{s}}.runs WHERE due_at IS NOT NULL AND (status <> 'running' OR {_FREE})),
     (SELECT min(lease_until) FROM {{s}}.runs
       WHERE owner IS NOT NULL AND status = 'running' AND due_at IS NOT NULL AND lease_until >= now()))""",
+    # limits and breakers: a cell is read, changed here, and written back only if nobody wrote it
+    # in between (its version): taking a slot or a token is that one UPDATE
+    "cell_read": """
+SELECT state::text, version FROM {s}.cells WHERE kind = %(kind)s AND name = %(name)s AND key = %(key)s""",
+    "cell_insert": """
+INSERT INTO {s}.cells (kind, name, key, state) VALUES (%(kind)s, %(name)s, %(key)s, %(state)s::json)
+ON CONFLICT (kind, name, key) DO NOTHING RETURNING version""",
+    "cell_update": """
+UPDATE {s}.cells SET state = %(state)s::json, version = version + 1, updated_at = now()
+WHERE kind = %(kind)s AND name = %(name)s AND key = %(key)s AND version = %(version)s RETURNING version""",
+    "cell_delete": "DELETE FROM {s}.cells WHERE kind = %(kind)s AND name = %(name)s AND key = %(key)s RETURNING 1",
+    "cell_all": "SELECT state::text FROM {s}.cells WHERE kind = %(kind)s ORDER BY name, key",
+    # whether a slot's holder may still be in flight: its run's status and visit, and whether the
+    # claim of that epoch is alive (the database's clock)
+    "slot_holder": """
+SELECT status, (head->>'visit')::int, epoch = %(epoch)s AND owner IS NOT NULL AND lease_until >= now()
+FROM {s}.runs WHERE run_id = %(run_id)s""",
     # two statements on purpose: a second one sees the row a racing process committed
     "secret_insert": """
 INSERT INTO {s}.secrets (name, value) VALUES (%(name)s, %(value)s) ON CONFLICT (name) DO NOTHING RETURNING value""",

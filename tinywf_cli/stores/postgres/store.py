@@ -42,6 +42,7 @@ from tinywf_cli.stores.journal import (
     visit_start,
 )
 from tinywf_cli.stores.postgres import schema
+from tinywf_cli.stores.postgres.cells import PostgresCells
 from tinywf_cli.stores.postgres.connection import DEFAULT_LEASE, Target, connect, fail, parse_target
 from tinywf_cli.stores.postgres.keeper import Keeper
 
@@ -76,6 +77,7 @@ class PostgresStore:
         self._guard = threading.Lock()
         self._migrated = False
         self.keeper = Keeper(self)
+        self.cells = PostgresCells(self)
 
     @property
     def target(self) -> str:
