@@ -26,7 +26,7 @@ from clihelpers import TEST_FLOWS, make_workspace
 from pgserver import fresh_url
 from rich.console import Console
 
-from tinywf_cli import Runtime, Workflow, step
+from tinywf_cli import Breaker, Limit, Runtime, Workflow, step
 from tinywf_cli.cli.render import runs_table, show_view
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.errors import RunNotFound, TinyWFError
@@ -50,6 +50,30 @@ class Odd(Workflow):
         for i in range(6):
             self.log("note", i=i, f=i / 3e6, s="\t\n")
         return None
+
+
+def _broken() -> None:
+    raise ConnectionError("down")
+
+
+class Limited(Workflow):
+    """One action under a rate and a breaker: runs wait for a token, or for the breaker to half open."""
+
+    @step
+    def begin(self) -> Any:
+        if self.state.get("fail"):
+            yield self.action("call", _broken, breaker=Breaker("read-path", failures=1))
+        yield self.action("call", print, limit=Limit("read-path", rate="1/m").key("k"))
+
+
+class Whole(Workflow):
+    """A run that holds a slot for its whole life."""
+
+    limit = Limit("read-path-whole", concurrency=1)
+
+    @step
+    def begin(self) -> Any:
+        yield self.wait_event("done")
 
 
 def runs(rt: Runtime, clock: ManualClock, workspace: Path) -> Iterator[str]:
@@ -85,6 +109,11 @@ def runs(rt: Runtime, clock: ManualClock, workspace: Path) -> Iterator[str]:
     rt.send(answered.run_id, "later", {"floats": [1e-7, 1e16], "text": "é\u2028😀"})
     rt.resolve(answered.run_id, "value", [2**70, -0.0, "x" * 500])
     yield answered.run_id
+    for run_id, flow, values in (("limited", Limited, {}), ("rate-waits", Limited, {}),
+                                 ("breaks", Limited, {"fail": True}), ("breaker-waits", Limited, {"fail": True}),
+                                 ("whole", Whole, {}), ("whole-waits", Whole, {})):
+        rt.start(flow, input=values, run_id=run_id)
+        yield run_id
     clock.advance(timedelta(minutes=5))
     rt.tick()  # timers come due: runs move on
     # blocked and running (as a process that died leaves it): set by hand through the store

@@ -3,6 +3,7 @@
 Everything a flow author or an embedding program needs is importable from here::
 
     from tinywf_cli import Workflow, step, signal, Retry, EventTimeout, ActionFailed, ChildFailed, Runtime
+    from tinywf_cli import Limit, Breaker
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Retry
+    from tinywf_cli.authoring.limits import Breaker, Limit
     from tinywf_cli.authoring.workflow import Workflow, signal, step
     from tinywf_cli.errors import (
         ActionFailed,
         BadInput,
+        BreakerOpen,
         ChildFailed,
         ClaimLost,
         Conflict,
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
         FlowLoadError,
         InvalidRunId,
         InvalidValue,
+        LimitNotFound,
         NonDeterminismError,
         NotAnEvent,
         NotFound,
@@ -41,10 +45,12 @@ if TYPE_CHECKING:
         TinyWFError,
     )
     from tinywf_cli.model import (
+        BreakerList,
         CheckReport,
         CheckResult,
         CopyReport,
         ErrorInfo,
+        LimitList,
         LogEntry,
         PendingResume,
         PruneReport,
@@ -62,6 +68,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ActionFailed": "tinywf_cli.errors",
     "BadInput": "tinywf_cli.errors",
+    "Breaker": "tinywf_cli.authoring.limits",
+    "BreakerList": "tinywf_cli.model",
+    "BreakerOpen": "tinywf_cli.errors",
     "CheckReport": "tinywf_cli.model",
     "CheckResult": "tinywf_cli.model",
     "CopyReport": "tinywf_cli.model",
@@ -75,6 +84,9 @@ _EXPORTS = {
     "FlowLoadError": "tinywf_cli.errors",
     "InvalidRunId": "tinywf_cli.errors",
     "InvalidValue": "tinywf_cli.errors",
+    "Limit": "tinywf_cli.authoring.limits",
+    "LimitList": "tinywf_cli.model",
+    "LimitNotFound": "tinywf_cli.errors",
     "LogEntry": "tinywf_cli.model",
     "NonDeterminismError": "tinywf_cli.errors",
     "NotAnEvent": "tinywf_cli.errors",
@@ -117,6 +129,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ActionFailed",
     "BadInput",
+    "Breaker",
+    "BreakerList",
+    "BreakerOpen",
     "CheckReport",
     "CheckResult",
     "CopyReport",
@@ -130,6 +145,9 @@ __all__ = [
     "FlowLoadError",
     "InvalidRunId",
     "InvalidValue",
+    "Limit",
+    "LimitList",
+    "LimitNotFound",
     "LogEntry",
     "NonDeterminismError",
     "NotAnEvent",

@@ -12,7 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from tinywf_cli.authoring.limits import Breaker, Limit
 
 #: The longest wait tinywf accepts (about 100 years): longer ones are surely mistakes.
 MAX_SECONDS = 100 * 366 * 86400.0
@@ -100,20 +103,31 @@ class Command:
 class Action(Command):
     """Run ``fn(*args, **kwargs)`` once, durably: ``value = yield self.action(...)``."""
 
-    __slots__ = ("args", "fn", "kwargs", "retry")
+    __slots__ = ("args", "breaker", "fn", "kwargs", "limit", "retry")
     kind = "action"
 
     def __init__(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], retry: Retry | None) -> None:
+                 kwargs: dict[str, Any], retry: Retry | None, limit: Limit | None = None,
+                 breaker: Breaker | None = None) -> None:
         super().__init__(key)
         if not callable(fn):
             raise TypeError(f"action '{key}': {fn!r} is not callable")
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"action '{key}': retry= takes a Retry(...), not {retry!r}")
+        if limit is not None or breaker is not None:
+            from tinywf_cli.authoring.limits import Breaker, Limit  # limits.py builds on this module
+
+            if limit is not None and not isinstance(limit, Limit):
+                raise TypeError(f"action '{key}': limit= takes a Limit(...) (or LIMIT.key(value)), not {limit!r}")
+            if breaker is not None and not isinstance(breaker, Breaker):
+                raise TypeError(f"action '{key}': breaker= takes a Breaker(...), not {breaker!r}")
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.retry = retry or NO_RETRY
+        #: The limit each attempt takes room under, and the breaker it goes through (or ``None``).
+        self.limit = limit
+        self.breaker = breaker
 
 
 class Sleep(Command):

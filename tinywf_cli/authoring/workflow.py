@@ -30,6 +30,7 @@ from tinywf_cli.authoring.commands import (
     WaitEvent,
     seconds_of,
 )
+from tinywf_cli.authoring.limits import Breaker, Limit
 from tinywf_cli.clock import as_utc
 from tinywf_cli.errors import FlowDefinitionError
 from tinywf_cli.names import WORKFLOW_API
@@ -148,6 +149,10 @@ class Workflow(Generic[StateT]):
     #: Seconds a step's code may run between two yields before the run fails (``None``: no limit).
     #: Steps should be quick; slow work belongs in actions, which have no such limit.
     step_timeout: ClassVar[float | None] = 60.0
+    #: A ``Limit`` the whole run holds one slot of, from its first step to its end (``rate``
+    #: counts run starts); or a method ``def limit(self): return LIMIT.key(self.state.customer)``,
+    #: asked once, before the run's first step. ``None``: no limit.
+    limit: ClassVar[Limit | Callable[[Any], Limit | None] | None] = None
 
     state: StateT
     _tinywf: RunContext
@@ -189,16 +194,18 @@ class Workflow(Generic[StateT]):
 
     # -- commands --------------------------------------------------------------
 
-    def action(self, key: str, fn: Callable[..., Any], /, *args: Any,
-               retry: Retry | None = None, **kwargs: Any) -> Action:
+    def action(self, key: str, fn: Callable[..., Any], /, *args: Any, retry: Retry | None = None,
+               limit: Limit | None = None, breaker: Breaker | None = None, **kwargs: Any) -> Action:
         """Run ``fn(*args, **kwargs)`` once and cache its result: ``value = yield self.action(...)``.
 
         ``fn`` may be ``async def``. Its result is stored as JSON before the step
         continues; replays get the stored value (restored through ``fn``'s return
         annotation when pydantic understands it). ``retry=Retry(...)`` retries failures
-        with durable delays.
+        with durable delays. ``limit=Limit(...)``: each attempt starts only when the limit
+        has room (until then the run waits durably); ``breaker=Breaker(...)``: attempts go
+        through the circuit breaker, and failures count towards opening it.
         """
-        return Action(key, fn, args, kwargs, retry)
+        return Action(key, fn, args, kwargs, retry, limit, breaker)
 
     def sleep(self, key: str, duration: float | timedelta) -> Sleep:
         """A durable timer of ``duration`` seconds (or a timedelta); yields the time it was due."""
@@ -308,6 +315,9 @@ def _check_versioning(cls: type[Workflow[Any]]) -> None:
     limit = cls.history_limit
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise FlowDefinitionError(f"{name}.history_limit must be None or an integer >= 1, not {limit!r}")
+    declared = cls.__dict__.get("limit", None)
+    if declared is not None and not isinstance(declared, Limit) and not inspect.isfunction(declared):
+        raise FlowDefinitionError(f"{name}.limit must be a Limit(...), or a method returning one, not {declared!r}")
     timeout = cls.step_timeout
     if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
                                 or not 0 < timeout < math.inf):

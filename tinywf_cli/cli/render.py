@@ -103,6 +103,17 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
             out.append(Text.assemble(("  waits for child run ", ""), (str(child), "bold"),
                                      (f" ({pending.key}, {pending.resume_id})", "dim")))
             out.append(Text(f"    see it with `tinywf show{state_hint} {shlex.quote(str(child))}`", style="dim"))
+        elif pending.kind in ("limit", "breaker"):
+            request = pending.request or {}
+            if pending.kind == "limit":
+                keyed = f" (key {request['key']})" if "key" in request else ""
+                what = f"room under limit {request.get('limit', '?')}{keyed} for "
+            else:
+                what = "its breaker to half open, for "
+            due = format_instant(pending.due_at) if pending.due_at else "?"
+            out.append(Text.assemble((f"  waits for {what}", ""), (pending.key, "bold"),
+                                     (f" ({pending.resume_id})", "dim"),
+                                     (f", expected {due} ({ago(pending.due_at, now)})", "")))
         else:
             what = "timer" if pending.kind == "timer" else "retry of action"
             due = format_instant(pending.due_at) if pending.due_at else "?"
@@ -112,7 +123,7 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
     if doc.status == "paused":
         out.append(Text(f"    paused: nothing advances it until `tinywf resume{state_hint} {shlex.quote(doc.run_id)}` "
                         "(`tinywf send` queues events meanwhile)", style="dim"))
-    elif any(p.kind in ("timer", "retry") for p in doc.pending):
+    elif any(p.kind in ("timer", "retry", "limit", "breaker") for p in doc.pending):
         out.append(Text("    `tinywf tick` (cron) or `tinywf worker` carries it on when due", style="dim"))
     return out
 

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from tinywf_cli.authoring.commands import Action, Parallel
 from tinywf_cli.clock import format_instant
-from tinywf_cli.engine.base import EngineBase
 from tinywf_cli.engine.checkpoint import _Throw, error_of
+from tinywf_cli.engine.gating import Gating, Verdict
 from tinywf_cli.engine.values import NotJSON, restore, return_adapter, to_json_value, validation_message
 from tinywf_cli.errors import ActionFailed
 from tinywf_cli.interrupts import is_interrupt
@@ -45,19 +45,22 @@ def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 
-class Actions(EngineBase):
+class Actions(Gating):
     """The engine's actions: ``yield self.action(...)`` and ``yield self.parallel(...)``."""
 
     def attempt(self, action: Action, slot: Slot) -> None:
-        """Run one attempt of ``action`` here and record its outcome in ``slot``."""
+        """Run one attempt of ``action`` here and record its outcome in ``slot`` (its slot under a
+        limit given back, its outcome counted by its breaker: before the caller commits)."""
         try:
             result = run_callable(action.fn, action.args, action.kwargs)
         except BaseException as exc:
             if is_interrupt(exc):
                 raise
             self.record_attempt(action, slot, error=exc)
+            self.settle(action, ok=False)
         else:
             self.record_attempt(action, slot, result=result)
+            self.settle(action, ok=True)
 
     def record_attempt(self, action: Action, slot: Slot, result: Any = None,
                        error: BaseException | None = None) -> None:
@@ -119,8 +122,15 @@ class Actions(EngineBase):
                 due = slot.due()
                 if due is not None and due > self.now():
                     self.pause(slot)
-            self.cp.resume()
-            self.attempt(action, slot)
+            verdict = self.admit(action, slot)
+            if verdict is Verdict.WAIT:
+                self.put(slot)
+                self.pause(slot)
+            if verdict is Verdict.GO:
+                self.cp.resume()
+                self.attempt(action, slot)
+            else:
+                self.record_attempt(action, slot, error=verdict)
             self.put(slot)
             if slot.status != "retrying" or (slot.due() or self.now()) <= self.now():
                 self.commit()  # a retry due later is committed by the pause
@@ -154,23 +164,44 @@ class Actions(EngineBase):
         order = [a.key for a in command.actions.values()]
         by_key = {a.key: a for a in command.actions.values()}
         fresh: set[str] = set()
+        gated: set[str] = set()  # parts that wait for room (or their breaker) in this pass
         while True:
             now = self.now()
             # a part still "new" on record was in flight when its process died: run it again
             todo = [by_key[k] for k in order
                     if k not in parts or parts[k].status in ("new", "running")
-                    or (parts[k].status == "retrying" and (parts[k].due() or now) <= now)]
+                    or (parts[k].status == "retrying" and (parts[k].due() or now) <= now)
+                    or (parts[k].status == "gated" and k not in gated)]
             if not todo:
                 break
-            self.cp.resume()
-            fresh.update(a.key for a in todo)
-            self.run_concurrently(todo, index, parts, command.max_workers)
-        if any(parts[k].status == "retrying" for k in order):
+            admitted = self.admit_parts(todo, index, parts, gated)
+            if admitted:
+                self.cp.resume()
+                fresh.update(a.key for a in admitted)
+                self.run_concurrently(admitted, index, parts, command.max_workers)
+        if any(parts[k].status in ("retrying", "gated") for k in order):
             self.pause(slot)
         for key in order:
             if parts[key].status == "failed":
                 return self.failure_of(parts[key])
         return {name: self.restore_result(a, parts[a.key], a.key in fresh) for name, a in command.actions.items()}
+
+    def admit_parts(self, actions: list[Action], index: int, parts: dict[str, Slot], gated: set[str]) -> list[Action]:
+        """The parts that may make an attempt now; the others are gated (``gated`` notes them) or
+        refused by their breaker, each recorded on its own."""
+        admitted = []
+        for action in actions:
+            part = parts.setdefault(action.key, Slot(0, "action", action.key, "new"))
+            verdict = self.admit(action, part)
+            if verdict is Verdict.GO:
+                admitted.append(action)
+                continue
+            if verdict is Verdict.WAIT:
+                gated.add(action.key)
+            else:
+                self.record_attempt(action, part, error=verdict)
+            self.cp.entries.append(PartEntry(index, part.to_json()))
+        return admitted
 
     def run_concurrently(self, actions: list[Action], index: int, parts: dict[str, Slot], max_workers: int) -> None:
         """Run ``actions`` in at most ``max_workers`` threads; record outcomes from this thread as
@@ -193,6 +224,7 @@ class Actions(EngineBase):
                         raise exc
                     part = parts[action.key]
                     self.record_attempt(action, part, None if exc else future.result(), exc)
+                    self.settle(action, ok=exc is None)
                     self.cp.entries.append(PartEntry(index, part.to_json()))
                 self.commit()
         except BaseException:

@@ -9,13 +9,14 @@ from typing import Any, NoReturn, Protocol
 from pydantic_core import to_json
 
 from tinywf_cli.authoring.commands import Child
-from tinywf_cli.authoring.workflow import Workflow
+from tinywf_cli.authoring.workflow import RunContext, Workflow
 from tinywf_cli.clock import Clock
 from tinywf_cli.engine.checkpoint import Checkpoint, Outcome, Save
 from tinywf_cli.engine.state import dump_state
 from tinywf_cli.engine.values import Answer
 from tinywf_cli.model import PendingResume, RunHead
 from tinywf_cli.stores.journal import Entry, Slot
+from tinywf_cli.stores.limits import Gates
 
 
 class World(Protocol):
@@ -44,7 +45,7 @@ class EngineBase:
     """The state every part of the engine shares, and what they all do with it."""
 
     def __init__(self, cls: type[Workflow[Any]], head: RunHead, slots: list[Slot], clock: Clock, save: Save,
-                 world: World | None = None, *, dry: bool = False) -> None:
+                 world: World | None = None, *, dry: bool = False, gates: Gates | None = None) -> None:
         self.cls = cls
         self.cp = Checkpoint(head, _discard if dry else save, clock)
         #: The run being advanced (the checkpoint's head: one object for the engine's life).
@@ -61,12 +62,24 @@ class EngineBase:
         self.reason: str | None = None
         #: Child runs started by this call (the runtime advances them once this run is saved).
         self.started: list[str] = []
+        #: The store's limits and breakers (``None``: a store that keeps none), and what this pass
+        #: holds of them: the actions holding a slot, those that are a breaker's probe.
+        self.gates = gates
+        self.holding: set[str] = set()
+        self.probing: set[str] = set()
+        #: Runs waiting for room (or a breaker) that this call made room for: the runtime wakes
+        #: them once this run is saved.
+        self.woken: list[str] = []
         self.index = 0
         self._keys: set[str] = set()
         self._channels: dict[str, int] = {}
         self._visit_json: bytes | None = None
         self._logs_at_start = head.visit_logs
         self._store_target = world.store_target if world is not None else ""
+
+    def new_context(self) -> RunContext:
+        """The context a workflow object of this run talks to (the engine's own)."""
+        raise NotImplementedError
 
     def block(self, kind: str, message: str) -> NoReturn:
         """Block the run (see ``Checkpoint.block``); log calls counted in this pass were not kept."""
@@ -103,8 +116,10 @@ class EngineBase:
     def pending_of(self, slot: Slot) -> list[PendingResume]:
         """The pending resumes of a slot the run waits on."""
         def one(s: Slot, kind: Any) -> PendingResume:
+            if s.status == "gated":
+                kind = "breaker" if s.request is None else "limit"
             return PendingResume(resume_id=s.resume_id or s.key, kind=kind, key=s.key,
-                                 request=s.request if kind in ("event", "child") else None, due_at=s.due())
+                                 request=s.request if kind in ("event", "child", "limit") else None, due_at=s.due())
         if slot.kind == "sleep":
             return [one(slot, "timer")]
         if slot.kind == "event":
@@ -114,7 +129,7 @@ class EngineBase:
         if slot.kind == "action":
             return [one(slot, "retry")]
         assert slot.parts is not None
-        return [one(p, "retry") for p in slot.parts.values() if p.status == "retrying"]
+        return [one(p, "retry") for p in slot.parts.values() if p.status in ("retrying", "gated")]
 
     def pause(self, slot: Slot) -> NoReturn:
         """Leave the run waiting on ``slot``."""

@@ -68,6 +68,8 @@ class Checkpoint:
         self.answer: Answer | None = None
         #: ``(key, values queued there)`` once the answer was kept.
         self.kept: tuple[str, int] | None = None
+        #: The whole-run limit the run held when it finished, to give back once that is saved.
+        self.let_go: tuple[str, str | None] | None = None
 
     def log(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry."""
@@ -177,6 +179,8 @@ class Checkpoint:
         head = self.head
         head.status = "finished"
         head.pending = []
+        if head.held_limit is not None:
+            self.let_go, head.held_limit = head.held_limit, None
         self.log("finish", {})
         self.keep_answer()
         self.commit()

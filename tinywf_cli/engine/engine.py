@@ -118,6 +118,7 @@ class Engine(Actions, Waits):
                 self.recover()
             self.note_code()
             self.migrate()
+            self.hold_run_limit()
             while self.head.status in ("running", "waiting"):
                 self.run_visit()
         except _Stop as stop:
@@ -126,7 +127,12 @@ class Engine(Actions, Waits):
         finally:
             self.cp.live = None
             self.wf = None
+        self.let_go_run_limit()
         return self.head
+
+    def new_context(self) -> _Context:
+        """The context a workflow object of this run talks to."""
+        return _Context(self, self.head, self._store_target)
 
     def note_code(self) -> None:
         """Name in the run's history the flow code it runs with, when it changed; keep its history_limit."""

@@ -14,6 +14,7 @@ from tinywf_cli.runtime.base import RuntimeBase, _running, due_now, own_doc, sta
 from tinywf_cli.stores.base import LoadedRun, RunSession, wakes_parent
 from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import VisitEntry
+from tinywf_cli.stores.limits import Gates, cells_of
 
 if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Child
@@ -24,16 +25,19 @@ if TYPE_CHECKING:
 
 class _Follow:
     """What a command must do once a run's session closed: advance the children it started,
-    wake the parent of a child that ended."""
+    wake the parent of a child that ended, and wake the runs it made room for under a limit
+    (or that waited for a breaker it closed)."""
 
     def __init__(self) -> None:
         self.children: list[str] = []
         self.ended: list[str] = []
+        self.woken: list[str] = []
 
     def after(self, engine: Engine | None, head: RunHead) -> None:
         """Take what an engine call left to do."""
         if engine is not None:
             self.children.extend(engine.started)
+            self.woken.extend(r for r in engine.woken if r != head.run_id)
         if wakes_parent(head):
             self.ended.append(head.run_id)
 
@@ -44,7 +48,9 @@ class Advancing(RuntimeBase):
     def _engine(self, cls: WorkflowClass, run: LoadedRun, session: RunSession | None, *,
                 dry: bool = False) -> Engine:
         save = session.commit if session is not None else (lambda head, entries: None)
-        return _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry)
+        cells = cells_of(self.store)
+        gates = None if cells is None else Gates(cells, getattr(session, "epoch", None))
+        return _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry, gates=gates)
 
     def _advance(self, session: RunSession, run: LoadedRun, follow: _Follow, *,
                  resolving: Answer | None = None, recover: bool = False,
@@ -83,6 +89,8 @@ class Advancing(RuntimeBase):
 
     def _document(self, head: RunHead, *, advanced: bool, follow: _Follow | None = None) -> RunDocument:
         """The run's document; after the follow-ups (children, parents) ran, as they left it."""
+        if follow is not None and follow.woken:
+            self._wake_waiters(follow)
         if follow is not None and (follow.children or follow.ended):
             self._settle(follow)
             with suppress(TinyWFError):
@@ -145,6 +153,7 @@ class Advancing(RuntimeBase):
         process is left to it (or to the next ``tick``, for which it stays due).
         """
         done: list[TickAdvanced] = []
+        self._wake_waiters(follow)
         children, ended = deque(follow.children), deque(follow.ended)
         follow.children, follow.ended = [], []
         while children or ended:
@@ -157,7 +166,31 @@ class Advancing(RuntimeBase):
                 done.append(TickAdvanced(run_id=head.run_id, status=head.status))
             children.extend(more.children)
             ended.extend(more.ended)
+            self._wake_waiters(more)
         return done
+
+    def _wake_waiters(self, follow: _Follow) -> None:
+        """Bring the due time of runs waiting for room (or a breaker) forward to now, that ``tick``
+        takes them up at once: each under its own lock, without waiting (a run locked is being
+        advanced already), never advanced here."""
+        woken, follow.woken = follow.woken, []
+        for run_id in dict.fromkeys(woken):
+            try:
+                with self._open(run_id, 0) as session:
+                    head = session.load().head
+                    now = self.clock.now()
+                    if head.status != "waiting":
+                        continue
+                    changed = False
+                    for pending in head.pending:
+                        if pending.kind in ("limit", "breaker") and (pending.due_at is None or pending.due_at > now):
+                            pending.due_at = now
+                            changed = True
+                    if changed:
+                        head.wake_at = min((p.due_at for p in head.pending if p.due_at is not None), default=None)
+                        self._commit(session, head, [])
+            except TinyWFError:
+                continue  # locked (being advanced), gone or unreadable: its own due time stands
 
     def _advance_if_due(self, run_id: str, follow: _Follow) -> RunHead | None:
         try:

@@ -19,8 +19,9 @@ from tinywf_cli.errors import (
     StatusConflict,
 )
 from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead, Via
-from tinywf_cli.runtime.advancing import Advancing, _Follow
+from tinywf_cli.runtime.advancing import _Follow
 from tinywf_cli.runtime.base import _running, check_run_id, due_now, new_run_id, own_doc, start_values
+from tinywf_cli.runtime.limits import Limits
 from tinywf_cli.stores.base import LoadedRun, wakes_parent
 from tinywf_cli.stores.journal import Entry, SlotEntry, VisitEntry, fold_slots
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 MAX_QUEUED_EVENTS = 1000
 
 
-class RunCommands(Advancing):
+class RunCommands(Limits):
     """The commands that change one run, each under its lock."""
 
     # -- starting and answering runs ---------------------------------------------
@@ -198,12 +199,15 @@ class RunCommands(Advancing):
                     values["reason"] = to_json_value(reason)
                 except NotJSON as exc:
                     raise InvalidValue(f"--reason: {exc}") from None
+            waited, held = head.pending, head.held_limit
             head.status = "cancelled"
             head.pending = []
             head.wake_at = None
             head.paused_from = None
+            head.held_limit = None
             self._commit(session, head, [self._log(head, "cancel", values)])
             follow.after(None, head)
+            self._give_back(run_id, waited, held, follow)
         for child in head.children:
             try:
                 self.cancel(child, reason=f"its parent {run_id} was cancelled")
@@ -242,6 +246,7 @@ class RunCommands(Advancing):
             head.paused_from = head.status
             head.status = "paused"
             self._commit(session, head, [self._log(head, "paused", {"was": head.paused_from})])
+            self._give_back(run_id, head.pending, None, _Follow())
         return self._document(head, advanced=False)
 
     def resume(self, run_id: str) -> RunDocument:

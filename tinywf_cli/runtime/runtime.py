@@ -13,6 +13,7 @@ children are advanced, and parents woken, only after the session that asked for 
 - ``commands``: the commands on one run (start, resolve, send, signal, cancel, …);
 - ``ticking``: ``tick`` and the worker's loop;
 - ``maintenance``: reindex, check, fork, prune, copy;
+- ``limits``: limits and breakers seen from outside the runs (list, override, reset);
 - ``reading``: ``get`` and ``list``.
 """
 

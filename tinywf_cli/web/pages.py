@@ -176,7 +176,7 @@ def _pending_card(doc: RunDocument, pending: PendingResume, now: datetime, csrf:
         body.append(h("p", {}, "child run ", h("a", {"href": run_href(child)}, child)))
     elif pending.request:
         body.append(h("pre", {}, pretty(pending.request)))
-    if pending.kind in ("timer", "retry"):
+    if pending.kind in ("timer", "retry", "limit", "breaker"):
         body.append(h("p", {"class_": "hint"}, "`tinywf tick` (cron) or `tinywf worker` carries it on when due"))
     return h("div", {"class_": "card pending", "data-resume": pending.resume_id}, *body)
 
