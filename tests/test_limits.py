@@ -437,3 +437,22 @@ def test_a_slot_outlives_no_wait_the_run_is_not_held_while_it_waits(runtime: Run
     # a waiting run holds no lock: another command takes it at once
     assert runtime.cancel("b").status == "cancelled"
     assert runtime.limits().limits[0].waiting == 0
+
+
+def test_a_bucket_is_never_refilled_twice_for_one_span_when_processes_read_the_clock_out_of_order() -> None:
+    from datetime import UTC, datetime
+
+    from tinywf_cli.stores.limits import LimitSpec, Ticket, enter_limit
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    cell: dict[str, Any] = {}
+    spec = LimitSpec("api", None, (1, 1.0), None)
+
+    def ask(run: str, seconds: float) -> bool:
+        return enter_limit(cell, spec, None, Ticket(f"{run}:1:call", run, 1), t0 + timedelta(seconds=seconds),
+                           lambda holder: True).go
+
+    assert ask("a", 1.0)  # the bucket's one token
+    assert not ask("b", 0.5)  # read the clock before "a" did, got the lock after it
+    assert not ask("b", 1.5)  # half a token since 1.0 (not a whole one since 0.5)
+    assert ask("b", 2.0)

@@ -204,8 +204,11 @@ def _refill(cell: dict[str, Any], rate: tuple[int, float] | None, now: datetime)
     tokens, at = cell.get("tokens"), _instant(cell.get("at"))
     if tokens is None or at is None:
         level = float(size)  # a new bucket starts full
+    elif now <= at:
+        # another process, whose clock read came later, refilled it already: never count a span twice
+        return float(tokens)
     else:
-        level = min(float(size), float(tokens) + max(0.0, (now - at).total_seconds()) * size / per)
+        level = min(float(size), float(tokens) + (now - at).total_seconds() * size / per)
     cell["tokens"], cell["at"] = level, format_instant(now)
     return level
 
