@@ -36,11 +36,16 @@ def reference(tool: ModuleType) -> str:
 
 
 def registered() -> list[tuple[str, typer.models.CommandInfo]]:
-    """(name, info) of every command registered on the app."""
+    """(name, info) of every command registered on the app, then of each group's (``limit set``)."""
     found = []
     for info in app.registered_commands:
         assert info.callback is not None
         found.append((info.name or info.callback.__name__.replace("_", "-"), info))
+    for group in app.registered_groups:
+        assert group.typer_instance is not None
+        for info in group.typer_instance.registered_commands:
+            assert info.callback is not None
+            found.append((f"{group.name} {info.name or info.callback.__name__.replace('_', '-')}", info))
     return found
 
 

@@ -29,14 +29,24 @@ WRITE_COMMAND = "python tools/cli_reference.py --write"
 
 
 def command_names() -> list[str]:
-    """The names of the ``tinywf`` commands, in the order ``tinywf --help`` lists them."""
+    """The names of the ``tinywf`` commands, in the order ``tinywf --help`` lists them; a group's
+    commands by their whole name (``limit set``), in the order ``tinywf GROUP --help`` lists them."""
     import typer
 
     from tinywf_cli.cli import app
 
-    group = typer.main.get_command(app)
-    commands = getattr(group, "commands", {})
-    return [name for name, command in commands.items() if not getattr(command, "hidden", False)]
+    def names(group: object, prefix: str) -> list[str]:
+        found: list[str] = []
+        for name, command in getattr(group, "commands", {}).items():
+            if getattr(command, "hidden", False):
+                continue
+            if hasattr(command, "commands"):
+                found.extend(names(command, f"{prefix}{name} "))
+            else:
+                found.append(f"{prefix}{name}")
+        return found
+
+    return names(typer.main.get_command(app), "")
 
 
 def help_text(args: list[str]) -> str:
@@ -69,7 +79,7 @@ def plain_terminal() -> Iterator[None]:
 
 def reference() -> str:
     """The CLI reference in Markdown: the main help, then each command's."""
-    invocations = [[], *([name] for name in command_names())]
+    invocations = [[], *(name.split() for name in command_names())]
     parts = [f"Generated from `--help` by `{WRITE_COMMAND}`; edit the commands' docstrings, not this."]
     for args in invocations:
         parts.append(f"### `{' '.join(['tinywf', *args])}`\n\n```text\n{help_text(args)}\n```")
