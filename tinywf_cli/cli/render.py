@@ -24,7 +24,9 @@ from tinywf_cli.clock import ago, format_instant, span
 
 if TYPE_CHECKING:  # documents only by their attributes: `show` draws the read path's without pydantic
     from tinywf_cli.model import (
+        BreakerList,
         CheckReport,
+        LimitList,
         LogEntry,
         PendingResume,
         PruneReport,
@@ -105,14 +107,17 @@ def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list
             out.append(Text(f"    see it with `tinywf show{state_hint} {shlex.quote(str(child))}`", style="dim"))
         elif pending.kind in ("limit", "breaker"):
             request = pending.request or {}
-            if pending.kind == "limit":
-                keyed = f" (key {request['key']})" if "key" in request else ""
-                what = f"room under limit {request.get('limit', '?')}{keyed} for "
+            name = str(request.get("limit", "?"))
+            keyed = f" (key {request['key']})" if "key" in request else ""
+            if pending.kind == "breaker":
+                parts: list[tuple[str, str]] = [("  waits for its breaker to half open, for action ", ""),
+                                                (pending.key, "bold")]
+            elif pending.key == name and pending.resume_id.startswith(f"{name}@"):  # the flow's own limit
+                parts = [("  waits for a slot of limit ", ""), (name, "bold"), (f"{keyed} to begin", "")]
             else:
-                what = "its breaker to half open, for "
+                parts = [(f"  waits for room under limit {name}{keyed}, for action ", ""), (pending.key, "bold")]
             due = format_instant(pending.due_at) if pending.due_at else "?"
-            out.append(Text.assemble((f"  waits for {what}", ""), (pending.key, "bold"),
-                                     (f" ({pending.resume_id})", "dim"),
+            out.append(Text.assemble(*parts, (f" ({pending.resume_id})", "dim"),
                                      (f", expected {due} ({ago(pending.due_at, now)})", "")))
         else:
             what = "timer" if pending.kind == "timer" else "retry of action"
@@ -331,6 +336,38 @@ def prune_lines(report: PruneReport, dry_run: bool) -> RenderableType:
     lines.append(Text(f"{runs} {'would be deleted' if dry_run else 'deleted'}, {len(report.skipped)} skipped",
                       style="dim"))
     return Group(*lines)
+
+
+def limits_table(limits: LimitList) -> RenderableType:
+    """``tinywf limits``: each limit (each key of a keyed one), what applies, in flight, waiting."""
+    if not limits.limits:
+        return Text("no limits (a limit appears once a run has used it, or `tinywf limit set` named it)",
+                    style="dim")
+    table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
+    for name in ("limit", "key", "rate", "concurrency", "in flight", "waiting"):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("concurrency", "in flight", "waiting")
+                         else "left")
+    for row in limits.limits:
+        table.add_row(row.name, "-" if row.key is None else row.key, row.rate or "-",
+                      "-" if row.concurrency is None else str(row.concurrency), str(row.in_flight), str(row.waiting))
+    return table
+
+
+BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "bold yellow"}
+
+
+def breakers_table(breakers: BreakerList, now: datetime) -> RenderableType:
+    """``tinywf breakers``: each breaker, its state, the failures counted, when it half opens."""
+    if not breakers.breakers:
+        return Text("no breakers (a breaker appears once a run has called through it)", style="dim")
+    table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
+    for name in ("breaker", "state", "failures", "half open"):
+        table.add_column(name, no_wrap=True)
+    for row in breakers.breakers:
+        half = "-" if row.half_open_at is None else f"{format_instant(row.half_open_at)} ({ago(row.half_open_at, now)})"
+        table.add_row(row.name, Text(row.state.replace("_", " "), style=BREAKER_STYLE.get(row.state, "")),
+                      str(row.failures), half)
+    return table
 
 
 def check_lines(report: CheckReport) -> RenderableType:

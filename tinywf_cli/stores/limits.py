@@ -255,7 +255,10 @@ def enter_limit(cell: dict[str, Any], declared: LimitSpec, override: dict[str, A
         wait = (position + 1 - tokens) * per / size
     if concurrency is not None and position >= room:
         behind = int(position - max(room, 0)) // concurrency + 1
-        wait = max(wait, min(MAX_WAIT, max(MIN_WAIT, float(cell["hold"]) * behind)))
+        # slots held by whole runs are held for as long as runs live: look again rarely (the run
+        # that ends wakes the first waiter anyway)
+        hold = MAX_WAIT if holders and all(h[2] is None for h in holders) else float(cell["hold"])
+        wait = max(wait, min(MAX_WAIT, max(MIN_WAIT, hold * behind)))
     due = _after(now, max(wait, 0.001))
     entry = [ticket.ticket, ticket.run, format_instant(due)]
     if place is not None:
