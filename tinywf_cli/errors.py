@@ -167,6 +167,10 @@ class NotAnEvent(BadInput):
     """A resume id that names a timer or a retry was given to ``resolve``."""
 
 
+class InvalidSchedule(BadInput):
+    """A schedule that cannot be kept: a bad cron expression, an unknown zone, a bad name or policy."""
+
+
 # -- 3: not found ------------------------------------------------------------
 
 
@@ -210,6 +214,14 @@ class LimitNotFound(NotFound):
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"no {kind} '{name}' (see `tinywf {kind}s`)")
         self.kind = kind
+        self.name = name
+
+
+class ScheduleNotFound(NotFound):
+    """No schedule with this name in the store."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule '{name}' (see `tinywf schedule list`)")
         self.name = name
 
 
@@ -274,6 +286,34 @@ class RunsExistAtTarget(Conflict):
                          "nothing was copied (--skip-existing copies the others)")
         self.target = target
         self.run_ids = run_ids
+
+
+class ScheduleExists(Conflict):
+    """A schedule with this name already exists."""
+
+    def __init__(self, name: str, flow: str | None = None) -> None:
+        whose = f" (by {flow})" if flow else ""
+        super().__init__(f"schedule name '{name}' is already taken{whose}; pick another name, or "
+                         f"`tinywf schedule remove {name}` first")
+        self.name = name
+
+
+class ScheduleLocked(Conflict):
+    """Another process held the schedule past the lock timeout."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"schedule '{name}' is being changed by another process (waited {timeout:g}s; "
+                         "raise --lock-timeout or try again)")
+        self.name = name
+        self.timeout = timeout
+
+
+class ScheduleConflict(Conflict):
+    """The schedule's state does not allow the command (pausing a paused schedule, say)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"schedule '{name}' {message}")
+        self.name = name
 
 
 class StatusConflict(Conflict):

@@ -1,4 +1,4 @@
-"""The names tinywf gives and accepts: run ids, and the authoring API on ``Workflow``.
+"""The names tinywf gives and accepts: run ids, schedule names, and the authoring API on ``Workflow``.
 
 No imports beyond ``re``: the read path (``show``, ``list``) and ``graph`` use these without
 pydantic or the engine.
@@ -19,10 +19,20 @@ def is_run_id(run_id: object) -> bool:
     return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
 
 
+#: A schedule's name: a run id's charset, short enough that ``<name>-<YYYYMMDDTHHMMZ>`` (the run
+#: id of one of its slots) is a run id too.
+SCHEDULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", re.ASCII)
+
+
+def is_schedule_name(name: object) -> bool:
+    """Whether ``name`` is a schedule name a store may turn into a file name or key."""
+    return isinstance(name, str) and SCHEDULE_NAME.fullmatch(name) is not None
+
+
 #: The names of the authoring API: a step or signal may not take one of them, and the static
 #: analysis knows that ``self.<name>`` is never a step.
 WORKFLOW_API = frozenset({
     "action", "sleep", "sleep_until", "wait_event", "parallel", "child", "start_child", "patched", "log",
     "run_id", "state", "idempotency_key", "store_target", "version", "migrations", "history_limit",
-    "step_timeout", "limit",
+    "step_timeout", "limit", "schedules", "scheduled_at",
 })

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 #: starts the server), and the package's faces above everything.
 FLOORS: list[tuple[str, ...]] = [
     ("ground",),
-    ("analysis", "stores"),
+    ("analysis", "stores", "schedules"),
     ("authoring",),
     ("engine",),
     ("runtime", "reading"),
@@ -47,6 +47,8 @@ FLOORS: list[tuple[str, ...]] = [
 #: Rooms of one floor that must not import each other (the rest of a floor may).
 APART: set[frozenset[str]] = {
     frozenset({"analysis", "stores"}),
+    frozenset({"schedules", "stores"}),
+    frozenset({"analysis", "schedules"}),
     frozenset({"runtime", "reading"}),
 }
 #: The package's public faces: ``tinywf_cli/__init__.py`` (lazy re-exports of every room),
