@@ -3,7 +3,7 @@
 Everything a flow author or an embedding program needs is importable from here::
 
     from tinywf_cli import Workflow, step, signal, Retry, EventTimeout, ActionFailed, ChildFailed, Runtime
-    from tinywf_cli import Limit, Breaker
+    from tinywf_cli import Limit, Breaker, Schedule
 """
 
 from __future__ import annotations
@@ -57,10 +57,14 @@ if TYPE_CHECKING:
         RunDocument,
         RunList,
         RunSummary,
+        ScheduleChanges,
+        ScheduleDocument,
+        ScheduleList,
         ShowDocument,
         TickReport,
     )
     from tinywf_cli.runtime.runtime import Runtime
+    from tinywf_cli.schedules.spec import Schedule
 
 __version__ = "0.1.0"
 
@@ -103,6 +107,10 @@ _EXPORTS = {
     "RunNotFound": "tinywf_cli.errors",
     "RunSummary": "tinywf_cli.model",
     "Runtime": "tinywf_cli.runtime.runtime",
+    "Schedule": "tinywf_cli.schedules.spec",
+    "ScheduleChanges": "tinywf_cli.model",
+    "ScheduleDocument": "tinywf_cli.model",
+    "ScheduleList": "tinywf_cli.model",
     "ShowDocument": "tinywf_cli.model",
     "SignalNotFound": "tinywf_cli.errors",
     "StatusConflict": "tinywf_cli.errors",
@@ -164,6 +172,10 @@ __all__ = [
     "RunNotFound",
     "RunSummary",
     "Runtime",
+    "Schedule",
+    "ScheduleChanges",
+    "ScheduleDocument",
+    "ScheduleList",
     "ShowDocument",
     "SignalNotFound",
     "StatusConflict",

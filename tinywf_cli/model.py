@@ -140,6 +140,8 @@ class RunHead:
     dropped_logs: int = 0
     #: The whole-run limit (the flow's ``limit``) this run holds a slot of: its name and key.
     held_limit: tuple[str, str | None] | None = None
+    #: The slot a schedule started this run for (``self.scheduled_at``); None for other runs.
+    scheduled_at: datetime | None = None
 
 
 HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)
@@ -326,3 +328,76 @@ class BreakerList(_Model):
     """``tinywf breakers --json``: every breaker the store has seen."""
 
     breakers: list[BreakerRow]
+class ScheduleRow(_Model):
+    """One schedule of ``tinywf schedule list``: what it runs, when, and where it stands."""
+
+    name: str
+    flow: str
+    cron: str
+    tz: str
+    overlap: str
+    paused: bool
+    next_at: datetime | None
+    last_run_id: str | None
+    skipped: int
+    missed: int
+
+
+class ScheduleList(_Model):
+    """``tinywf schedule list --json``."""
+
+    schedules: list[ScheduleRow]
+
+
+class ScheduleLogEntry(_Model):
+    """One entry of a schedule's log: a slot started, skipped, buffered or missed, a pause, an error."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    at: datetime
+    type: str
+    slot: datetime | None = None
+
+
+class ScheduleDocument(ScheduleRow):
+    """``tinywf schedule show --json`` (and what add, pause, resume and remove print): the list's
+    row, its catch-up policy, input, bounds, a slot waiting for its turn (``buffered``), the
+    next slots to come, why the last slot could not start (``error``), and its log."""
+
+    catch_up: str
+    input: dict[str, Any] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    buffered: datetime | None = None
+    origin: Literal["cli", "code"] = "cli"
+    upcoming: list[datetime] = Field(default_factory=list)
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    log: list[ScheduleLogEntry] = Field(default_factory=list)
+
+
+class ScheduleChanges(_Model):
+    """``tinywf schedule apply --json``: the schedules added, changed, removed and left as they were."""
+
+    added: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+
+
+class BackfillSkipped(_Model):
+    """A slot ``backfill`` did not start, and why."""
+
+    slot: datetime
+    reason: str
+
+
+class BackfillReport(_Model):
+    """``tinywf schedule backfill --json``: the runs started (in slot order, with the status each was
+    left in), the slots that had run already (their run ids), and the slots skipped or buffered."""
+
+    schedule: str
+    started: list[TickAdvanced] = Field(default_factory=list)
+    existing: list[str] = Field(default_factory=list)
+    skipped: list[BackfillSkipped] = Field(default_factory=list)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -34,6 +34,9 @@ from tinywf_cli.authoring.limits import Breaker, Limit
 from tinywf_cli.clock import as_utc
 from tinywf_cli.errors import FlowDefinitionError
 from tinywf_cli.names import WORKFLOW_API
+
+if TYPE_CHECKING:
+    from tinywf_cli.schedules.spec import Schedule
 
 StateT = TypeVar("StateT")
 
@@ -153,6 +156,8 @@ class Workflow(Generic[StateT]):
     #: counts run starts); or a method ``def limit(self): return LIMIT.key(self.state.customer)``,
     #: asked once, before the run's first step. ``None``: no limit.
     limit: ClassVar[Limit | Callable[[Any], Limit | None] | None] = None
+    #: Recurring runs of this flow (``Schedule(...)``), stored by ``tinywf schedule apply FLOW``.
+    schedules: ClassVar[Sequence[Schedule]] = ()
 
     state: StateT
     _tinywf: RunContext
@@ -191,6 +196,8 @@ class Workflow(Generic[StateT]):
         cls.__tinywf_signals__ = signals
         cls.__tinywf_start__ = starts[0] if starts else next(iter(steps), None)
         _check_versioning(cls)
+        if cls.__dict__.get("schedules"):
+            _check_schedules(cls)
 
     # -- commands --------------------------------------------------------------
 
@@ -282,6 +289,12 @@ class Workflow(Generic[StateT]):
         """This run's id."""
         return self._tinywf.run_id
 
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """The slot a schedule started this run for (an aware UTC datetime); None for runs not
+        started by a schedule. The same on every replay."""
+        return getattr(self._tinywf, "scheduled_at", None)
+
     def idempotency_key(self, key: str) -> str:
         """A stable id for action ``key`` in this step visit: ``<run_id>:<visit>:<key>``.
 
@@ -322,6 +335,21 @@ def _check_versioning(cls: type[Workflow[Any]]) -> None:
     if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
                                 or not 0 < timeout < math.inf):
         raise FlowDefinitionError(f"{name}.step_timeout must be None or a number of seconds > 0, not {timeout!r}")
+
+
+def _check_schedules(cls: type[Workflow[Any]]) -> None:
+    """Refuse ``schedules`` that is not a list of ``Schedule`` with names of their own."""
+    from tinywf_cli.schedules.spec import Schedule
+
+    given = cls.schedules
+    if isinstance(given, str | bytes) or not isinstance(given, Sequence) or \
+            not all(isinstance(s, Schedule) for s in given):
+        raise FlowDefinitionError(f"{cls.__name__}.schedules must be a list of Schedule(...), not {given!r}")
+    names = [s.name for s in given]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FlowDefinitionError(f"{cls.__name__}.schedules names {', '.join(map(repr, twice))} more than once; "
+                                  "each schedule needs a name of its own")
 
 
 def _state_model_of(cls: type) -> type[BaseModel] | None:

@@ -63,11 +63,12 @@ MAX_RECOVERIES = 5
 class _Context:
     """The ``RunContext`` a workflow instance talks to while its code runs."""
 
-    __slots__ = ("calls", "engine", "run_id", "step", "store_target", "visit")
+    __slots__ = ("calls", "engine", "run_id", "scheduled_at", "step", "store_target", "visit")
 
     def __init__(self, engine: Engine, head: RunHead, store_target: str) -> None:
         self.engine = engine
         self.run_id = head.run_id
+        self.scheduled_at = head.scheduled_at
         self.visit = head.visit
         self.step: str | None = head.step
         self.store_target = store_target

@@ -194,7 +194,8 @@ class RunRows:
 _HEAD_FIELDS = frozenset({
     "run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at", "doc",
     "version", "parent", "visit", "visit_logs", "pending", "expects", "inbox", "error", "wake_at", "progress",
-    "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs", "held_limit"})
+    "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs", "held_limit",
+    "scheduled_at"})
 _REQUIRED = ("run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at")
 
 
@@ -247,8 +248,9 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     _check(type(expects) is dict and all(type(v) is str for v in expects.values()))
     inbox = get("inbox", {})
     _check(type(inbox) is dict and all(type(queue) is list and all(map(_is_queued, queue)) for queue in inbox.values()))
-    if get("wake_at") is not None:
-        instant(get("wake_at"))
+    for name in ("wake_at", "scheduled_at"):
+        if get(name) is not None:
+            instant(get(name))
     error = get("error")
     _check(error is None or (type(error) is dict and error.keys() == {"type", "message"}
                              and type(error["type"]) is str and type(error["message"]) is str))

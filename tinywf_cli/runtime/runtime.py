@@ -11,6 +11,7 @@ children are advanced, and parents woken, only after the session that asked for 
 - ``base``: the store, clock and loader, a run's session and lock, run ids;
 - ``advancing``: advancing a run with the engine, its child runs, waking parents;
 - ``commands``: the commands on one run (start, resolve, send, signal, cancel, …);
+- ``schedules``: the store's schedules, and starting their due slots at the top of each ``tick``;
 - ``ticking``: ``tick`` and the worker's loop;
 - ``maintenance``: reindex, check, fork, prune, copy;
 - ``limits``: limits and breakers seen from outside the runs (list, override, reset);
@@ -28,7 +29,7 @@ from tinywf_cli.runtime.base import (
     own_doc,
     start_values,
 )
-from tinywf_cli.runtime.commands import MAX_QUEUED_EVENTS, RunCommands
+from tinywf_cli.runtime.commands import MAX_QUEUED_EVENTS
 from tinywf_cli.runtime.maintenance import PRUNABLE, Maintenance, parse_age
 from tinywf_cli.runtime.reading import Reading
 from tinywf_cli.runtime.ticking import CLAIMED_ELSEWHERE, MIN_BACKOFF, Ticking
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 
-class Runtime(RunCommands, Ticking, Maintenance, Reading):
+class Runtime(Ticking, Maintenance, Reading):
     """Runs workflows stored in a state directory, a PostgreSQL database, or any ``Store``.
 
     Example::

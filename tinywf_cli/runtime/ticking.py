@@ -11,8 +11,9 @@ from typing import Any
 
 from tinywf_cli.errors import RunLocked, RunNotFound, StoreUnavailable, TinyWFError
 from tinywf_cli.model import TickAdvanced, TickReport, TickSkipped
-from tinywf_cli.runtime.advancing import Advancing, _Follow
+from tinywf_cli.runtime.advancing import _Follow
 from tinywf_cli.runtime.base import due_now
+from tinywf_cli.runtime.schedules import Scheduling
 from tinywf_cli.stores.base import RunSession, wakes_parent
 
 #: Why ``tick`` skipped a run that another process of a shared store holds a live claim on.
@@ -26,12 +27,14 @@ def _itself(session: AbstractContextManager[RunSession]) -> AbstractContextManag
     return session
 
 
-class Ticking(Advancing):
-    """Advance the runs that are due, once (``tick``) or until stopped (``work``)."""
+class Ticking(Scheduling):
+    """Start the due slots of schedules, and advance the runs that are due, once (``tick``) or
+    until stopped (``work``)."""
 
     def tick(self, limit: int | None = None, *, stop: threading.Event | None = None) -> TickReport:
-        """Advance every due run (timers, retry delays, event timeouts), recover dead ones, and
-        wake the parents of children that ended.
+        """Start the due slots of schedules, advance every due run (timers, retry delays, event
+        timeouts, the runs of those slots), recover dead ones, and wake the parents of children
+        that ended.
 
         Runs locked by another process are skipped and reported, never waited for; so is a
         run that cannot be read or loaded: one bad run never stops the others. On a store
@@ -40,6 +43,7 @@ class Ticking(Advancing):
         With ``stop``, the pass ends after the run in progress once it is set.
         """
         now = self.clock.now()
+        self.start_due_slots(now)
         report = TickReport(due=0)
         claims = hasattr(self.store, "claim_due")
 
@@ -104,8 +108,10 @@ class Ticking(Advancing):
                 yield run_id, functools.partial(self.store.open, run_id, 0)
 
     def next_due(self) -> datetime | None:
-        """When the earliest waiting run will be due (for ``worker``)."""
-        return self.store.next_due()
+        """When the earliest waiting run will be due, or the earliest slot of a schedule comes,
+        whichever is first (for ``worker``)."""
+        times = [when for when in (self.store.next_due(), self.next_slot()) if when is not None]
+        return min(times, default=None)
 
     def work(self, stop: threading.Event, *, poll: float = 5.0,
              on_tick: Callable[[TickReport], None] | None = None,

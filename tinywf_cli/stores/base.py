@@ -14,10 +14,12 @@ lock. Each store keeps its own indexes in step with the heads it commits; nothin
 a store repairs them. ``tinywf_cli.stores.open_store`` picks the store for a target: a
 directory (``FileStore``), a ``postgresql://`` URL, a ``memory://`` one, or a store object.
 
-A store shared by many processes may offer two more methods, which ``Runtime`` uses when
-they are there (``PostgresStore`` does): ``claim_due(now, seen)``, a session holding the
-next due run nobody holds (or None), for ``tick``; and ``wait_for_work(seconds, stop)``,
-which a worker waits in between passes and which returns early when a run changed anywhere.
+Beside its runs, every store keeps schedules (``schedules``, a ``ScheduleStore``:
+``tinywf_cli.stores.schedules``). A store shared by many processes may offer two more
+methods, which ``Runtime`` uses when they are there (``PostgresStore`` does):
+``claim_due(now, seen)``, a session holding the next due run nobody holds (or None), for
+``tick``; and ``wait_for_work(seconds, stop)``, which a worker waits in between passes and
+which returns early when a run changed anywhere.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tinywf_cli.stores.journal import (
     Entry,
     Slot,
 )
+from tinywf_cli.stores.schedules import ScheduleStore
 
 #: Where running runs sit in the due index: always due, so ``tick`` checks their lock.
 RUNNING_DUE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,6 +131,11 @@ class Store(Protocol):
 
     def secret(self, name: str) -> bytes:
         """A random key kept in the store under ``name`` (made on first use, readable by its owner only)."""
+        ...
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """The store's schedules (``tinywf_cli.stores.schedules``)."""
         ...
 
     def close(self) -> None:

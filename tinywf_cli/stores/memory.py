@@ -28,6 +28,7 @@ from tinywf_cli.stores.journal import (
     trim_history,
 )
 from tinywf_cli.stores.limits import CellKind, alive_by_head
+from tinywf_cli.stores.schedules import MemorySchedules
 
 if TYPE_CHECKING:
     from tinywf_cli.clock import Clock
@@ -67,6 +68,8 @@ class MemoryStore:
         #: The cells of limits and breakers, as JSON text, and the lock every change of one holds.
         self._cells: dict[tuple[str, str, str | None], str] = {}
         self._cells_guard = threading.Lock()
+        #: The schedules (``tinywf_cli.stores.schedules``).
+        self.schedules = MemorySchedules()
 
     @classmethod
     def named(cls, target: str) -> MemoryStore:
@@ -274,7 +277,7 @@ def _copy_head(head: RunHead) -> _HeadCopy:
               head.expects, head.inbox,
               None if error is None else (error.type, error.message), head.progress, recovery.count, recovery.at,
               head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs,
-              head.held_limit)
+              head.held_limit, None if head.scheduled_at is None else head.scheduled_at.isoformat())
     try:
         data = marshal.dumps(fields, 2)  # version 2: no back-references, faster for a flat head
     except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
@@ -288,7 +291,7 @@ def _head_of(copy: _HeadCopy) -> RunHead:
     data, created_at, updated_at, wake_at, dues = copy
     (run_id, workflow, file, module, cls, status, step, state, visit_state, doc, version, parent, visit, visit_logs,
      pending, expects, inbox, error, progress, count, at, children, parent_woken, paused_from, code, history_limit,
-     dropped_logs, held_limit) = marshal.loads(data)
+     dropped_logs, held_limit, scheduled_at) = marshal.loads(data)
     return head_from_json({
         "run_id": run_id, "workflow": workflow, "flow": {"file": file, "module": module, "cls": cls},
         "status": status, "step": step, "state": state, "visit_state": visit_state, "created_at": created_at,
@@ -300,7 +303,7 @@ def _head_of(copy: _HeadCopy) -> RunHead:
         "error": None if error is None else {"type": error[0], "message": error[1]},
         "wake_at": wake_at, "progress": progress, "recovery": {"count": count, "at": at}, "children": children,
         "parent_woken": parent_woken, "paused_from": paused_from, "code": code, "history_limit": history_limit,
-        "dropped_logs": dropped_logs, "held_limit": held_limit,
+        "dropped_logs": dropped_logs, "held_limit": held_limit, "scheduled_at": scheduled_at,
     })
 
 

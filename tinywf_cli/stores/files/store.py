@@ -32,6 +32,8 @@ Files of run ``R`` (``~`` is outside the run-id charset, so no two runs' files c
   running run, beside its record (``tinywf_cli.stores.files.dueindex``).
 - ``.limits/``   the state of limits and breakers, a small file per limit (and key) and per
   breaker, each changed under its own lock (``tinywf_cli.stores.files.cells``).
+- ``.schedules/`` the schedules, a small file per schedule, each changed under its own lock
+  (``tinywf_cli.stores.files.schedules``).
 
 What is durable when: a run's creation, every commit of an action's result, a pause and an
 end each return only once synced. The engine defers what a replay re-derives (a transition)
@@ -76,6 +78,7 @@ from tinywf_cli.stores.files.fileio import (
     unlock_file,
 )
 from tinywf_cli.stores.files.runfiles import RunFiles, Snapshot
+from tinywf_cli.stores.files.schedules import FileSchedules
 from tinywf_cli.stores.files.session import FileRunSession
 from tinywf_cli.stores.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots
 
@@ -101,6 +104,8 @@ class FileStore:
         #: Secrets read, by name: the status of the file read and its bytes (``secret``).
         self._secrets: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self._cells: FileCells | None = None
+        #: The schedules, in ``.schedules/`` (``tinywf_cli.stores.files.schedules``).
+        self.schedules = FileSchedules(self)
 
     @property
     def target(self) -> str:

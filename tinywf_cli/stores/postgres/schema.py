@@ -14,6 +14,10 @@ Tables (all in the store's schema, default ``tinywf``):
   cell, ``(kind, name, key)`` (``key`` ``''`` for none), its JSON and a ``version`` that grows
   at every change; a change is one ``UPDATE`` fenced by the version it read, so of two
   processes taking the last slot at once one wins and the other reads again.
+- ``schedules`` one row per schedule: its document (``record``), what ``tick`` finds it by
+  (``paused``, ``buffered``, ``next_at``), and a claim like a run's (``owner``,
+  ``lease_until``, ``epoch``) that a change holds for the milliseconds it takes; every
+  write is fenced by the epoch (``tinywf_cli.stores.postgres.schedules``).
 - ``schema_version`` one row: the migration the tables are at.
 
 Every write of a run is fenced: ``... WHERE run_id = %(run_id)s AND epoch = %(epoch)s``.
@@ -24,7 +28,7 @@ ran out) writes nothing: its statements match no row.
 from __future__ import annotations
 
 #: The version the statements below expect; ``MIGRATIONS[n]`` brings version n-1 to n.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -66,6 +70,20 @@ CREATE TABLE {s}.cells (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, name, key)
 );
+""",
+    3: """
+CREATE TABLE {s}.schedules (
+    name        text PRIMARY KEY,
+    record      json        NOT NULL,
+    paused      boolean     NOT NULL DEFAULT false,
+    buffered    boolean     NOT NULL DEFAULT false,
+    next_at     timestamptz,
+    owner       text,
+    lease_until timestamptz,
+    epoch       bigint      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX schedules_next_idx ON {s}.schedules (next_at) WHERE NOT paused;
 """,
 }
 
@@ -208,6 +226,35 @@ WHERE kind = %(kind)s AND name = %(name)s AND key = %(key)s AND version = %(vers
     "slot_holder": """
 SELECT status, (head->>'visit')::int, epoch = %(epoch)s AND owner IS NOT NULL AND lease_until >= now()
 FROM {s}.runs WHERE run_id = %(run_id)s""",
+    # schedules: a claim as on a run (free when nobody holds it or its lease ran out), every write fenced
+    "schedule_claim": """
+UPDATE {s}.schedules
+SET owner = %(owner)s, epoch = epoch + 1, lease_until = now() + make_interval(secs => %(lease)s)
+WHERE name = %(name)s AND (owner IS NULL OR lease_until < now())
+RETURNING epoch, record::text""",
+    "schedule_exists": "SELECT 1 FROM {s}.schedules WHERE name = %(name)s",
+    # a new schedule is born claimed by its creator, epoch 1
+    "schedule_insert": """
+INSERT INTO {s}.schedules (name, record, paused, buffered, next_at, owner, lease_until, epoch)
+VALUES (%(name)s, %(record)s::json, %(paused)s, %(buffered)s, %(next_at)s, %(owner)s,
+        now() + make_interval(secs => %(lease)s), 1)
+ON CONFLICT (name) DO NOTHING RETURNING epoch""",
+    "schedule_save": """
+UPDATE {s}.schedules
+SET record = %(record)s::json, paused = %(paused)s, buffered = %(buffered)s, next_at = %(next_at)s,
+    updated_at = now()
+WHERE name = %(name)s AND epoch = %(epoch)s RETURNING 1""",
+    "schedule_release": """
+UPDATE {s}.schedules SET owner = NULL, lease_until = NULL WHERE name = %(name)s AND epoch = %(epoch)s""",
+    "schedule_delete": "DELETE FROM {s}.schedules WHERE name = %(name)s AND epoch = %(epoch)s RETURNING 1",
+    "schedule_read": "SELECT record::text FROM {s}.schedules WHERE name = %(name)s",
+    "schedule_all": "SELECT record::text FROM {s}.schedules ORDER BY name",
+    # tick: the schedules to look at, but those another process holds right now (it decides their slots)
+    "schedule_due": """
+SELECT name FROM {s}.schedules
+WHERE NOT paused AND (buffered OR next_at <= %(now)s) AND (owner IS NULL OR lease_until < now())
+ORDER BY next_at, name""",
+    "schedule_next": "SELECT min(next_at) FROM {s}.schedules WHERE NOT paused",
     # two statements on purpose: a second one sees the row a racing process committed
     "secret_insert": """
 INSERT INTO {s}.secrets (name, value) VALUES (%(name)s, %(value)s) ON CONFLICT (name) DO NOTHING RETURNING value""",

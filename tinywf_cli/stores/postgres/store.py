@@ -45,6 +45,7 @@ from tinywf_cli.stores.postgres import schema
 from tinywf_cli.stores.postgres.cells import PostgresCells
 from tinywf_cli.stores.postgres.connection import DEFAULT_LEASE, Target, connect, fail, parse_target
 from tinywf_cli.stores.postgres.keeper import Keeper
+from tinywf_cli.stores.postgres.schedules import PostgresSchedules
 
 if TYPE_CHECKING:
     import psycopg
@@ -78,6 +79,8 @@ class PostgresStore:
         self._migrated = False
         self.keeper = Keeper(self)
         self.cells = PostgresCells(self)
+        #: The schedules, in the ``schedules`` table (``tinywf_cli.stores.postgres.schedules``).
+        self.schedules = PostgresSchedules(self)
 
     @property
     def target(self) -> str:
