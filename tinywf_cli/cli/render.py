@@ -24,6 +24,7 @@ from tinywf_cli.clock import ago, format_instant, span
 
 if TYPE_CHECKING:  # documents only by their attributes: `show` draws the read path's without pydantic
     from tinywf_cli.model import (
+        BackfillReport,
         BreakerList,
         CheckReport,
         LimitList,
@@ -32,6 +33,9 @@ if TYPE_CHECKING:  # documents only by their attributes: `show` draws the read p
         PruneReport,
         RunDocument,
         RunList,
+        ScheduleChanges,
+        ScheduleDocument,
+        ScheduleList,
         ShowDocument,
         TickReport,
     )
@@ -381,4 +385,84 @@ def check_lines(report: CheckReport) -> RenderableType:
     bad = sum(1 for r in report.runs if not r.ok)
     lines.append(Text(f"{len(report.runs)} unfinished run{'s' if len(report.runs) != 1 else ''} checked, "
                       f"{bad} would not replay", style="red" if bad else "dim"))
+    return Group(*lines)
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+def _when(when: datetime | None, now: datetime) -> str:
+    return "-" if when is None else f"{format_instant(when)} ({ago(when, now)})"
+
+
+def schedules_table(schedules: ScheduleList, now: datetime) -> RenderableType:
+    """``tinywf schedule list``: one row per schedule."""
+    if not schedules.schedules:
+        return Text("no schedules (`tinywf schedule add` or `tinywf schedule apply FLOW`)", style="dim")
+    table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
+    for name in ("schedule", "cron", "tz", "flow", "next", "last run", "skipped", "missed"):
+        table.add_column(name, no_wrap=name not in ("flow",))
+    for row in schedules.schedules:
+        upcoming = Text("paused", style="bold cyan") if row.paused else Text(
+            "-" if row.next_at is None else ago(row.next_at, now))
+        table.add_row(row.name, row.cron, row.tz, row.flow, upcoming, row.last_run_id or "-", str(row.skipped),
+                      str(row.missed))
+    return table
+
+
+def schedule_view(doc: ScheduleDocument, now: datetime) -> RenderableType:
+    """``tinywf schedule show`` (and what add, pause, resume, remove print): the schedule, its
+    coming slots and its log."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("flow", Text(doc.flow, style="bold"))
+    grid.add_row("cron", f"{doc.cron}  in {doc.tz}")
+    grid.add_row("policies", f"overlap {doc.overlap}, catch-up {doc.catch_up}")
+    if doc.input:
+        grid.add_row("input", compact_json(doc.input))
+    if doc.start is not None or doc.end is not None:
+        grid.add_row("between", f"{_when(doc.start, now)} and {_when(doc.end, now)}")
+    grid.add_row("state", Text("paused", style="bold cyan") if doc.paused else Text("active", style="bold green"))
+    grid.add_row("next", "paused: no slot starts until `tinywf schedule resume`" if doc.paused
+                 else ", ".join(format_instant(s) for s in doc.upcoming) or "no slot left")
+    grid.add_row("last run", doc.last_run_id or "-")
+    if doc.buffered is not None:
+        grid.add_row("buffered", f"{format_instant(doc.buffered)}: starts once the last run ended")
+    grid.add_row("counted", f"{doc.skipped} skipped (overlap), {doc.missed} missed (nothing ticked in time)")
+    if doc.error:
+        grid.add_row("error", Text(doc.error, style="red"))
+    parts: list[RenderableType] = [Panel(grid, title=Text(doc.name, style="bold"), title_align="left", expand=False)]
+    if doc.log:
+        table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
+        for name in ("at", "what", "slot", "values"):
+            table.add_column(name, no_wrap=name != "values")
+        for entry in doc.log:
+            extra = {k: v for k, v in (entry.model_extra or {}).items() if v is not None}
+            table.add_row(ago(entry.at, now), entry.type, "-" if entry.slot is None else format_instant(entry.slot),
+                          pairs(extra))
+        parts += [Text("Log", style="bold underline"), table]
+    return Group(*parts)
+
+
+def apply_lines(changes: ScheduleChanges) -> RenderableType:
+    """``tinywf schedule apply``: what changed."""
+    lines: list[RenderableType] = []
+    for verb, names, style in (("added", changes.added, "green"), ("changed", changes.changed, "yellow"),
+                               ("removed", changes.removed, "red")):
+        lines += [Text.assemble((f"{verb:<8}", style), (name, "bold")) for name in names]
+    lines.append(Text(f"{len(changes.added)} added, {len(changes.changed)} changed, {len(changes.removed)} removed, "
+                      f"{len(changes.unchanged)} unchanged", style="dim"))
+    return Group(*lines)
+
+
+def backfill_lines(report: BackfillReport) -> RenderableType:
+    """``tinywf schedule backfill``: the runs started, the slots that had run, those skipped."""
+    lines: list[RenderableType] = [Text.assemble(("started ", "green"), (done.run_id, "bold"), (" -> ", ""),
+                                                 status_text(done.status)) for done in report.started]
+    lines += [Text.assemble(("had run ", "dim"), (run_id, "")) for run_id in report.existing]
+    lines += [Text.assemble(("skipped ", "yellow"), (format_instant(one.slot), "bold"), (f": {one.reason}", ""))
+              for one in report.skipped]
+    lines.append(Text(f"{len(report.started)} started, {len(report.existing)} had run, {len(report.skipped)} skipped",
+                      style="dim"))
     return Group(*lines)

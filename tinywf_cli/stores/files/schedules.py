@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinywf_cli.errors import InvalidSchedule, ScheduleLocked, StorageError
+from tinywf_cli.errors import InvalidSchedule, ScheduleExists, ScheduleLocked, StorageError
 from tinywf_cli.jsonio import dumps, strict_loads
 from tinywf_cli.names import is_schedule_name
 from tinywf_cli.stores.files.fileio import (
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 FOLDER = ".schedules"
 #: A schedule's document is small (its log keeps 50 entries); one larger than this is damage.
 MAX_BYTES = 4 * 1024 * 1024
+#: How long the first schedule's creation waits for its lock (held for milliseconds by a racing creator).
+CREATE_TIMEOUT = 10.0
 
 
 class FileSchedules:
@@ -83,9 +85,15 @@ class FileSchedules:
 
     @contextmanager
     def open(self, name: str, timeout: float) -> Iterator[ScheduleSession]:
-        """Hold ``NAME.lock`` for the block; a lock file no document goes with is removed after."""
+        """Hold ``NAME.lock`` for the block; a lock file no document goes with is removed after.
+
+        Without a ``.schedules/`` folder there is no schedule, and nothing is made for a
+        command that finds none: the session's ``save`` makes the folder, then holds the lock.
+        """
         lock_path = self._path(name, ".lock")
-        self._ensure_folder()
+        if not self.folder.is_dir():
+            yield _FileSession(self, name, held=False)
+            return
         try:
             fd = lock_file(lock_path, timeout)
         except LockTimeout:
@@ -142,15 +150,24 @@ class FileSchedules:
 class _FileSession:
     """A schedule of a state directory, held under its lock."""
 
-    def __init__(self, schedules: FileSchedules, name: str) -> None:
+    def __init__(self, schedules: FileSchedules, name: str, *, held: bool = True) -> None:
         self.schedules = schedules
         self.name = name
         self.path = schedules._path(name, ".json")
+        #: False for a session opened while there was no folder (hence no schedule, and no lock to take).
+        self.held = held
 
     def load(self) -> dict[str, Any] | None:
-        return self.schedules._read(self.path)
+        return self.schedules._read(self.path) if self.held else None
 
     def save(self, record: dict[str, Any]) -> None:
+        if not self.held:  # the first schedule: make the folder, then create it under its lock
+            self.schedules._ensure_folder()
+            with self.schedules.open(self.name, CREATE_TIMEOUT) as session:
+                if session.load() is not None:  # another process created it meanwhile
+                    raise ScheduleExists(self.name)
+                session.save(record)
+            return
         atomic_replace(self.path, self.schedules._path(self.name, "~.tmp"), dumps(record).encode())
 
     def delete(self) -> None:
