@@ -155,8 +155,10 @@ def show(
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
-    """Schedule NAME: its policies, coming slots, last run, counts, and its log (slots started,
-    skipped, buffered and missed, pauses, errors). An unknown NAME is exit 3.
+    """Schedule NAME: its policies, coming slots, last run, counts, and its log.
+
+    The log says which slots started, were skipped, buffered or missed, and when it was
+    paused or could not start a slot. An unknown NAME is exit 3.
 
     \b
     Example:
@@ -196,8 +198,10 @@ def resume(
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
-    """Start the slots of NAME again; those that passed while it was paused follow its catch-up
-    policy at the next tick. Exit 4 if it is not paused.
+    """Start the slots of NAME again, after `schedule pause`.
+
+    The slots that passed while it was paused follow its catch-up policy at the next tick.
+    Exit 4 if it is not paused.
 
     \b
     Example:
@@ -217,9 +221,11 @@ def trigger(
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
-    """Start one run of NAME now, paused or not, whatever its overlap policy, and advance it as
-    `tinywf run` does. Its id is NAME-<now, to the minute>: a second trigger within the same
-    minute is exit 4. Prints the run's document (exit 1 if it failed).
+    """Start one run of NAME now, and advance it as `tinywf run` does.
+
+    Paused or not, whatever its overlap policy. Its id is NAME-<now, to the minute>: a
+    second trigger within the same minute is exit 4. Prints the run's document (exit 1 if
+    it failed).
 
     \b
     Example:
@@ -243,8 +249,9 @@ def backfill(
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
-    """Start the slots of NAME from --from to --to (both included) that have not run, oldest
-    first, each advanced before the next is decided under the overlap policy. --json:
+    """Start the slots of NAME from --from to --to (both included) that have not run.
+
+    Oldest first, each advanced before the next is decided under the overlap policy. --json:
     {"schedule", "started": [{"run_id", "status"}], "existing": [run ids], "skipped": [{"slot", "reason"}]}.
 
     \b
