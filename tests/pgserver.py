@@ -79,8 +79,8 @@ def fresh_url(server: str = SERVER) -> Iterator[str]:
 
 
 def store_snapshot(url: str) -> dict[str, Any]:
-    """Every run's head and journal in a store (claims left out: taking and releasing one
-    changes nothing a user sees)."""
+    """Every run's head and journal, and every schedule, in a store (claims left out: taking and
+    releasing one changes nothing a user sees)."""
     import psycopg
 
     from tinywf_cli.stores.postgres.connection import parse_target
@@ -98,4 +98,7 @@ def store_snapshot(url: str) -> dict[str, Any]:
         for run_id, seq, entry in conn.execute(f"SELECT run_id, seq, entry::text FROM {schema}.journal "
                                                "ORDER BY run_id, seq"):
             found[run_id].setdefault("journal", []).append((seq, entry))
+        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.schedules",)).fetchone()[0] is not None:  # type: ignore[index]
+            for name, record in conn.execute(f"SELECT name, record::text FROM {schema}.schedules ORDER BY name"):
+                found[f"schedule {name}"] = record
     return found
