@@ -4,7 +4,8 @@ Usage::
 
     python bench/run.py                        # everything, ~10 minutes
     python bench/run.py --quick                # a smoke run, under a minute
-    python bench/run.py --only engine,store    # some workloads: engine, store, dbos, startup, postgres, reads
+    python bench/run.py --only engine,store    # some workloads: engine, store, dbos, startup, postgres, reads,
+                                               # schedules
 
 Installs nothing: the DBOS comparison needs ``pip install -e '.[bench]'`` and is skipped
 (with a note) without it. A full run writes ``bench/RESULTS.md``; ``--quick`` and ``--only``
@@ -38,11 +39,12 @@ def workloads() -> dict[str, Workload]:
     import file_store
     import postgres
     import read_commands
+    import schedules
     import startup
     import versus_dbos
 
     return {"engine": engine_cost.run, "store": file_store.run, "dbos": versus_dbos.run, "startup": startup.run,
-            "postgres": postgres.run, "reads": read_commands.run}
+            "postgres": postgres.run, "reads": read_commands.run, "schedules": schedules.run}
 
 
 def version_of(package: str) -> str:
