@@ -29,8 +29,8 @@ def send_report(team: str, day: str) -> str:
 class DailyReport(Workflow[ReportState]):
     """Mail the team yesterday's figures, once per weekday."""
 
-    schedules = [Schedule("daily-report", "0 9 * * MON-FRI", tz="Europe/Paris", input={"team": "ops"},
-                          overlap="skip", catch_up="latest")]
+    schedules = (Schedule("daily-report", "0 9 * * MON-FRI", tz="Europe/Paris", input={"team": "ops"},
+                          overlap="skip", catch_up="latest"),)
 
     @step
     def send(self):
