@@ -7,6 +7,7 @@ store); those about what a store keeps run on each kind of store.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from tinywf_cli import (
     Runtime,
     Schedule,
     Workflow,
+    signal,
     step,
 )
 from tinywf_cli.clock import ManualClock
@@ -49,6 +51,19 @@ class Quick(Workflow):
         when = self.scheduled_at
         self.state["slot"] = None if when is None else when.isoformat()
         return None
+
+
+class Holding(Workflow):
+    """Waits for a note; its signal says which slot started it."""
+
+    @step
+    def hold(self):
+        yield self.wait_event("note")
+        return None
+
+    @signal
+    def which(self):
+        self.state["slot"] = None if self.scheduled_at is None else self.scheduled_at.isoformat()
 
 
 class Nap(Workflow):
@@ -322,9 +337,29 @@ def test_a_slot_whose_flow_stopped_loading_waits_and_says_why(tmp_path: Path) ->
     assert list(runs(rt, "daily-")) == ["daily-20260101T0900Z"] and rt.get_schedule("daily").error is None
 
 
-def test_the_worker_wakes_for_the_next_slot(mem: MemoryRuntime) -> None:
+def test_the_worker_wakes_for_the_next_slot_and_starts_it(mem: MemoryRuntime) -> None:
     mem.add_schedule("daily", Quick, "0 9 * * *", tz="Europe/Paris")
     assert mem.next_due() == T0 + timedelta(hours=8)
+    stop = threading.Event()
+    reports: list[Any] = []
+
+    def seen(report: Any) -> None:
+        reports.append(report)
+        stop.set()
+
+    worker = threading.Thread(target=mem.work, args=(stop,), kwargs={"poll": 30, "on_tick": seen})
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    assert [a.run_id for a in reports[0].advanced] == ["daily-20260101T0800Z"]
+    assert mem.clock.now() == T0 + timedelta(hours=8)  # it slept (on the fake clock) until the slot
+
+
+def test_a_signal_reads_the_slot_too(mem: MemoryRuntime) -> None:
+    mem.add_schedule("held", Holding, "0 9 * * *")
+    mem.clock.set(T0 + timedelta(hours=9))
+    mem.tick()
+    assert mem.signal("held-20260101T0900Z", "which").state == {"slot": "2026-01-01T09:00:00+00:00"}
 
 
 # -- bad input -----------------------------------------------------------------------------------

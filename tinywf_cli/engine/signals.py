@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,6 +35,8 @@ class SignalContext:
     store_target: str
     logs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     keep_logs: bool = True
+    #: The slot a schedule started the run for (``self.scheduled_at``), if one did.
+    scheduled_at: datetime | None = None
 
     def record_log(self, type_: str, values: dict[str, Any]) -> None:
         """Collect the entry (it is saved with the signal)."""
@@ -76,7 +79,7 @@ def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[
     paused = slots[-1] if slots else None
     if paused is not None and not paused.open:
         paused = None
-    live = SignalContext(head.run_id, head.visit, head.step, store_target)
+    live = SignalContext(head.run_id, head.visit, head.step, store_target, scheduled_at=head.scheduled_at)
     states = [run_signal(cls, spec.fn, name, stored, head.state, live)]
     entries: list[Entry] = []
     if paused is not None:
@@ -84,7 +87,8 @@ def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[
         entries.append(SlotEntry(paused.to_json()))
         head.state = states[0]
     else:
-        quiet = SignalContext(head.run_id, head.visit, head.step, store_target, keep_logs=False)
+        quiet = SignalContext(head.run_id, head.visit, head.step, store_target, keep_logs=False,
+                              scheduled_at=head.scheduled_at)
         visit_after = run_signal(cls, spec.fn, name, stored, head.visit_state, quiet)
         head.state, head.visit_state = states[0], keep_signal_result(head.state, head.visit_state, states[0],
                                                                      visit_after)
