@@ -1,18 +1,31 @@
-"""Due work: ``tick`` advances every due run, ``work`` is the worker's loop of ticks."""
+"""Due work: ``tick`` advances every due run, ``work`` is the worker's loop of ticks.
+
+Many runs at once: with ``concurrency=N`` a pass hands its due runs to a crew of up to N
+threads (``crew.py``), one run to one thread, which holds it under its lock or claim while
+it advances, then advances the children it started and wakes the parents of children that
+ended, each after the run's own session closed — per thread, as with one thread. A run is
+taken (its lock tried, or on PostgreSQL its claim made) only once a thread is free for it:
+no run waits claimed for a thread. On PostgreSQL the pass claims a run in the thread that
+hands it over and the crew thread uses the session (a session is not tied to a connection:
+each thread runs its statements on its own), while the keeper renews every claim the
+process holds, an action running for minutes included. A worker keeps one crew for its
+whole loop.
+"""
 
 from __future__ import annotations
 
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from tinywf_cli.errors import RunLocked, RunNotFound, StoreUnavailable, TinyWFError
+from tinywf_cli.errors import BadInput, RunLocked, RunNotFound, StoreUnavailable, TinyWFError
 from tinywf_cli.model import TickAdvanced, TickReport, TickSkipped
 from tinywf_cli.runtime.advancing import Advancing, _Follow
 from tinywf_cli.runtime.base import due_now
+from tinywf_cli.runtime.crew import Crew
 from tinywf_cli.stores.base import RunSession, wakes_parent
 
 #: Why ``tick`` skipped a run that another process of a shared store holds a live claim on.
@@ -21,65 +34,169 @@ CLAIMED_ELSEWHERE = "claimed by another worker"
 #: The first pause of a worker whose store cannot be reached (doubling up to its poll).
 MIN_BACKOFF = 0.5
 
+#: How many runs ``tick`` and ``worker`` advance at once unless told (``--concurrency``).
+DEFAULT_CONCURRENCY = 8
+
 
 def _itself(session: AbstractContextManager[RunSession]) -> AbstractContextManager[RunSession]:
     return session
 
 
+class _Pass:
+    """One pass of ``tick``: its report, shared by the threads that add to it, and when to stop
+    handing out runs."""
+
+    def __init__(self, limit: int | None, stop: threading.Event | None) -> None:
+        self.report = TickReport(due=0)
+        self.limit = limit
+        self.stop = stop
+        self.lock = threading.Lock()
+        #: Runs handed to a thread and not done yet.
+        self.in_flight = 0
+        #: An interrupt (or ``SystemExit``) that ended a crew thread's run: raised once the others are done.
+        self.failure: BaseException | None = None
+
+    def done(self) -> bool:
+        """Whether to hand out no more runs: enough advanced (counting those in flight), stopped, or failed."""
+        if self.failure is not None or (self.stop is not None and self.stop.is_set()):
+            return True
+        return self.limit is not None and len(self.report.advanced) + self.in_flight >= self.limit
+
+    def due(self) -> None:
+        """One more run was due."""
+        with self.lock:
+            self.report.due += 1
+
+    def advanced(self, entries: list[TickAdvanced]) -> None:
+        """Runs that advanced, in the order they finished."""
+        if entries:
+            with self.lock:
+                self.report.advanced.extend(entries)
+
+    def skipped(self, entry: TickSkipped, *, counted: bool) -> None:
+        """A run left alone (and counted as due now, unless it was already)."""
+        with self.lock:
+            self.report.skipped.append(entry)
+            if not counted:
+                self.report.due += 1
+
+
 class Ticking(Advancing):
     """Advance the runs that are due, once (``tick``) or until stopped (``work``)."""
 
-    def tick(self, limit: int | None = None, *, stop: threading.Event | None = None) -> TickReport:
+    def tick(self, limit: int | None = None, *, stop: threading.Event | None = None,
+             concurrency: int = DEFAULT_CONCURRENCY) -> TickReport:
         """Advance every due run (timers, retry delays, event timeouts), recover dead ones, and
         wake the parents of children that ended.
 
-        Runs locked by another process are skipped and reported, never waited for; so is a
-        run that cannot be read or loaded: one bad run never stops the others. On a store
-        that claims runs (PostgreSQL), a run another process holds a live claim on is
+        Up to ``concurrency`` runs are advanced at once, each in a thread of its own (``1``:
+        one run after the other, in this thread); ``advanced`` lists them in the order they
+        finished. Runs locked by another process are skipped and reported, never waited for;
+        so is a run that cannot be read or loaded: one bad run never stops the others. On a
+        store that claims runs (PostgreSQL), a run another process holds a live claim on is
         another worker's: skipped as ``claimed by another worker`` and not counted as due.
-        With ``stop``, the pass ends after the run in progress once it is set.
+        With ``stop``, no run is taken once it is set, and the pass ends when the runs in
+        progress are done.
         """
+        with self._crew(concurrency) as crew:
+            return self._pass(limit, stop, crew)
+
+    @contextmanager
+    def _crew(self, concurrency: int) -> Iterator[Crew | None]:
+        """A crew of ``concurrency`` threads for the block (None for one: the caller's thread
+        advances the runs). After an interrupt its threads are left to finish, or to end with
+        the process."""
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise BadInput(f"concurrency must be a whole number of runs at once, 1 or more, not {concurrency!r}")
+        if concurrency == 1:
+            yield None
+            return
+        crew = Crew(concurrency, name="tinywf-tick", on_exit=getattr(self.store, "end_thread", None))
+        try:
+            yield crew
+        except BaseException:
+            crew.close(wait=False)
+            raise
+        crew.close()
+
+    def _pass(self, limit: int | None, stop: threading.Event | None, crew: Crew | None) -> TickReport:
         now = self.clock.now()
-        report = TickReport(due=0)
+        this = _Pass(limit, stop)
         claims = hasattr(self.store, "claim_due")
 
         def done() -> bool:
-            return (limit is not None and len(report.advanced) >= limit) or (stop is not None and stop.is_set())
+            if crew is not None and not crew.wait_for_room(stop):
+                return True
+            return this.done()
 
         for run_id, opening in self._due_runs(now, done):
-            counted = False
-            follow = _Follow()
-            try:
-                with self._held(run_id), opening() as session:
-                    try:
-                        run = session.load()
-                    except RunNotFound:  # a create that never committed left an index entry
-                        continue
-                    head = run.head
-                    if not due_now(head, now):
-                        continue  # a stale index entry: the session drops it
-                    report.due += 1
-                    counted = True
-                    if wakes_parent(head):
-                        follow.after(None, head)
-                    else:
-                        self._advance(session, run, follow, recover=head.status == "running")
-                        report.advanced.append(TickAdvanced(run_id=run_id, status=head.status))
-                report.advanced.extend(self._settle(follow))
-            except RunLocked:
-                if claims:  # a live claim: another worker advances it; not due for this one
-                    report.skipped.append(TickSkipped(run_id=run_id, reason=CLAIMED_ELSEWHERE, elsewhere=True))
-                else:  # a directory's lock: its holder may be stuck, so it is reported
-                    report.due += 0 if counted else 1
-                    report.skipped.append(TickSkipped(run_id=run_id, reason="locked by another process"))
-            except TinyWFError as exc:
-                report.due += 0 if counted else 1
-                report.skipped.append(TickSkipped(run_id=run_id, reason=exc.message))
-            except Exception as exc:  # a fault of tinywf's own with this run: the others still go on
-                report.due += 0 if counted else 1
-                report.skipped.append(TickSkipped(run_id=run_id,
-                                                  reason=f"internal error: {type(exc).__name__}: {exc}"))
-        return report
+            if crew is None:
+                self._tick_run(this, run_id, opening, now, claims, None)
+                continue
+            with this.lock:
+                this.in_flight += 1
+            crew.submit(functools.partial(self._crew_run, this, run_id, opening, now, claims, crew))
+        if crew is not None:
+            crew.drain()
+        if this.failure is not None:
+            raise this.failure
+        return this.report
+
+    def _crew_run(self, this: _Pass, run_id: str, opening: Callable[[], AbstractContextManager[RunSession]],
+                  now: datetime, claims: bool, crew: Crew) -> None:
+        """One due run, in a crew thread: an interrupt is kept for the pass to raise once the
+        other threads are done (no run is taken after it), never lost in a thread."""
+        try:
+            self._tick_run(this, run_id, opening, now, claims, crew)
+        except BaseException as exc:
+            with this.lock:
+                if this.failure is None:
+                    this.failure = exc
+        finally:
+            with this.lock:
+                this.in_flight -= 1
+
+    def _tick_run(self, this: _Pass, run_id: str, opening: Callable[[], AbstractContextManager[RunSession]],
+                  now: datetime, claims: bool, crew: Crew | None) -> None:
+        """Advance one due run (or wake its parent), then what follows; add what happened to the pass."""
+        counted = False
+        follow = _Follow()
+        try:
+            while True:
+                try:
+                    with self._held(run_id), opening() as session:
+                        try:
+                            run = session.load()
+                        except RunNotFound:  # a create that never committed left an index entry
+                            return
+                        head = run.head
+                        if not due_now(head, now):
+                            return  # a stale index entry: the session drops it
+                        this.due()
+                        counted = True
+                        if wakes_parent(head):
+                            follow.after(None, head)
+                        else:
+                            self._advance(session, run, follow, recover=head.status == "running")
+                            this.advanced([TickAdvanced(run_id=run_id, status=head.status)])
+                    break
+                except RunLocked:
+                    # another thread of this tick holds it (waking it as a parent): once that one
+                    # let go, the run is looked at again (it may be due no more)
+                    if counted or crew is None or not self._hands.wait_for(run_id, crew.idents):
+                        raise
+                    opening = functools.partial(self.store.open, run_id, 0)
+            this.advanced(self._settle(follow))
+        except RunLocked:
+            if claims:  # a live claim: another worker advances it; not due for this one
+                this.skipped(TickSkipped(run_id=run_id, reason=CLAIMED_ELSEWHERE, elsewhere=True), counted=True)
+            else:  # a directory's lock: its holder may be stuck, so it is reported
+                this.skipped(TickSkipped(run_id=run_id, reason="locked by another process"), counted=counted)
+        except TinyWFError as exc:
+            this.skipped(TickSkipped(run_id=run_id, reason=exc.message), counted=counted)
+        except Exception as exc:  # a fault of tinywf's own with this run: the others still go on
+            this.skipped(TickSkipped(run_id=run_id, reason=f"internal error: {type(exc).__name__}: {exc}"),
+                         counted=counted)
 
     def _due_runs(self, now: datetime, done: Callable[[], bool]
                   ) -> Iterator[tuple[str, Callable[[], AbstractContextManager[RunSession]]]]:
@@ -107,26 +224,34 @@ class Ticking(Advancing):
         """When the earliest waiting run will be due (for ``worker``)."""
         return self.store.next_due()
 
-    def work(self, stop: threading.Event, *, poll: float = 5.0,
+    def work(self, stop: threading.Event, *, poll: float = 5.0, concurrency: int = DEFAULT_CONCURRENCY,
              on_tick: Callable[[TickReport], None] | None = None,
              on_error: Callable[[TinyWFError], None] | None = None,
              on_unavailable: Callable[[StoreUnavailable], None] | None = None) -> None:
         """Tick until ``stop`` is set, waiting on the runtime's clock until the next due time
         (at most ``poll`` seconds) between passes: ``tinywf worker`` is this loop.
 
-        A pass ends after the run in progress once ``stop`` is set. ``on_tick`` receives the
+        Each pass advances up to ``concurrency`` runs at once, in threads that last as long as
+        the loop (``1``: one after the other, in this thread). Once ``stop`` is set no run is
+        taken, and the loop ends when the runs in progress are done. ``on_tick`` receives the
         report of each pass that found due runs. A store that can wake workers (PostgreSQL:
         ``wait_for_work``) cuts the wait short when a run is released anywhere. A store that
         cannot be reached is waited for (``on_unavailable`` hears of it), never given up on; a
         pass that fails as a whole otherwise (a directory that cannot be listed) goes to
         ``on_error`` and the loop goes on after ``poll``.
         """
+        with self._crew(concurrency) as crew:
+            self._loop(stop, poll, crew, on_tick, on_error, on_unavailable)
+
+    def _loop(self, stop: threading.Event, poll: float, crew: Crew | None,
+              on_tick: Callable[[TickReport], None] | None, on_error: Callable[[TinyWFError], None] | None,
+              on_unavailable: Callable[[StoreUnavailable], None] | None) -> None:
         wait = getattr(self.store, "wait_for_work", None)
         backoff = MIN_BACKOFF
         while not stop.is_set():
             try:
                 started = self.clock.now()
-                report = self.tick(stop=stop)
+                report = self._pass(None, stop, crew)
                 if report.due and on_tick is not None:
                     on_tick(report)
                 until = self.next_due()
