@@ -4,7 +4,7 @@ Usage::
 
     python bench/run.py                        # everything, ~10 minutes
     python bench/run.py --quick                # a smoke run, under a minute
-    python bench/run.py --only engine,store    # some workloads: engine, store, dbos, startup, postgres, reads
+    python bench/run.py --only engine,store    # some: engine, store, dbos, startup, postgres, reads, concurrency
 
 Installs nothing: the DBOS comparison needs ``pip install -e '.[bench]'`` and is skipped
 (with a note) without it. A full run writes ``bench/RESULTS.md``; ``--quick`` and ``--only``
@@ -34,6 +34,7 @@ Workload = Callable[[Bench], Section]
 
 def workloads() -> dict[str, Workload]:
     """Every workload by name, in the order they run and are reported."""
+    import concurrency
     import engine_cost
     import file_store
     import postgres
@@ -42,7 +43,7 @@ def workloads() -> dict[str, Workload]:
     import versus_dbos
 
     return {"engine": engine_cost.run, "store": file_store.run, "dbos": versus_dbos.run, "startup": startup.run,
-            "postgres": postgres.run, "reads": read_commands.run}
+            "postgres": postgres.run, "reads": read_commands.run, "concurrency": concurrency.run}
 
 
 def version_of(package: str) -> str:
