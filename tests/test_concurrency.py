@@ -7,6 +7,7 @@ passed proves N actions ran at once; the events fix the order in which runs fini
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from clihelpers import Cli, InProcessCli, at
 from pgserver import fresh_url
 
 from tinywf_cli import Runtime, Workflow, step
@@ -175,6 +177,38 @@ def test_a_stopped_worker_takes_no_run_and_finishes_those_in_flight(
     statuses = [rt.get(f"r{i}").status for i in range(8)]
     assert statuses.count("finished") == 4 and statuses.count("waiting") == 4
     assert [len(r.advanced) for r in reports] == [4]
+
+
+class Later(Workflow):
+    """Waits two minutes, then meets the others."""
+
+    @step
+    def nap(self):  # type: ignore[no-untyped-def]
+        yield self.sleep("nap", 120)
+        self.state["met"] = yield self.action("meet", meet, self.run_id)
+
+
+def test_a_worker_takes_a_run_that_comes_due_while_a_slow_one_is_in_flight() -> None:
+    """A pass does not wait for its runs: the run due later is advanced while the first one's
+    action still waits, and only its start lets that one go."""
+    Hub.reset()
+    rt = MemoryRuntime()
+    rt.start(Napper, run_id="slow")
+    rt.start(Later, run_id="later")
+    rt.clock.advance(60)
+    Hub.event("go-slow")
+    stop = threading.Event()
+
+    def on_start(run_id: str) -> None:
+        if run_id == "later":
+            Hub.events["go-slow"].set()
+            stop.set()
+
+    Hub.on_start = on_start
+    reports: list[Any] = []
+    rt.work(stop, poll=0.01, concurrency=2, on_tick=reports.append)
+    assert rt.get("slow").status == rt.get("later").status == "finished"
+    assert sorted(a.run_id for r in reports for a in r.advanced) == ["later", "slow"]
 
 
 class Interrupted(Workflow):
@@ -362,3 +396,73 @@ def test_postgres_runs_are_advanced_at_once_and_their_threads_close_their_connec
     finally:
         Hub.reset()
         rt.close()
+
+
+# -- real processes: two ticks of many threads each, on one store --------------------------------------
+
+BUSY = '''
+"""Runs whose three actions each record which process and thread ran them, and when."""
+
+import os
+import threading
+import time
+
+from tinywf_cli import Workflow, step
+
+
+def record(run_id, key):
+    start = time.monotonic_ns()  # one clock for every process of the machine
+    for _ in range(20):
+        os.sched_yield()  # let the other threads in
+    line = f"{run_id} {key} {os.getpid()}:{threading.get_ident()} {start} {time.monotonic_ns()}\\n"
+    fd = os.open(os.environ["INTERVALS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return key
+
+
+class Busy(Workflow):
+    @step
+    def settle(self):
+        yield self.sleep("settle", 60)
+        return self.first
+
+    @step
+    def first(self):
+        yield self.action("a", record, self.run_id, "a")
+        return self.rest
+
+    @step
+    def rest(self):
+        yield self.action("b", record, self.run_id, "b")
+        yield self.action("c", record, self.run_id, "c")
+'''
+
+
+@pytest.mark.stores("file", "postgres")
+def test_two_ticks_of_eight_threads_never_advance_one_run_in_two_threads_at_once(
+        cli: Cli, fast: InProcessCli, tmp_path: Path) -> None:
+    (cli.workspace / "flows" / "busy.py").write_text(BUSY, encoding="utf-8")
+    runs = [f"b{i:02d}" for i in range(40)]
+    for run_id in runs:
+        fast.start("flows/busy.py", run_id)
+    env = {"INTERVALS": str(tmp_path / "intervals")}
+    ticks = [cli.spawn(("tick", "--json", "--concurrency", "8"), at(60), env) for _ in range(2)]
+    for proc in ticks:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (out, err)
+    seen: dict[str, list[tuple[int, int, str]]] = {}
+    threads: dict[str, set[str]] = {}
+    for line in (tmp_path / "intervals").read_text().splitlines():
+        run_id, key, thread, start, end = line.split()
+        seen.setdefault(run_id, []).append((int(start), int(end), key))
+        threads.setdefault(thread.split(":")[0], set()).add(thread)
+    for run_id in runs:
+        intervals = sorted(seen[run_id])
+        assert sorted(k for _, _, k in intervals) == ["a", "b", "c"], (run_id, intervals)  # each once
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(intervals)), (run_id, intervals)
+    assert any(len(t) > 1 for t in threads.values()), threads  # a tick ran runs in several threads
+    listed = fast.json("list")["runs"]
+    assert {r["run_id"]: r["status"] for r in listed} == dict.fromkeys(runs, "finished")

@@ -19,8 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-#: How often a wait for room looks at ``stop`` (a signal handler sets it without notifying).
-STOP_POLL = 0.05
+from tinywf_cli.clock import STOP_POLL
 
 
 class Crew:

@@ -8,19 +8,26 @@ taken (its lock tried, or on PostgreSQL its claim made) only once a thread is fr
 no run waits claimed for a thread. On PostgreSQL the pass claims a run in the thread that
 hands it over and the crew thread uses the session (a session is not tied to a connection:
 each thread runs its statements on its own), while the keeper renews every claim the
-process holds, an action running for minutes included. A worker keeps one crew for its
-whole loop.
+process holds, an action running for minutes included.
+
+A ``tick`` waits for every run it handed out. A worker keeps one crew for its whole loop and
+does not: each pass hands out the due runs not already in flight, and the loop looks again
+as soon as a run ends (room was made), the next run not in flight comes due, or the store
+wakes it, so one slow action never holds up the runs behind it. A pass's report is handed on
+once all its runs have ended.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
+from tinywf_cli.clock import wait_for_any
 from tinywf_cli.errors import BadInput, RunLocked, RunNotFound, StoreUnavailable, TinyWFError
 from tinywf_cli.model import TickAdvanced, TickReport, TickSkipped
 from tinywf_cli.runtime.advancing import Advancing, _Follow
@@ -42,23 +49,101 @@ def _itself(session: AbstractContextManager[RunSession]) -> AbstractContextManag
     return session
 
 
+class _InFlight:
+    """A worker's runs in flight, across its passes: which they are, the reports of the passes
+    whose runs have all ended (for the loop to hand on, in that order), and an interrupt that
+    ended one of them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: set[str] = set()
+        self.reports: deque[TickReport] = deque()
+        self.failure: BaseException | None = None
+        #: Set when a run in flight advanced and ended: the loop looks for work again (the run
+        #: may have made more due; one that was skipped did not).
+        self.changed = threading.Event()
+
+    def took(self, run_id: str) -> None:
+        """A run was handed to a thread."""
+        with self.lock:
+            self.runs.add(run_id)
+
+    def ended(self, run_id: str, report: TickReport | None, *, moved: bool) -> None:
+        """A run's thread let it go (``report``: its pass is complete; ``moved``: it advanced a run,
+        which may have made more due)."""
+        with self.lock:
+            self.runs.discard(run_id)
+            if report is not None:
+                self.reports.append(report)
+        if moved:
+            self.changed.set()
+
+    def complete(self, report: TickReport) -> None:
+        """A pass whose runs all ended before it was over (or that handed out none)."""
+        with self.lock:
+            self.reports.append(report)
+
+    def now_flying(self) -> frozenset[str]:
+        """The runs in flight now."""
+        with self.lock:
+            return frozenset(self.runs)
+
+    def finished_reports(self) -> list[TickReport]:
+        """The reports of complete passes not handed on yet."""
+        with self.lock:
+            reports, self.reports = list(self.reports), deque()
+        return reports
+
+
 class _Pass:
     """One pass of ``tick``: its report, shared by the threads that add to it, and when to stop
     handing out runs."""
 
-    def __init__(self, limit: int | None, stop: threading.Event | None) -> None:
+    def __init__(self, limit: int | None, stop: threading.Event | None, flight: _InFlight | None = None) -> None:
         self.report = TickReport(due=0)
         self.limit = limit
         self.stop = stop
+        self.flight = flight
         self.lock = threading.Lock()
-        #: Runs handed to a thread and not done yet.
+        #: Runs handed to a thread and not done yet; whether the pass hands out no more.
         self.in_flight = 0
+        self.handed_out = False
         #: An interrupt (or ``SystemExit``) that ended a crew thread's run: raised once the others are done.
         self.failure: BaseException | None = None
+
+    def took(self, run_id: str) -> None:
+        """A run was handed to a thread."""
+        with self.lock:
+            self.in_flight += 1
+        if self.flight is not None:
+            self.flight.took(run_id)
+
+    def ended(self, run_id: str, failure: BaseException | None, *, moved: bool = True) -> None:
+        """A run of this pass was let go by its thread (``failure``: an interrupt ended it;
+        ``moved``: it, or a run it woke, advanced)."""
+        with self.lock:
+            self.in_flight -= 1
+            if failure is not None and self.failure is None:
+                self.failure = failure
+            complete = self.handed_out and self.in_flight == 0
+        if self.flight is not None:
+            if failure is not None and self.flight.failure is None:
+                self.flight.failure = failure
+            self.flight.ended(run_id, self.report if complete else None, moved=moved)
+
+    def close(self) -> None:
+        """The pass hands out no more runs; its report is complete once the last of them ended."""
+        with self.lock:
+            self.handed_out = True
+            complete = self.in_flight == 0
+        if complete and self.flight is not None:
+            self.flight.complete(self.report)
 
     def done(self) -> bool:
         """Whether to hand out no more runs: enough advanced (counting those in flight), stopped, or failed."""
         if self.failure is not None or (self.stop is not None and self.stop.is_set()):
+            return True
+        if self.flight is not None and self.flight.failure is not None:
             return True
         return self.limit is not None and len(self.report.advanced) + self.in_flight >= self.limit
 
@@ -119,23 +204,32 @@ class Ticking(Advancing):
             raise
         crew.close()
 
-    def _pass(self, limit: int | None, stop: threading.Event | None, crew: Crew | None) -> TickReport:
+    def _pass(self, limit: int | None, stop: threading.Event | None, crew: Crew | None,
+              flight: _InFlight | None = None) -> TickReport:
+        """Hand out the due runs (to ``crew``, else advancing each here), then wait for them; with
+        ``flight`` (a worker's), skip the runs still in flight from earlier passes and return once
+        every run is handed out: the report goes to ``flight`` when its runs have ended."""
         now = self.clock.now()
-        this = _Pass(limit, stop)
+        this = _Pass(limit, stop, flight)
         claims = hasattr(self.store, "claim_due")
+        skip = flight.now_flying() if flight is not None else frozenset()
 
         def done() -> bool:
             if crew is not None and not crew.wait_for_room(stop):
                 return True
             return this.done()
 
-        for run_id, opening in self._due_runs(now, done):
-            if crew is None:
-                self._tick_run(this, run_id, opening, now, claims, None)
-                continue
-            with this.lock:
-                this.in_flight += 1
-            crew.submit(functools.partial(self._crew_run, this, run_id, opening, now, claims, crew))
+        try:
+            for run_id, opening in self._due_runs(now, done, skip):
+                if crew is None:
+                    self._tick_run(this, run_id, opening, now, claims, None)
+                    continue
+                this.took(run_id)
+                crew.submit(functools.partial(self._crew_run, this, run_id, opening, now, claims, crew))
+        finally:
+            this.close()
+        if flight is not None:
+            return this.report
         if crew is not None:
             crew.drain()
         if this.failure is not None:
@@ -146,19 +240,19 @@ class Ticking(Advancing):
                   now: datetime, claims: bool, crew: Crew) -> None:
         """One due run, in a crew thread: an interrupt is kept for the pass to raise once the
         other threads are done (no run is taken after it), never lost in a thread."""
+        failure: BaseException | None = None
+        moved = False
         try:
-            self._tick_run(this, run_id, opening, now, claims, crew)
+            moved = self._tick_run(this, run_id, opening, now, claims, crew)
         except BaseException as exc:
-            with this.lock:
-                if this.failure is None:
-                    this.failure = exc
+            failure = exc
         finally:
-            with this.lock:
-                this.in_flight -= 1
+            this.ended(run_id, failure, moved=moved)
 
     def _tick_run(self, this: _Pass, run_id: str, opening: Callable[[], AbstractContextManager[RunSession]],
-                  now: datetime, claims: bool, crew: Crew | None) -> None:
-        """Advance one due run (or wake its parent), then what follows; add what happened to the pass."""
+                  now: datetime, claims: bool, crew: Crew | None) -> bool:
+        """Advance one due run (or wake its parent), then what follows; add what happened to the
+        pass. Whether any run advanced (a run skipped or no longer due changed nothing)."""
         counted = False
         follow = _Follow()
         try:
@@ -168,10 +262,10 @@ class Ticking(Advancing):
                         try:
                             run = session.load()
                         except RunNotFound:  # a create that never committed left an index entry
-                            return
+                            return False
                         head = run.head
                         if not due_now(head, now):
-                            return  # a stale index entry: the session drops it
+                            return False  # a stale index entry: the session drops it
                         this.due()
                         counted = True
                         if wakes_parent(head):
@@ -187,6 +281,7 @@ class Ticking(Advancing):
                         raise
                     opening = functools.partial(self.store.open, run_id, 0)
             this.advanced(self._settle(follow))
+            return True
         except RunLocked:
             if claims:  # a live claim: another worker advances it; not due for this one
                 this.skipped(TickSkipped(run_id=run_id, reason=CLAIMED_ELSEWHERE, elsewhere=True), counted=True)
@@ -197,17 +292,19 @@ class Ticking(Advancing):
         except Exception as exc:  # a fault of tinywf's own with this run: the others still go on
             this.skipped(TickSkipped(run_id=run_id, reason=f"internal error: {type(exc).__name__}: {exc}"),
                          counted=counted)
+        return counted  # a run that was due may have changed before it failed; one never loaded did not
 
-    def _due_runs(self, now: datetime, done: Callable[[], bool]
+    def _due_runs(self, now: datetime, done: Callable[[], bool], skip: frozenset[str] = frozenset()
                   ) -> Iterator[tuple[str, Callable[[], AbstractContextManager[RunSession]]]]:
-        """The runs due by ``now``, each with how to hold it, until ``done()``.
+        """The runs due by ``now`` (but those in ``skip``: in flight here), each with how to hold
+        it, until ``done()``.
 
         A store that claims its next due run itself (PostgreSQL: ``claim_due``, one statement,
         skipping runs others are claiming) is asked run by run; what it never hands out (a run
         another process holds) comes after, from ``due``, to be reported as locked.
         """
         claim = getattr(self.store, "claim_due", None)
-        seen: set[str] = set()
+        seen: set[str] = set(skip)
         while claim is not None and not done():
             session: Any = claim(now, seen)  # a session that releases the run when it exits
             if session is None:
@@ -231,27 +328,33 @@ class Ticking(Advancing):
         """Tick until ``stop`` is set, waiting on the runtime's clock until the next due time
         (at most ``poll`` seconds) between passes: ``tinywf worker`` is this loop.
 
-        Each pass advances up to ``concurrency`` runs at once, in threads that last as long as
-        the loop (``1``: one after the other, in this thread). Once ``stop`` is set no run is
-        taken, and the loop ends when the runs in progress are done. ``on_tick`` receives the
-        report of each pass that found due runs. A store that can wake workers (PostgreSQL:
+        Up to ``concurrency`` runs are advanced at once, in threads that last as long as the
+        loop (``1``: one after the other, in this thread, a pass at a time); a pass does not
+        wait for its runs, so a run that comes due while a slow one is in flight is taken at
+        once. Once ``stop`` is set no run is taken, and the loop ends when the runs in progress
+        are done. ``on_tick`` receives, in this thread, the report of each pass that found due
+        runs, once all of its runs have ended. A store that can wake workers (PostgreSQL:
         ``wait_for_work``) cuts the wait short when a run is released anywhere. A store that
         cannot be reached is waited for (``on_unavailable`` hears of it), never given up on; a
         pass that fails as a whole otherwise (a directory that cannot be listed) goes to
         ``on_error`` and the loop goes on after ``poll``.
         """
         with self._crew(concurrency) as crew:
-            self._loop(stop, poll, crew, on_tick, on_error, on_unavailable)
+            if crew is None:
+                self._loop(stop, poll, on_tick, on_error, on_unavailable)
+            else:
+                self._keep_going(stop, poll, crew, on_tick, on_error, on_unavailable)
 
-    def _loop(self, stop: threading.Event, poll: float, crew: Crew | None,
-              on_tick: Callable[[TickReport], None] | None, on_error: Callable[[TinyWFError], None] | None,
+    def _loop(self, stop: threading.Event, poll: float, on_tick: Callable[[TickReport], None] | None,
+              on_error: Callable[[TinyWFError], None] | None,
               on_unavailable: Callable[[StoreUnavailable], None] | None) -> None:
+        """The worker's loop with one thread: a pass, then a wait until the next due time."""
         wait = getattr(self.store, "wait_for_work", None)
         backoff = MIN_BACKOFF
         while not stop.is_set():
             try:
                 started = self.clock.now()
-                report = self._pass(None, stop, crew)
+                report = self._pass(None, stop, None)
                 if report.due and on_tick is not None:
                     on_tick(report)
                 until = self.next_due()
@@ -270,3 +373,54 @@ class Ticking(Advancing):
                     raise
                 on_error(exc)
                 stop.wait(poll)
+
+    def _keep_going(self, stop: threading.Event, poll: float, crew: Crew,
+                    on_tick: Callable[[TickReport], None] | None, on_error: Callable[[TinyWFError], None] | None,
+                    on_unavailable: Callable[[StoreUnavailable], None] | None) -> None:
+        """The worker's loop with a crew: a pass hands out the due runs that are not in flight and
+        does not wait for them, so a slow run never holds up the next pass; the loop looks again
+        when a run ends, when the next run not in flight is due, or when the store says. Each
+        pass's report is handed on (here, in this thread) once its runs have ended; a stopped
+        loop ends when every run in flight has."""
+        flight = _InFlight()
+        store_wait = getattr(self.store, "wait_for_work", None)
+
+        def wait(seconds: float, stop: threading.Event) -> None:
+            if store_wait is not None:  # a run that ends here wakes it too: its release notifies
+                store_wait(seconds, stop)
+            else:
+                wait_for_any(seconds, stop, flight.changed)
+
+        def hand_on() -> None:
+            for report in flight.finished_reports():
+                if report.due and on_tick is not None:
+                    on_tick(report)
+
+        backoff = MIN_BACKOFF
+        while not stop.is_set() and flight.failure is None:
+            try:
+                flight.changed.clear()
+                started = self.clock.now()
+                self._pass(None, stop, crew, flight)
+                hand_on()
+                until = self.store.next_due(flight.now_flying())
+                if stop.is_set() or flight.failure is not None:
+                    break
+                if not flight.changed.is_set() and not (until is not None and started < until <= self.clock.now()):
+                    self.clock.idle(until, poll, stop, wait)
+                hand_on()
+                backoff = MIN_BACKOFF
+            except StoreUnavailable as exc:
+                if on_unavailable is not None:
+                    on_unavailable(exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max(poll, MIN_BACKOFF))
+            except TinyWFError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                stop.wait(poll)
+        crew.drain()
+        hand_on()
+        if flight.failure is not None:
+            raise flight.failure

@@ -317,9 +317,10 @@ class PostgresStore:
         process stopped renewing its lease (never a run a live process is advancing)."""
         return [str(row[0]) for row in self._execute("due", {"now": now}, "finding due runs")]
 
-    def next_due(self) -> datetime | None:
-        """The earliest due time; a run a live process advances counts when its lease would end."""
-        rows = self._execute("next_due", {}, "finding the next due time")
+    def next_due(self, exclude: Collection[str] = ()) -> datetime | None:
+        """The earliest due time of the runs not in ``exclude``; a run a live process advances
+        counts when its lease would end."""
+        rows = self._execute("next_due", {"exclude": list(exclude)}, "finding the next due time")
         value = rows[0][0] if rows else None
         return value if isinstance(value, datetime) else None
 
