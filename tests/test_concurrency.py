@@ -466,3 +466,15 @@ def test_two_ticks_of_eight_threads_never_advance_one_run_in_two_threads_at_once
     assert any(len(t) > 1 for t in threads.values()), threads  # a tick ran runs in several threads
     listed = fast.json("list")["runs"]
     assert {r["run_id"]: r["status"] for r in listed} == dict.fromkeys(runs, "finished")
+
+
+@pytest.mark.parametrize("command", ["tick", "worker"])
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_a_bad_concurrency_is_one_line_and_exit_2(fast: InProcessCli, command: str, bad: str) -> None:
+    fast.start("flows/simple.py", "s1")
+    before = fast.snapshot()
+    result = fast(command, "--concurrency", bad)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "--concurrency" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert fast.snapshot() == before

@@ -21,6 +21,9 @@ from collections.abc import Callable
 
 from tinywf_cli.clock import STOP_POLL
 
+#: How many runs ``tick`` and ``worker`` advance at once unless told (``--concurrency``).
+DEFAULT_CONCURRENCY = 8
+
 
 class Crew:
     """Up to ``size`` threads taking tasks in the order they were handed over."""

@@ -32,7 +32,7 @@ from tinywf_cli.errors import BadInput, RunLocked, RunNotFound, StoreUnavailable
 from tinywf_cli.model import TickAdvanced, TickReport, TickSkipped
 from tinywf_cli.runtime.advancing import Advancing, _Follow
 from tinywf_cli.runtime.base import due_now
-from tinywf_cli.runtime.crew import Crew
+from tinywf_cli.runtime.crew import DEFAULT_CONCURRENCY, Crew
 from tinywf_cli.stores.base import RunSession, wakes_parent
 
 #: Why ``tick`` skipped a run that another process of a shared store holds a live claim on.
@@ -40,9 +40,6 @@ CLAIMED_ELSEWHERE = "claimed by another worker"
 
 #: The first pause of a worker whose store cannot be reached (doubling up to its poll).
 MIN_BACKOFF = 0.5
-
-#: How many runs ``tick`` and ``worker`` advance at once unless told (``--concurrency``).
-DEFAULT_CONCURRENCY = 8
 
 
 def _itself(session: AbstractContextManager[RunSession]) -> AbstractContextManager[RunSession]:
