@@ -163,8 +163,8 @@ class Watchdog:
                     self._alarm_ours = True
             if not self._alarm_ours:
                 return False
-        elif _set_async_exc() is None:
-            return False  # not CPython: no way to interrupt another thread
+        elif sys.implementation.name != "cpython":
+            return False  # no way to interrupt another thread (ctypes is imported only for an overrun)
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
