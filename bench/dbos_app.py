@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dbos import DBOS, DBOSConfig
+from dbos import DBOS, DBOSConfig, Queue
 
 from effects import effect
 
@@ -111,3 +111,24 @@ def await_answer_at() -> float:
     """Waits for a message on topic ``go``; returns ``time.time()`` when it arrived."""
     DBOS.recv("go", timeout_seconds=60)
     return time.time()
+
+
+def io_queue(fast: bool) -> Queue:
+    """The I/O workload's queue, registered in the launched system database: 50 workflows at
+    once in this process, polled at DBOS's default interval (1 s), or ten times as often."""
+    if fast:
+        return DBOS.register_queue("tinywf_bench_io_fast", worker_concurrency=50, polling_interval_sec=0.1)
+    return DBOS.register_queue("tinywf_bench_io", worker_concurrency=50)
+
+
+@DBOS.step()
+def call_service(wait_ms: float) -> int:
+    """A step that waits ``wait_ms`` on another service."""
+    time.sleep(wait_ms / 1000)
+    return 1
+
+
+@DBOS.workflow()
+def one_call(wait_ms: float) -> int:
+    """A workflow of one step that waits on another service."""
+    return call_service(wait_ms)

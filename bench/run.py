@@ -5,7 +5,7 @@ Usage::
     python bench/run.py                        # everything, ~10 minutes
     python bench/run.py --quick                # a smoke run, under a minute
     python bench/run.py --only engine,store    # some workloads: engine, store, dbos, startup, postgres, reads,
-                                               # schedules
+                                               # schedules, concurrency
 
 Installs nothing: the DBOS comparison needs ``pip install -e '.[bench]'`` and is skipped
 (with a note) without it. A full run writes ``bench/RESULTS.md``; ``--quick`` and ``--only``
@@ -35,6 +35,7 @@ Workload = Callable[[Bench], Section]
 
 def workloads() -> dict[str, Workload]:
     """Every workload by name, in the order they run and are reported."""
+    import concurrency
     import engine_cost
     import file_store
     import postgres
@@ -44,7 +45,8 @@ def workloads() -> dict[str, Workload]:
     import versus_dbos
 
     return {"engine": engine_cost.run, "store": file_store.run, "dbos": versus_dbos.run, "startup": startup.run,
-            "postgres": postgres.run, "reads": read_commands.run, "schedules": schedules.run}
+            "postgres": postgres.run, "reads": read_commands.run, "schedules": schedules.run,
+            "concurrency": concurrency.run}
 
 
 def version_of(package: str) -> str:

@@ -225,3 +225,23 @@ class Handoff(Workflow[AnswerState]):
         yield self.sleep("handoff", 0.001)
         yield self.action("done", echo, self.state.answer)
         return None
+
+
+class ServiceState(BaseModel):
+    """When the run is due, and how long its one call to another service takes."""
+
+    due: str
+    wait_ms: float = 100.0
+
+
+class TimerThenCall(Workflow[ServiceState]):
+    """Due at ``due`` (a timer), then one action that waits ``wait_ms`` on another service (an
+    HTTP call, say): the I/O-bound run that ``tick --concurrency`` is for."""
+
+    @step
+    def run(self) -> Steps:
+        from datetime import datetime
+
+        yield self.sleep_until("queued", datetime.fromisoformat(self.state.due))
+        yield self.action("call", call, 1, self.state.wait_ms)
+        return None

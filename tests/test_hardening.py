@@ -141,7 +141,9 @@ def slow_cli(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     return cli
 
 
-def test_sigterm_stops_a_worker_after_the_run_in_progress(slow_cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_sigterm_stops_a_worker_after_the_runs_in_progress(slow_cli: Cli, tmp_path: Path, concurrency: int) -> None:
+    """The runs in flight (one per thread) finish; no run is taken after the signal."""
     cli = slow_cli
     fast = InProcessCli(cli.workspace, cli.state_dir)
     (cli.workspace / "flows" / "later.py").write_text(
@@ -155,9 +157,10 @@ class Later(Workflow):
 ''', encoding="utf-8")
     for i in range(5):
         fast.start("flows/later.py:Later", f"s{i}")
-    proc = cli.spawn(("worker", "--json"), at(60), {"SLOW": "2"})
+    proc = cli.spawn(("worker", "--json", "--concurrency", str(concurrency)), at(60), {"SLOW": "2"})
     try:
-        wait_for(tmp_path / "marks" / "s0")
+        for i in range(concurrency):
+            wait_for(tmp_path / "marks" / f"s{i}")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -167,11 +170,14 @@ class Later(Workflow):
             proc.kill()
             proc.wait()
     assert took < 5, f"the worker took {took:.1f} s to stop (each action takes 2 s)"
-    statuses = {f"s{i}": fast.json("show", f"s{i}")["status"] for i in range(5)}
-    assert statuses["s0"] == "finished" and list(statuses.values()).count("waiting") >= 3
+    statuses = [fast.json("show", f"s{i}")["status"] for i in range(5)]
+    assert statuses[:concurrency] == ["finished"] * concurrency and statuses.count("waiting") >= 5 - concurrency - 1
+    assert statuses.count("finished") <= concurrency + 1  # at most one more, taken before the signal came
 
 
-def test_a_second_signal_stops_a_worker_at_once_leaving_the_run_recoverable(slow_cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_a_second_signal_stops_a_worker_at_once_leaving_the_run_recoverable(
+        slow_cli: Cli, tmp_path: Path, concurrency: int) -> None:
     cli = slow_cli
     fast = InProcessCli(cli.workspace, cli.state_dir)
     (cli.workspace / "flows" / "later.py").write_text(
@@ -184,7 +190,7 @@ class LaterSpin(Spin):
         return self.work
 ''', encoding="utf-8")
     fast.start("flows/later.py:LaterSpin", "spin")
-    proc = cli.spawn(("worker",), at(60), {"SLOW": "0"})
+    proc = cli.spawn(("worker", "--concurrency", str(concurrency)), at(60), {"SLOW": "0"})
     try:
         wait_for(tmp_path / "marks" / "spin")
         time.sleep(0.3)

@@ -198,11 +198,14 @@ def crowd(tmp_path: Path) -> tuple[Cli, InProcessCli, dict[str, str]]:
     return Cli(tmp_path), fast, env
 
 
+@pytest.mark.parametrize("concurrency", ["8", "1"])
 def test_one_tick_advances_every_healthy_run_past_every_hostile_one(
-        crowd: tuple[Cli, InProcessCli, dict[str, str]]) -> None:
+        crowd: tuple[Cli, InProcessCli, dict[str, str]], concurrency: str) -> None:
+    """With eight threads (the default) as with one: each hostile run fails alone, its side
+    effect made once, and the spinner is stopped in whichever thread it spins."""
     cli, fast, env = crowd
     started = time.monotonic()
-    result = cli("tick", "--json", now=at(60), env=env, timeout=120)
+    result = cli("tick", "--json", "--concurrency", concurrency, now=at(60), env=env, timeout=120)
     assert result.returncode == 0, describe(result)
     assert "Traceback" not in result.stderr, describe(result)
     report = json.loads(result.stdout)
@@ -257,7 +260,7 @@ def test_a_damaged_record_is_exit_5_for_every_command_and_changes_nothing(
 
 def test_a_worker_keeps_going_past_hostile_runs(crowd: tuple[Cli, InProcessCli, dict[str, str]]) -> None:
     cli, fast, env = crowd
-    proc = cli.spawn(("worker", "--json", "--poll", "0.2"), at(60), env)
+    proc = cli.spawn(("worker", "--json", "--poll", "0.2", "--concurrency", "8"), at(60), env)
     try:
         seen: dict[str, Any] = {}
         deadline = time.monotonic() + 60

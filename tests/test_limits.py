@@ -3,7 +3,8 @@
 What the pending resumes say (kind, key, request, due_at), first come first served, slots
 given back after each attempt (never held over a retry delay) and at a whole run's end, the
 waiters a freed slot wakes, overrides, and a breaker's life: closed, open, one probe, closed
-again. Real processes and real time are ``test_limits_procs.py``'s.
+again. Real processes and real time are ``test_limits_procs.py``'s. Each ``tick`` here advances
+one run after the other (``concurrency=1``), so that the order the rules give is the order seen.
 """
 
 from __future__ import annotations
@@ -111,9 +112,9 @@ def test_a_rate_lets_the_bucket_through_then_one_start_per_token_first_come_firs
     assert runtime.limits().model_dump(mode="json")["limits"] == [
         {"name": "api", "key": None, "rate": "2/s", "concurrency": None, "in_flight": 0, "waiting": 3}]
     clock_of(runtime).advance(0.6)
-    assert [a.run_id for a in runtime.tick().advanced] == ["r2"]
+    assert [a.run_id for a in runtime.tick(concurrency=1).advanced] == ["r2"]
     clock_of(runtime).advance(1.0)
-    assert [a.run_id for a in runtime.tick().advanced] == ["r3", "r4"]
+    assert [a.run_id for a in runtime.tick(concurrency=1).advanced] == ["r3", "r4"]
     assert flow.called == ["r0", "r1", "r2", "r3", "r4"]  # type: ignore[attr-defined]
     assert runtime.limits().limits[0].waiting == 0
 
@@ -126,7 +127,7 @@ def test_a_waiter_woken_early_waits_again_and_a_newcomer_queues_behind_it(runtim
     clock_of(runtime).advance(1.01)
     late = runtime.start(flow, run_id="late")  # a token is there, but "second" came first
     assert late.status == "waiting"
-    assert runtime.tick().advanced[0].run_id == "second"
+    assert runtime.tick(concurrency=1).advanced[0].run_id == "second"
     assert runtime.get("late").status == "waiting"
     with pytest.raises(NotAnEvent, match="is a limit, not an event"):
         runtime.resolve("late", "call", None)
@@ -158,7 +159,7 @@ def test_a_slot_is_held_while_the_attempt_runs_and_wakes_the_next_waiter_when_gi
     woken = runtime.get("b").pending[0]
     assert woken.due_at is not None and expected is not None and woken.due_at < expected  # brought forward
     assert woken.due_at <= clock_of(runtime).now()
-    assert [a.run_id for a in runtime.tick().advanced] == ["b"]
+    assert [a.run_id for a in runtime.tick(concurrency=1).advanced] == ["b"]
     assert runtime.limits().limits[0].in_flight == 0
 
 
@@ -185,7 +186,7 @@ def test_a_whole_run_holds_one_slot_per_key_from_its_first_step_to_its_end(runti
     rows = {r.key: (r.in_flight, r.waiting) for r in runtime.limits().limits}
     assert rows == {"acme": (1, 1), "zeta": (1, 0)}
     runtime.resolve("a", "done", True)  # a ends: its slot goes to b
-    assert runtime.tick().advanced[0].run_id == "b"
+    assert runtime.tick(concurrency=1).advanced[0].run_id == "b"
     assert "b" in ran and runtime.get("b").pending[0].kind == "event"
     runtime.cancel("b")
     assert {r.key: (r.in_flight, r.waiting) for r in runtime.limits().limits} == {"acme": (0, 0), "zeta": (1, 0)}
@@ -203,12 +204,12 @@ def test_waiters_get_room_in_the_order_they_came_and_a_cancelled_or_paused_one_l
     for name in ("a", "b", "c", "d"):
         runtime.start(Job, run_id=name)
     clock_of(runtime).advance(120)  # every waiter's own due time passed: they look, and wait on
-    assert runtime.tick().advanced == [] or all(r.status == "waiting" for r in runtime.tick().advanced)
+    assert runtime.tick(concurrency=1).advanced == [] or all(r.status == "waiting" for r in runtime.tick(concurrency=1).advanced)
     runtime.pause("b")
     runtime.cancel("c")
     assert runtime.limits().limits[0].waiting == 1
     runtime.resolve("a", "done", True)
-    runtime.tick()
+    runtime.tick(concurrency=1)
     assert runtime.get("d").pending[0].kind == "event"  # b left the line, c is gone: d is next
     runtime.resume("b")
     assert runtime.get("b").pending[0].kind == "limit"  # back at the end of the line
@@ -229,7 +230,7 @@ def test_a_retry_delay_holds_no_slot(runtime: Runtime) -> None:
     assert runtime.limits().limits[0].in_flight == 0
     assert runtime.start(flow, run_id="other").status == "finished"
     clock_of(runtime).advance(31)
-    assert runtime.tick().advanced[0].status == "finished"
+    assert runtime.tick(concurrency=1).advanced[0].status == "finished"
 
 
 def test_parallel_parts_each_take_room_and_wait_for_it_on_their_own(runtime: Runtime) -> None:
@@ -246,7 +247,7 @@ def test_parallel_parts_each_take_room_and_wait_for_it_on_their_own(runtime: Run
     assert sorted((p.kind, p.key) for p in run.pending) == [("limit", "b"), ("limit", "c")]
     for _ in range(4):
         clock_of(runtime).advance(61)
-        runtime.tick()
+        runtime.tick(concurrency=1)
     assert sorted(done) == ["a", "b", "c"] and runtime.get(run.run_id).status == "finished"
 
 
@@ -260,7 +261,7 @@ def test_limit_set_overrides_the_code_for_every_process_until_reset(runtime: Run
     shown = runtime.set_limit("api", rate="10/s", concurrency=3).model_dump(mode="json")
     assert shown == {"limits": [{"name": "api", "key": None, "rate": "10/s", "concurrency": 3, "in_flight": 0,
                                  "waiting": 1}]}
-    assert runtime.tick().advanced[0].run_id == "b"  # woken at once: what applies changed
+    assert runtime.tick(concurrency=1).advanced[0].run_id == "b"  # woken at once: what applies changed
     other = Runtime(store, clock=runtime.clock)  # another process sees the same override
     assert other.limits().limits[0].rate == "10/s"
     runtime.set_limit("api", key="acme", concurrency=1)
@@ -310,13 +311,13 @@ def test_a_breaker_opens_after_its_failures_waits_then_lets_one_probe_through(ru
         assert pending.due_at is not None and pending.due_at.isoformat().startswith("2026-01-01T00:00:30")
     clock_of(runtime).advance(31)
     assert runtime.breakers().breakers[0].state == "half_open"
-    runtime.tick()
+    runtime.tick(concurrency=1)
     assert len(service.calls) == 3  # one probe; it failed: open for another 30 s
     assert runtime.breakers().breakers[0].state == "open"
     service.up = True
     clock_of(runtime).advance(31)
-    runtime.tick()
-    runtime.tick()  # the others were woken when the probe closed it
+    runtime.tick(concurrency=1)
+    runtime.tick(concurrency=1)  # the others were woken when the probe closed it
     assert runtime.breakers().breakers[0].state == "closed"
     assert all(runtime.get(f"w{i}").status == "finished" for i in range(3))
     assert service.calls == ["f1", "f2", "w0", "w1", "w2"]  # w0's probe failed (caught); w1's closed it
@@ -346,7 +347,7 @@ def test_only_one_probe_goes_through_a_half_open_breaker_while_it_is_in_flight(r
     assert second.status == "waiting" and second.pending[0].kind == "breaker"
     go_on.set()
     first.join(30)
-    assert runtime.tick().advanced[0].run_id == "second"
+    assert runtime.tick(concurrency=1).advanced[0].run_id == "second"
     assert calls == ["opener", "probe", "second"]
 
 
@@ -359,7 +360,7 @@ def test_on_open_fail_fails_the_attempt_with_breaker_open_and_retries_it(runtime
     run = runtime.start(flow, run_id="refused")
     assert run.pending[0].kind == "retry"  # the refused attempt counted; retried per its Retry
     clock_of(runtime).advance(6)
-    runtime.tick()
+    runtime.tick(concurrency=1)
     gave_up = [e.values for e in runtime.get("refused").logs if e.type == "gave_up"]
     assert gave_up == [{"error_type": "BreakerOpen", "attempts": 2}]
     assert service.calls == ["opener"]  # its failure opened it: nothing was called after
@@ -373,7 +374,7 @@ def test_breaker_reset_closes_it_by_hand_and_the_waiting_runs_go_on(runtime: Run
     service.up = True
     assert runtime.reset_breaker("svc").model_dump(mode="json")["breakers"] == [
         {"name": "svc", "state": "closed", "failures": 0, "half_open_at": None}]
-    assert runtime.tick().advanced[0].status == "finished"
+    assert runtime.tick(concurrency=1).advanced[0].status == "finished"
     with pytest.raises(LimitNotFound, match="no breaker 'other'"):
         runtime.reset_breaker("other")
     assert BreakerOpen("svc", None).exit_code == 1

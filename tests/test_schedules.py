@@ -347,7 +347,9 @@ def test_the_worker_wakes_for_the_next_slot_and_starts_it(mem: MemoryRuntime) ->
         reports.append(report)
         stop.set()
 
-    worker = threading.Thread(target=mem.work, args=(stop,), kwargs={"poll": 30, "on_tick": seen})
+    # one run at a time: the loop then reports each pass before it sleeps again (with a crew, a
+    # fake clock may jump to the next day's slot while this one's run is still in flight)
+    worker = threading.Thread(target=mem.work, args=(stop,), kwargs={"poll": 30, "on_tick": seen, "concurrency": 1})
     worker.start()
     worker.join(timeout=20)
     assert not worker.is_alive()

@@ -118,6 +118,20 @@ def _stop_wait(seconds: float, stop: threading.Event) -> None:
     stop.wait(seconds)
 
 
+#: How often ``wait_for_any`` looks at ``stop`` (a signal handler sets it without waking other waits).
+STOP_POLL = 0.05
+
+
+def wait_for_any(seconds: float, stop: threading.Event, event: threading.Event) -> None:
+    """Wait up to ``seconds`` (real time) until ``event`` or ``stop`` is set."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and not event.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        event.wait(min(left, STOP_POLL))
+
+
 def as_utc(when: datetime) -> datetime:
     """Make a datetime aware and UTC (naive ones are taken as UTC)."""
     if when.tzinfo is None:

@@ -3,6 +3,11 @@
 A flow file is compiled from its source on every load (never a stale bytecode cache),
 registered in ``sys.modules`` before it runs (so pydantic resolves its annotations), and
 its folder is put on the import path so it can import modules beside it.
+
+Loading is safe across threads (``tick --concurrency N`` advances runs in N threads): one
+lock, for the whole process, guards compiling and executing a flow file, ``sys.modules``
+and ``sys.path``, and every loader's caches, so that two threads never load one file twice
+nor see a class half made.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,11 @@ from tinywf_cli.interrupts import is_interrupt
 from tinywf_cli.model import FlowRef
 
 WorkflowClass = type[Workflow[Any]]
+
+#: Held while a flow is loaded or looked up: ``sys.modules`` and ``sys.path`` are the whole
+#: process's, and a flow file's code runs once per change. Reentrant: a flow file may import
+#: a module beside it, or name a child flow, while it loads.
+_LOADING = threading.RLock()
 
 
 def split_flow_spec(spec: str) -> tuple[str, str | None]:
@@ -200,19 +211,21 @@ class FlowLoader:
     def load(self, spec: str) -> tuple[WorkflowClass, FlowRef, str]:
         """``path.py[:Class]`` -> (class, reference to store, name to show)."""
         path, name = flow_path(spec)
-        module = self.module(path)
+        with _LOADING:
+            module = self.module(path)
         cls = pick_workflow(module, display_path(path), name)
         return cls, FlowRef(file=str(path), cls=cls.__name__), f"{display_path(path)}:{cls.__name__}"
 
     def module(self, path: Path) -> types.ModuleType:
         """The flow module of ``path``: loaded once, and again when the file changed."""
-        stamp = _stamp(path)
-        known = self._modules.get(path)
-        if known is not None and (known[0] == stamp or stamp is None):
-            return known[1]
-        module = load_module(path)
-        self._modules[path] = (stamp, module)
-        return module
+        with _LOADING:
+            stamp = _stamp(path)
+            known = self._modules.get(path)
+            if known is not None and (known[0] == stamp or stamp is None):
+                return known[1]
+            module = load_module(path)
+            self._modules[path] = (stamp, module)
+            return module
 
     def register(self, cls: WorkflowClass) -> tuple[FlowRef, str]:
         """Remember a class given directly; returns its reference and display name.
@@ -222,6 +235,10 @@ class FlowLoader:
         (``from kid import Kid`` beside a flow), and a child named by a relative path is
         looked for beside it.
         """
+        with _LOADING:
+            return self._register(cls)
+
+    def _register(self, cls: WorkflowClass) -> tuple[FlowRef, str]:
         known = self._registered.get(cls)
         if known is not None:
             return known
@@ -240,6 +257,10 @@ class FlowLoader:
 
     def resolve(self, ref: FlowRef, run_id: str) -> WorkflowClass:
         """The class a stored run refers to (from its flow file as it is now)."""
+        with _LOADING:
+            return self._resolve(ref, run_id)
+
+    def _resolve(self, ref: FlowRef, run_id: str) -> WorkflowClass:
         known = self._classes.get((ref.file, ref.module, ref.cls))
         if known is not None and (ref.file is None or self._fresh(Path(ref.file), known)):
             return known

@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 #: The longest poll interval `worker` accepts: a day.
 MAX_POLL = 86400.0
 
+Concurrency = Annotated[int, typer.Option(
+    "--concurrency", min=1, metavar="N",
+    help="Advance up to N runs at once, each in a thread of its own (1: one after the other). "
+         "On PostgreSQL each thread holds a connection.")]
+
+#: Runtime's default (``tinywf_cli.runtime.crew``), written here so that every command, which
+#: imports this module, reads no runtime module (a test keeps the two equal).
+DEFAULT_CONCURRENCY = 8
+
 
 @app.command()
 def tick(
@@ -42,6 +51,7 @@ def tick(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    concurrency: Concurrency = DEFAULT_CONCURRENCY,
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
@@ -50,17 +60,18 @@ def tick(
     For cron. Safe to run concurrently with itself and other commands: runs locked by
     others are skipped and reported, and so is a run that cannot be read or loaded. On
     PostgreSQL a run another worker holds is left to it: not due here, and listed only
-    with --json ("claimed by another worker"). Failed and blocked runs are reported; the
-    exit stays 0.
+    with --json ("claimed by another worker"). Up to --concurrency runs are advanced at
+    once, each held by one thread; "advanced" lists them in the order they finished.
+    Failed and blocked runs are reported; the exit stays 0.
 
     \b
     Example:
-        * * * * *  cd /srv/app && tinywf tick --json >> tick.log
+        * * * * *  cd /srv/app && tinywf tick --concurrency 32 --json >> tick.log
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
     if reindex:
         session.runtime.reindex()
-    report = session.call(lambda: session.runtime.tick(limit))
+    report = session.call(lambda: session.runtime.tick(limit, concurrency=concurrency))
     if as_json:
         session.emit(report)
         return
@@ -77,15 +88,18 @@ def worker(
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: LockTimeout = DEFAULT_LOCK_TIMEOUT,
+    concurrency: Concurrency = DEFAULT_CONCURRENCY,
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
     """Run `tick` in a loop, sleeping until the next due time; stop cleanly on SIGINT/SIGTERM.
 
-    With --json, prints one tick document per line (JSON Lines) for each tick that found
-    due runs. On SIGINT/SIGTERM the run in progress is finished first, then the worker
-    stops (exit 0); a second signal stops it at once, leaving that run for `tinywf tick`
-    to recover (exit 130). At start it repairs the due index. On a PostgreSQL store any
+    Up to --concurrency runs are in flight at once; a run that comes due while others are
+    in flight is taken as soon as a thread is free. With --json, prints one tick document
+    per line (JSON Lines) for each pass that found due runs, once its runs have ended. On
+    SIGINT/SIGTERM no run is taken any more and the runs in progress are finished, then
+    the worker stops (exit 0); a second signal stops it at once, leaving those runs for
+    `tinywf tick` to recover (exit 130). At start it repairs the due index. On a PostgreSQL store any
     number of workers on any number of hosts share the runs; a run changed anywhere wakes
     them at once (--poll is the fallback), and a database that cannot be reached is waited
     for. A pass that fails as a whole otherwise (the state directory cannot be listed) is
@@ -93,14 +107,14 @@ def worker(
 
     \b
     Example:
-        tinywf worker --poll 10
+        tinywf worker --concurrency 16 --poll 10
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
     rt = session.runtime
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
-        if stop.is_set():  # the second signal: stop at once, the run in progress is recovered later
+        if stop.is_set():  # the second signal: stop at once, the runs in progress are recovered later
             interrupts.note_signal()
             raise KeyboardInterrupt
         stop.set()
@@ -130,8 +144,8 @@ def worker(
         def unavailable(exc: StoreUnavailable) -> None:  # a worker outlives a database restart
             print(f"warning: {exc.message}; trying again", file=sys.stderr, flush=True)
 
-        session.call(lambda: rt.work(stop, poll=poll, on_tick=show_tick, on_error=show_error,
-                                     on_unavailable=unavailable))
+        session.call(lambda: rt.work(stop, poll=poll, concurrency=concurrency, on_tick=show_tick,
+                                     on_error=show_error, on_unavailable=unavailable))
     finally:
         for sig, handler in previous.items():
             signals.signal(sig, handler)

@@ -8,6 +8,7 @@ import contextvars
 import functools
 import inspect
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -48,19 +49,64 @@ class _Running:
         self.Workflow = Workflow
 
 
-@functools.cache
+_made: list[_Running] = []
+#: Held while what running flows need is first imported, and while a runtime makes its loader:
+#: threads that advance runs at once (``tick --concurrency``) share one of each.
+_MAKING = threading.Lock()
+
+
 def _running() -> _Running:
     """The one ``_Running``."""
-    return _Running()
+    if not _made:
+        with _MAKING:
+            if not _made:
+                _made.append(_Running())
+    return _made[0]
+
+
+class _Hands:
+    """Which threads of one runtime are in a run's session right now, by run id: a thread of a
+    ``tick`` that finds a run locked by another of the same tick's threads waits for it to let
+    go, rather than report it as another process's."""
+
+    def __init__(self) -> None:
+        self._let_go = threading.Condition()
+        self._holders: dict[str, list[int]] = {}
+
+    def enter(self, run_id: str) -> None:
+        """This thread opens the run's session (it may yet find the run locked)."""
+        with self._let_go:
+            self._holders.setdefault(run_id, []).append(threading.get_ident())
+
+    def leave(self, run_id: str) -> None:
+        """This thread's session of the run ended."""
+        with self._let_go:
+            holders = self._holders.get(run_id)
+            if holders is not None:
+                holders.remove(threading.get_ident())
+                if not holders:
+                    del self._holders[run_id]
+            self._let_go.notify_all()
+
+    def wait_for(self, run_id: str, threads: set[int]) -> bool:
+        """Wait while one of ``threads`` (not this one) is in a session of the run; whether one was."""
+        me = threading.get_ident()
+        waited = False
+        with self._let_go:
+            while any(t != me and t in threads for t in self._holders.get(run_id, ())):
+                waited = True
+                self._let_go.wait()
+        return waited
 
 
 class _Held:
     """``Runtime._held``: while the block runs, this call chain holds the run ``key`` names."""
 
-    __slots__ = ("key", "token")
+    __slots__ = ("hands", "key", "token")
 
-    def __init__(self, key: tuple[str, str]) -> None:
+    def __init__(self, key: tuple[str, str], hands: _Hands) -> None:
         self.key = key
+        self.hands = hands
         self.token: contextvars.Token[frozenset[tuple[str, str]]] | None = None
 
     def __enter__(self) -> None:
@@ -72,9 +118,11 @@ class _Held:
                 "Runtime on its own run, which would wait for itself; return the value from the action "
                 "instead, or change the run from another process"))
         self.token = _HELD.set(held | {key})
+        self.hands.enter(key[1])
 
     def __exit__(self, *exc: object) -> None:
         assert self.token is not None
+        self.hands.leave(self.key[1])
         _HELD.reset(self.token)
 
 
@@ -149,6 +197,8 @@ class RuntimeBase:
         self.clock: Clock = clock if clock is not None else kept if kept is not None else clock_from_env()
         self.lock_timeout = lock_timeout
         self._loader: FlowLoader | None = None
+        #: Which of this runtime's threads are in which run's session (``tick`` with a crew).
+        self._hands = _Hands()
 
     @property
     def loader(self) -> FlowLoader:
@@ -157,7 +207,9 @@ class RuntimeBase:
         if self._loader is None:
             from tinywf_cli.authoring.loader import FlowLoader
 
-            self._loader = FlowLoader()
+            with _MAKING:
+                if self._loader is None:
+                    self._loader = FlowLoader()
         return self._loader
 
     @property
@@ -169,7 +221,7 @@ class RuntimeBase:
 
     def _held(self, run_id: str) -> _Held:
         """Note that this call chain holds ``run_id``; refuse at once when it already does."""
-        return _Held((self.store.target, run_id))
+        return _Held((self.store.target, run_id), self._hands)
 
     @contextmanager
     def _open(self, run_id: str, timeout: float | None = None, *, create: bool = False) -> Iterator[RunSession]:

@@ -24,7 +24,7 @@ which returns early when a run changed anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,8 +125,9 @@ class Store(Protocol):
         """Ids of runs to look at by ``now`` (earliest first): due timers, retries, timeouts, running."""
         ...
 
-    def next_due(self) -> datetime | None:
-        """The earliest time any run will be due, or ``None``."""
+    def next_due(self, exclude: Collection[str] = ()) -> datetime | None:
+        """The earliest time any run will be due (of those not in ``exclude``: a worker's runs in
+        flight), or ``None``."""
         ...
 
     def secret(self, name: str) -> bytes:

@@ -7,7 +7,7 @@ import marshal
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -155,9 +155,9 @@ class MemoryStore:
         """Runs due by ``now``, earliest first."""
         return [r for r, when in sorted(self._due.items(), key=lambda kv: kv[1]) if when <= now]
 
-    def next_due(self) -> datetime | None:
-        """Earliest due time."""
-        return min(self._due.values(), default=None)
+    def next_due(self, exclude: Collection[str] = ()) -> datetime | None:
+        """Earliest due time of the runs not in ``exclude``."""
+        return min((when for run_id, when in list(self._due.items()) if run_id not in exclude), default=None)
 
     def secret(self, name: str) -> bytes:
         """A random key, made on first use."""

@@ -54,7 +54,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -341,9 +341,10 @@ class FileStore:
         # entries are written with millisecond precision, rounded down: compare at that grain
         return [run_id for when, run_id in firsts if when <= now]
 
-    def next_due(self) -> datetime | None:
-        """The earliest index entry."""
-        return min((min(items)[0] for items in self._scan().values()), default=None)
+    def next_due(self, exclude: Collection[str] = ()) -> datetime | None:
+        """The earliest index entry of the runs not in ``exclude``."""
+        return min((min(items)[0] for run_id, items in self._scan().items() if run_id not in exclude),
+                   default=None)
 
     def reindex(self) -> int:
         """Add the index entries that records copied in by hand lack (how many were added), and

@@ -206,9 +206,11 @@ FROM {s}.runs r WHERE r.run_id = %(run_id)s""",
     # the worker's next wake-up: a run a live process advances counts when its lease would run out
     "next_due": f"""
 SELECT least(
-    (SELECT min(due_at) FROM {{s}}.runs WHERE due_at IS NOT NULL AND (status <> 'running' OR {_FREE})),
+    (SELECT min(due_at) FROM {{s}}.runs WHERE due_at IS NOT NULL AND (status <> 'running' OR {_FREE})
+       AND run_id <> ALL(%(exclude)s::text[])),
     (SELECT min(lease_until) FROM {{s}}.runs
-      WHERE owner IS NOT NULL AND status = 'running' AND due_at IS NOT NULL AND lease_until >= now()))""",
+      WHERE owner IS NOT NULL AND status = 'running' AND due_at IS NOT NULL AND lease_until >= now()
+        AND run_id <> ALL(%(exclude)s::text[])))""",
     # limits and breakers: a cell is read, changed here, and written back only if nobody wrote it
     # in between (its version): taking a slot or a token is that one UPDATE
     "cell_read": """

@@ -8,9 +8,13 @@ off past its lease, while another process claimed the run — writes nothing mor
 (``tinywf_cli.stores.postgres.keeper``) and by each commit. Each store operation is one statement
 on an autocommit connection: no transaction stays open while flow code runs.
 
-Each thread gets its own connection (opened on first use, re-opened after a failure),
-and the keeper has one more. The tables are created, or migrated, by the first process
-that uses the schema, under an advisory lock (``schema.py``).
+Each thread gets its own connection (opened on first use, re-opened after a failure, closed
+by ``end_thread``), and the keeper has one more. A session is not tied to a connection: one
+claimed in one thread may be used in another, one thread at a time (``tick --concurrency``
+claims a run where it hands it over and advances it in a crew thread); its statements run on
+the connection of the thread that makes them, each its own transaction. The tables are
+created, or migrated, by the first process that uses the schema, under an advisory lock
+(``schema.py``).
 """
 
 from __future__ import annotations
@@ -318,9 +322,10 @@ class PostgresStore:
         process stopped renewing its lease (never a run a live process is advancing)."""
         return [str(row[0]) for row in self._execute("due", {"now": now}, "finding due runs")]
 
-    def next_due(self) -> datetime | None:
-        """The earliest due time; a run a live process advances counts when its lease would end."""
-        rows = self._execute("next_due", {}, "finding the next due time")
+    def next_due(self, exclude: Collection[str] = ()) -> datetime | None:
+        """The earliest due time of the runs not in ``exclude``; a run a live process advances
+        counts when its lease would end."""
+        rows = self._execute("next_due", {"exclude": list(exclude)}, "finding the next due time")
         value = rows[0][0] if rows else None
         return value if isinstance(value, datetime) else None
 
@@ -355,6 +360,13 @@ class PostgresStore:
             if wake.wait(min(left, 0.05)):
                 break
         wake.clear()
+
+    def end_thread(self) -> None:
+        """Close this thread's connection: a thread that is about to end (one of ``tick``'s) keeps
+        no connection open on the server."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._drop(conn)
 
     def close(self) -> None:
         """Stop the keeper and close every connection; the store opens new ones when used again."""
