@@ -189,24 +189,32 @@ class Later(Workflow):
 
 
 def test_a_worker_takes_a_run_that_comes_due_while_a_slow_one_is_in_flight() -> None:
-    """A pass does not wait for its runs: the run due later is advanced while the first one's
-    action still waits, and only its start lets that one go."""
+    """A pass does not wait for its runs: the run that comes due (the clock moved on) while the
+    first one's action still waits is advanced, and only its start lets that one go."""
     Hub.reset()
     rt = MemoryRuntime()
     rt.start(Napper, run_id="slow")
     rt.start(Later, run_id="later")
     rt.clock.advance(60)
     Hub.event("go-slow")
-    stop = threading.Event()
+    stop, slow_started = threading.Event(), threading.Event()
 
     def on_start(run_id: str) -> None:
+        if run_id == "slow":
+            slow_started.set()
         if run_id == "later":
             Hub.events["go-slow"].set()
             stop.set()
 
     Hub.on_start = on_start
     reports: list[Any] = []
-    rt.work(stop, poll=0.01, concurrency=2, on_tick=reports.append)
+    worker = threading.Thread(target=rt.work, args=(stop,),
+                              kwargs={"poll": 0.01, "concurrency": 2, "on_tick": reports.append})
+    worker.start()
+    assert slow_started.wait(PATIENCE)
+    rt.clock.advance(60)  # "later" comes due while "slow" is in flight
+    worker.join(PATIENCE)
+    assert not worker.is_alive()
     assert rt.get("slow").status == rt.get("later").status == "finished"
     assert sorted(a.run_id for r in reports for a in r.advanced) == ["later", "slow"]
 

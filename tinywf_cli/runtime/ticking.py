@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from tinywf_cli.clock import wait_for_any
+from tinywf_cli.clock import MIN_IDLE, wait_for_any
 from tinywf_cli.errors import BadInput, RunLocked, RunNotFound, StoreUnavailable, TinyWFError
 from tinywf_cli.model import TickAdvanced, TickReport, TickSkipped
 from tinywf_cli.runtime.advancing import _Follow
@@ -406,10 +406,17 @@ class Ticking(Scheduling):
                 started = self.clock.now()
                 self._pass(None, stop, crew, flight)
                 hand_on()
-                until = self.next_due(flight.now_flying())
+                flying = flight.now_flying()
+                until = self.next_due(flying)
                 if stop.is_set() or flight.failure is not None:
                     break
-                if not flight.changed.is_set() and not (until is not None and started < until <= self.clock.now()):
+                now = self.clock.now()
+                if flight.changed.is_set() or (until is not None and started < until <= now):
+                    pass  # a run ended, or one came due during the pass: look again at once
+                elif flying:  # runs in flight: wait in real time, so that a clock that jumps never leaps past them
+                    ahead = (until - now).total_seconds() if until is not None and until > now else poll
+                    wait(max(min(ahead, poll), MIN_IDLE), stop)
+                else:
                     self.clock.idle(until, poll, stop, wait)
                 hand_on()
                 backoff = MIN_BACKOFF
