@@ -347,9 +347,9 @@ def test_the_worker_wakes_for_the_next_slot_and_starts_it(mem: MemoryRuntime) ->
         reports.append(report)
         stop.set()
 
-    # one run at a time: the loop then reports each pass before it sleeps again (with a crew, a
-    # fake clock may jump to the next day's slot while this one's run is still in flight)
-    worker = threading.Thread(target=mem.work, args=(stop,), kwargs={"poll": 30, "on_tick": seen, "concurrency": 1})
+    # with a crew (the default): while the slot's run is in flight the loop waits in real time, so
+    # the fake clock never jumps to the next day's slot before the run's report came
+    worker = threading.Thread(target=mem.work, args=(stop,), kwargs={"poll": 30, "on_tick": seen})
     worker.start()
     worker.join(timeout=20)
     assert not worker.is_alive()
