@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         ScheduleDocument,
         ScheduleList,
         ShowDocument,
+        SignalDocument,
         TickReport,
     )
     from tinywf_cli.runtime.runtime import Runtime
@@ -112,6 +113,7 @@ _EXPORTS = {
     "ScheduleDocument": "tinywf_cli.model",
     "ScheduleList": "tinywf_cli.model",
     "ShowDocument": "tinywf_cli.model",
+    "SignalDocument": "tinywf_cli.model",
     "SignalNotFound": "tinywf_cli.errors",
     "StatusConflict": "tinywf_cli.errors",
     "StorageError": "tinywf_cli.errors",
@@ -177,6 +179,7 @@ __all__ = [
     "ScheduleDocument",
     "ScheduleList",
     "ShowDocument",
+    "SignalDocument",
     "SignalNotFound",
     "StatusConflict",
     "StorageError",

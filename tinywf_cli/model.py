@@ -202,6 +202,28 @@ class RunDocument(_Model):
                    expects={k: v for k, v in head.expects.items() if k in ids}, children=list(head.children))
 
 
+class SignalDocument(RunDocument):
+    """``tinywf signal --json``: the run's document and, when the method returned a value, ``result``."""
+
+    #: What the ``@signal`` method returned (JSON); absent from the document when it returned ``None``.
+    result: Any = None
+
+    # ``result`` is left out of the dumps, not set to null, for methods that return nothing (a
+    # serializer of the model's own would hide the document's fields from its JSON schema)
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """The document as a dict; without ``result`` when there is none."""
+        return super().model_dump(**self._leave_out_empty_result(kwargs))
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        """The document as JSON text; without ``result`` when there is none."""
+        return super().model_dump_json(**self._leave_out_empty_result(kwargs))
+
+    def _leave_out_empty_result(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.result is None and kwargs.get("exclude") is None:
+            kwargs["exclude"] = {"result"}
+        return kwargs
+
+
 class ShowDocument(RunDocument):
     """``tinywf show --json``: the run document plus its whole audit log."""
 

@@ -158,7 +158,8 @@ def queued_line(doc: RunDocument, state_hint: str = "") -> Text | None:
 
 
 def run_outcome(doc: RunDocument, now: datetime, state_hint: str = "") -> RenderableType:
-    """What ``run`` / ``resolve`` / ``send`` / ``retry`` print for people."""
+    """What ``run`` / ``resolve`` / ``send`` / ``retry`` / ``signal`` print for people (a signal's
+    ``result`` too)."""
     head = Text.assemble(("run ", ""), (doc.run_id, "bold"), (f" ({doc.workflow}) ", "dim"))
     head.append_text(status_text(doc.status))
     head.append(f" at step {doc.step}")
@@ -171,6 +172,9 @@ def run_outcome(doc: RunDocument, now: datetime, state_hint: str = "") -> Render
                                    (doc.error.message, "")))
         if doc.status in ("failed", "blocked"):
             parts.append(Text(f"    fix the cause, then `tinywf retry{state_hint} {doc.run_id}`", style="dim"))
+    result = getattr(doc, "result", None)  # a signal's answer (``SignalDocument``)
+    if result is not None:
+        parts.append(Text.assemble(("  result: ", "bold"), (compact_json(result), "")))
     parts.extend(pending_lines(doc, now, state_hint))
     if doc.status == "finished":
         parts.append(Text.assemble(("  state: ", "dim"), (compact_json(doc.state), "")))

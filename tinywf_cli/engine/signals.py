@@ -64,10 +64,12 @@ def signal_caller(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[str, Any],
-                 clock: Clock, slots: list[Slot], store_target: str) -> list[Entry]:
-    """Run ``@signal`` method ``name`` against the run's latest state; returns the entries to commit.
+                 clock: Clock, slots: list[Slot], store_target: str) -> tuple[list[Entry], Any]:
+    """Run ``@signal`` method ``name`` against the run's latest state; returns the entries to commit
+    and what the method returned (its JSON form; ``None`` when it returned nothing).
 
-    Raises SignalNotFound, or InvalidValue (bad arguments, or the signal refused) with nothing changed.
+    Raises SignalNotFound, or InvalidValue (bad arguments, the signal refused — a ``ValueError``
+    is a signal's way to say no — or a result that is not JSON) with nothing changed.
     """
     spec = cls.__tinywf_signals__.get(name)
     if spec is None:
@@ -80,40 +82,49 @@ def apply_signal(cls: type[Workflow[Any]], head: RunHead, name: str, args: dict[
     if paused is not None and not paused.open:
         paused = None
     live = SignalContext(head.run_id, head.visit, head.step, store_target, scheduled_at=head.scheduled_at)
-    states = [run_signal(cls, spec.fn, name, stored, head.state, live)]
+    state, result = run_signal(cls, spec.fn, name, stored, head.state, live)
     entries: list[Entry] = []
     if paused is not None:
         paused.signals = [*(paused.signals or []), {"name": name, "args": stored}]
         entries.append(SlotEntry(paused.to_json()))
-        head.state = states[0]
+        head.state = state
     else:
         quiet = SignalContext(head.run_id, head.visit, head.step, store_target, keep_logs=False,
                               scheduled_at=head.scheduled_at)
-        visit_after = run_signal(cls, spec.fn, name, stored, head.visit_state, quiet)
-        head.state, head.visit_state = states[0], keep_signal_result(head.state, head.visit_state, states[0],
-                                                                     visit_after)
+        visit_after, _ = run_signal(cls, spec.fn, name, stored, head.visit_state, quiet)
+        head.state, head.visit_state = state, keep_signal_result(head.state, head.visit_state, state, visit_after)
     at = format_instant(clock.now())
-    entries.append(AuditEntry(at, head.step, "signal", {"name": name, "args": stored}))
+    logged: dict[str, Any] = {"name": name, "args": stored}
+    if result is not None:
+        logged["result"] = result
+    entries.append(AuditEntry(at, head.step, "signal", logged))
     entries += [AuditEntry(at, head.step, t, v) for t, v in live.logs]
-    return entries
+    return entries, result
 
 
 def run_signal(cls: type[Workflow[Any]], fn: Callable[..., Any], name: str, args: dict[str, Any], state: Any,
-               ctx: SignalContext) -> Any:
-    """Call a signal method on a copy of ``state``; returns the new state's JSON form."""
+               ctx: SignalContext) -> tuple[Any, Any]:
+    """Call a signal method on a copy of ``state``; returns the new state's JSON form and the
+    JSON form of what the method returned."""
     wf = new_instance(cls, dumps(state), ctx)
     try:
-        signal_caller(fn)(wf, **args)
+        returned = signal_caller(fn)(wf, **args)
     except ValidationError as exc:
         raise InvalidValue(f"signal '{name}': {validation_message(exc)}") from None
     except TinyWFError:
         raise
+    except ValueError as exc:  # the signal's own validation: its message is the answer
+        raise InvalidValue(f"signal '{name}' refused: {exc or type(exc).__name__}") from None
     except BaseException as exc:
         if is_interrupt(exc):
             raise
         raise InvalidValue(f"signal '{name}' refused: {type(exc).__name__}: {exc}") from None
     try:
-        return dump_state(cls, wf.state)
+        result = to_json_value(returned)
+    except NotJSON as exc:
+        raise InvalidValue(f"signal '{name}' returned a value that is not JSON: {exc}") from None
+    try:
+        return dump_state(cls, wf.state), result
     except FlowError as exc:
         raise InvalidValue(f"signal '{name}': {exc.message}") from None
 

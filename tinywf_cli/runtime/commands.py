@@ -18,7 +18,7 @@ from tinywf_cli.errors import (
     RunNotFound,
     StatusConflict,
 )
-from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead, Via
+from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead, SignalDocument, Via
 from tinywf_cli.runtime.advancing import _Follow
 from tinywf_cli.runtime.base import _running, check_run_id, due_now, new_run_id, own_doc, start_values
 from tinywf_cli.runtime.limits import Limits
@@ -164,8 +164,12 @@ class RunCommands(Limits):
         doc.queued = (key, len(head.inbox[key]))
         return doc
 
-    def signal(self, run_id: str, name: str, /, **args: Any) -> RunDocument:
-        """Call the ``@signal`` method ``name`` on the run's latest state, under its lock."""
+    def signal(self, run_id: str, name: str, /, **args: Any) -> SignalDocument:
+        """Call the ``@signal`` method ``name`` on the run's latest state, under its lock.
+
+        The document's ``result`` is what the method returned (JSON; ``None`` when nothing). A
+        method that raises ``ValueError`` refuses the signal: InvalidValue, nothing changed.
+        """
         follow = _Follow()
         with self._open(run_id) as session:
             run = self._load_for(session, f"signal it (signal '{name}')")
@@ -179,14 +183,21 @@ class RunCommands(Limits):
             if head.version != cls.version:  # bring the state to today's shape first, as an advance would
                 migrated = Engine(cls, head, run.slots, self.clock, session.commit, self).migrate_now()
                 if head.status == "blocked":
-                    return self._document(head, advanced=True, follow=follow)
+                    return self._signalled(self._document(head, advanced=True, follow=follow))
             try:
-                entries = apply_signal(cls, head, name, args, self.clock, run.slots, self.store_target)
+                entries, result = apply_signal(cls, head, name, args, self.clock, run.slots, self.store_target)
             except StateMismatch as exc:
                 self._block(session, head, "StateMismatch", f"{exc}; then `tinywf retry {run_id}`")
-                return self._document(head, advanced=True, follow=follow)
+                return self._signalled(self._document(head, advanced=True, follow=follow))
             self._commit(session, head, migrated + entries)
-        return self._document(head, advanced=False)
+        return self._signalled(self._document(head, advanced=False), result)
+
+    @staticmethod
+    def _signalled(doc: RunDocument, result: Any = None) -> SignalDocument:
+        """A signal's document: the run's, and what the method returned."""
+        signalled = SignalDocument.model_construct(**{name: getattr(doc, name) for name in type(doc).model_fields})
+        signalled.result = result
+        return signalled
 
     def cancel(self, run_id: str, reason: str | None = None) -> RunDocument:
         """Cancel a run that has not ended, and its unfinished children; nothing stays pending."""

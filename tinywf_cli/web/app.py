@@ -36,7 +36,7 @@ from tinywf_cli.errors import (
     StatusConflict,
     TinyWFError,
 )
-from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument, Status
+from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument, SignalDocument, Status
 from tinywf_cli.reading.sources import read_store
 from tinywf_cli.runtime.runtime import Runtime
 from tinywf_cli.web import pages
@@ -366,10 +366,11 @@ def _api_routes(api: FastAPI, web: Web) -> None:
         return document(rt.send(run_id, key, body.value, via="http"))
 
     @api.post("/api/runs/{run_id}/signal/{name}", tags=["answering"],
-              responses={200: {"model": RunDocument}, **_errors(400, 404, 409, 422)})
+              responses={200: {"model": SignalDocument}, **_errors(400, 404, 409, 422)})
     def signal_run(run_id: str, name: str,
                    args: Annotated[dict[str, Any] | None, Body(description="The arguments.")] = None) -> Response:
-        """Call a @signal method with the object's fields as arguments (`tinywf signal`)."""
+        """Call a @signal method with the object's fields as arguments (`tinywf signal`); the document's
+        ``result`` is what the method returned (absent when nothing). A ``ValueError`` from it is a 422."""
         return document(rt.signal(run_id, name, **(args or {})))
 
     @api.post("/api/runs/{run_id}/cancel", tags=["runs"],
