@@ -1,14 +1,11 @@
 """Signals that answer (contract section 11): a ``@signal`` method's return value is the
 document's ``result`` (CLI, ``--json``, ``Runtime``, HTTP); a ``ValueError`` refuses the signal
-with exit 2 and leaves the record's bytes as they were."""
+with exit 2 and leaves the record's bytes as they were. Over HTTP: ``test_time_and_choice_web.py``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from clihelpers import RUN_KEYS, Cli, assert_error, assert_run_document
-from webhelpers import Server, server_fixture, web_cli_fixture  # noqa: F401  (fixtures)
 
 from tinywf_cli import InvalidValue, Workflow, signal, step
 from tinywf_cli.testing import MemoryRuntime
@@ -102,15 +99,3 @@ def test_runtime_signal_returns_the_result_and_replay_keeps_the_state(rt: Memory
     assert rt.get(run.run_id).model_dump_json() == before
     assert rt.resolve(run.run_id, "stop", None).state == {"n": 5}
 
-
-def test_a_signal_result_over_http(server: Server, tmp_path: Path) -> None:
-    seats_workspace(server.cli)
-    server.cli.start("flows/seats.py", "show-h")
-    response = server.api.post("/api/runs/show-h/signal/reserve", json={"seats": 4})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["result"] == {"seats": [1, 4]} and body["state"] == {"taken": 4}
-    refused = server.api.post("/api/runs/show-h/signal/reserve", json={"seats": 40})
-    assert refused.status_code == 422 and "only 16 seats left" in refused.json()["error"]["message"]
-    schema = server.api.get("/openapi.json").json()["components"]["schemas"]
-    assert "result" in schema["SignalDocument"]["properties"]

@@ -219,3 +219,34 @@ class StartChild(Child):
 
     def __init__(self, key: str, flow: FlowTarget, input: dict[str, Any] | None, run_id: str | None) -> None:
         super().__init__(key, flow, input, run_id, wait=False)
+
+
+#: What ``self.first`` races: events, timers and child runs that are waited for.
+Wait = WaitEvent | Sleep | Child
+
+
+class First(Command):
+    """Wait for whichever of several waits comes first: ``name, value = yield self.first(**waits)``."""
+
+    __slots__ = ("waits",)
+    kind = "first"
+
+    def __init__(self, waits: Mapping[str, Wait]) -> None:
+        if not waits:
+            raise TypeError("self.first() takes the waits to race by name, e.g. "
+                            "self.first(approved=self.wait_event('approval'), late=self.sleep('late', 3600))")
+        for name, wait in waits.items():
+            if type(wait) not in (WaitEvent, Sleep, Child):
+                raise TypeError(f"self.first(): {name}= must be a self.wait_event(...), self.sleep(...), "
+                                f"self.sleep_until(...) or self.child(...), not {wait!r}")
+        keys = [w.key for w in waits.values()]
+        if len(set(keys)) != len(keys):
+            raise TypeError(f"self.first(): the waits' keys must differ, got {keys}")
+        # the branches by name, kind and key (JSON, sorted): a replay with other branches is another command
+        super().__init__("first" + json.dumps(sorted([name, w.kind, w.key] for name, w in waits.items()),
+                                              ensure_ascii=False))
+        self.waits = dict(waits)
+
+    def describe(self) -> str:
+        """``first of approved (event 'approval'), late (sleep 'late')``."""
+        return "first of " + ", ".join(f"{name} ({w.describe()})" for name, w in sorted(self.waits.items()))

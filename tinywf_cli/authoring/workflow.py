@@ -22,11 +22,13 @@ from tinywf_cli.authoring.commands import (
     Action,
     Child,
     Command,
+    First,
     FlowTarget,
     Parallel,
     Retry,
     Sleep,
     StartChild,
+    Wait,
     WaitEvent,
     seconds_of,
 )
@@ -242,6 +244,19 @@ class Workflow(Generic[StateT]):
         seconds = None if timeout is None else max(0.0, seconds_of(timeout, f"wait_event '{key}' timeout",
                                                                    negative=True))
         return WaitEvent(key, type, seconds, request)
+
+    def first(self, **waits: Wait) -> First:
+        """Wait for whichever of several waits comes first: ``name, value = yield self.first(**waits)``.
+
+        Each wait is a ``self.wait_event(...)``, ``self.sleep(...)``/``self.sleep_until(...)`` or
+        ``self.child(...)``, passed under a name; the yield gives the name of the one that came
+        first and its value (an event's value, a timer's due time, a child's final state; an
+        event that timed out raises ``EventTimeout``, a child that failed ``ChildFailed``). The
+        others are withdrawn: nothing of them stays pending, a withdrawn child keeps running,
+        and a value sent later for a withdrawn event queues for the next wait on its key. The
+        winner is recorded: a replay gets the same one.
+        """
+        return First(waits)
 
     def parallel(self, actions: Mapping[str, Action], max_workers: int = 8) -> Parallel:
         """Run ``{name: self.action(...)}`` concurrently, at most ``max_workers`` at once; yields

@@ -86,6 +86,8 @@ def placeholder_for(expects: str | None) -> str:
 def pending_lines(doc: RunDocument, now: datetime, state_hint: str = "") -> list[RenderableType]:
     """What the run waits for, and how to answer it: one block per pending resume."""
     out: list[RenderableType] = []
+    if len(doc.pending) > 1 and all(p.kind in ("event", "timer", "child") for p in doc.pending):  # self.first
+        out.append(Text("  whichever comes first of:", style="bold"))
     for pending in doc.pending:
         expects = doc.expects.get(pending.resume_id)
         if pending.kind == "event":

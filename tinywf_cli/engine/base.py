@@ -129,9 +129,12 @@ class EngineBase:
         if slot.kind == "action":
             return [one(slot, "retry")]
         assert slot.parts is not None
+        if slot.kind == "first":  # each branch, as if it were waited for alone
+            return [pending for part in slot.parts.values() for pending in self.pending_of(part)]
         return [one(p, "retry") for p in slot.parts.values() if p.status in ("retrying", "gated")]
 
     def pause(self, slot: Slot) -> NoReturn:
         """Leave the run waiting on ``slot``."""
-        expects = {slot.resume_id: slot.expects} if slot.expects and slot.resume_id else {}
+        waits = list(slot.parts.values()) if slot.kind == "first" and slot.parts is not None else [slot]
+        expects = {s.resume_id: s.expects for s in waits if s.expects and s.resume_id}
         self.cp.pause(self.pending_of(slot), expects)

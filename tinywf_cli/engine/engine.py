@@ -24,13 +24,14 @@ from datetime import datetime
 from types import GeneratorType
 from typing import Any, ClassVar, NoReturn
 
-from tinywf_cli.authoring.commands import Command, Parallel, WaitEvent
+from tinywf_cli.authoring.commands import Command, First, Parallel, WaitEvent
 from tinywf_cli.authoring.loader import code_of
 from tinywf_cli.authoring.workflow import next_step_name
 from tinywf_cli.clock import format_instant
 from tinywf_cli.engine.actions import Actions, run_callable
 from tinywf_cli.engine.base import World
 from tinywf_cli.engine.checkpoint import MAX_DEFERRED, Checkpoint, Outcome, Save, _Stop, _Throw, error_of
+from tinywf_cli.engine.choice import Choice
 from tinywf_cli.engine.signals import signal_caller
 from tinywf_cli.engine.state import MigrationProblem, StateMismatch, migrate, new_instance
 from tinywf_cli.engine.values import Answer, NotJSON, to_json_value
@@ -100,7 +101,7 @@ class _Silent(_Context):
         """Already recorded."""
 
 
-class Engine(Actions, Waits):
+class Engine(Actions, Choice):
     """Advances one run loaded from a store: ``Engine(...).advance()``."""
 
     # -- driving -------------------------------------------------------------------
@@ -312,6 +313,7 @@ class Engine(Actions, Waits):
         "event": Waits.wait_event,
         "child": Waits.child,
         "start_child": Waits.child,
+        "first": Choice.first,
     }
 
     def handle(self, command: Any) -> Any:
@@ -319,11 +321,16 @@ class Engine(Actions, Waits):
         if not isinstance(command, Command):
             self.cp.fail(error_of(FlowError(
                 f"step '{self.head.step}' yielded {command!r}, which is not a tinywf command; yield "
-                "self.action(...), self.sleep(...), self.wait_event(...), self.parallel(...) or self.child(...)")))
-        if type(command) is WaitEvent:  # an event key is a channel: waiting on it again takes the next value
-            if command.key in self._keys:
-                self.duplicate_key(command.key)
-            self._channels[command.key] = self._channels.get(command.key, 0) + 1
+                "self.action(...), self.sleep(...), self.wait_event(...), self.first(...), self.parallel(...) or "
+                "self.child(...)")))
+        if type(command) is WaitEvent:
+            self.take_channel(command.key)
+        elif type(command) is First:  # each branch takes its key (an event's channel) as if waited for alone
+            for wait in command.waits.values():
+                if type(wait) is WaitEvent:
+                    self.take_channel(wait.key)
+                else:
+                    self.take_key(wait.key)
         elif isinstance(command, Parallel):
             if not command.actions:
                 return {}
@@ -349,6 +356,13 @@ class Engine(Actions, Waits):
         if key in self._keys or key in self._channels:
             self.duplicate_key(key)
         self._keys.add(key)
+
+    def take_channel(self, key: str) -> None:
+        """Note a wait on event ``key``: an event key is a channel, and waiting on it again in the
+        visit takes its next value (another command with that key fails the run)."""
+        if key in self._keys:
+            self.duplicate_key(key)
+        self._channels[key] = self._channels.get(key, 0) + 1
 
     def duplicate_key(self, key: str) -> NoReturn:
         """Fail the run: a key used twice in one visit."""

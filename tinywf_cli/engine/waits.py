@@ -24,6 +24,7 @@ from tinywf_cli.engine.values import (
     validation_message,
 )
 from tinywf_cli.errors import ChildFailed, EventTimeout, FlowError, InvalidRunId, InvalidValue, TinyWFError
+from tinywf_cli.model import RunHead
 from tinywf_cli.names import is_run_id
 from tinywf_cli.stores.journal import Slot
 
@@ -43,22 +44,39 @@ class Waits(EngineBase):
     def sleep(self, command: Sleep, index: int, slot: Slot | None) -> datetime:
         """``yield self.sleep(...)`` / ``self.sleep_until(...)``."""
         if slot is None:
-            start = command.until or self.due_in(command.seconds or 0.0, f"sleep '{command.key}'")
-            slot = Slot(index, "sleep", command.key, "waiting", due_at=format_instant(start),
-                        resume_id=f"{command.key}@{self.head.visit}")
+            slot = self.timer_slot(command, index)
             self.put(slot)
-            self.cp.log("wait_begin", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id,
-                                       "due_at": slot.due_at})
+            self.cp.log("wait_begin", self.begun(slot))
         due = slot.due()
         assert due is not None
         if slot.status == "waiting":
             if due > self.now():
                 self.pause(slot)
-            slot.status = "done"
-            self.put(slot)
-            self.cp.log("wait_end", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id})
-            self.wait_ended()
+            self.timer_done(slot)
         return due
+
+    def timer_done(self, slot: Slot, *, also: dict[str, Any] | None = None, within: Slot | None = None) -> None:
+        """A timer came due: recorded (in ``within``, a first's slot, when it is a part of one) and
+        committed; the run is running again."""
+        slot.status = "done"
+        self.put(within or slot)
+        self.cp.log("wait_end", {"kind": "timer", "key": slot.key, "resume_id": slot.resume_id} | (also or {}))
+        self.wait_ended()
+
+    def timer_slot(self, command: Sleep, index: int) -> Slot:
+        """The slot of a timer that begins now."""
+        start = command.until or self.due_in(command.seconds or 0.0, f"sleep '{command.key}'")
+        return Slot(index, "sleep", command.key, "waiting", due_at=format_instant(start),
+                    resume_id=f"{command.key}@{self.head.visit}")
+
+    @staticmethod
+    def begun(slot: Slot) -> dict[str, Any]:
+        """The values of a timer's or an event's ``wait_begin`` entry."""
+        begun: dict[str, Any] = {"kind": "timer" if slot.kind == "sleep" else "event", "key": slot.key,
+                                 "resume_id": slot.resume_id}
+        if slot.due_at is not None:
+            begun["due_at"] = slot.due_at
+        return begun
 
     def wait_ended(self) -> None:
         """A wait ended: the run runs again, saved before the step goes on."""
@@ -71,28 +89,31 @@ class Waits(EngineBase):
     def wait_event(self, command: WaitEvent, index: int, slot: Slot | None) -> Any:
         """``yield self.wait_event(...)``; waiting on its key again in this visit takes the key's next
         channel (``key@visit.N``, counted by ``Engine.handle``)."""
-        head = self.head
-        channel = self._channels.get(command.key, 0)
         adapter = adapter_for_type(command.type)
         if slot is None:
-            deadline = command.deadline
-            if deadline is None and command.timeout is not None:
-                deadline = self.due_in(command.timeout, f"wait_event '{command.key}' timeout")
-            try:
-                request = to_json_value(command.request)
-            except NotJSON as exc:
-                self.cp.fail(error_of(FlowError(f"wait_event '{command.key}': request must be JSON: {exc}")))
-            resume_id = f"{command.key}@{head.visit}" + (f".{channel}" if channel > 1 else "")
-            slot = Slot(index, "event", command.key, "waiting",
-                        due_at=None if deadline is None else format_instant(deadline),
-                        resume_id=resume_id, request=request, expects=describe_type(command.type))
+            slot = self.event_slot(command, index, self._channels.get(command.key, 0))
             self.put(slot)
-            begun: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id}
-            if slot.due_at is not None:
-                begun["due_at"] = slot.due_at
-            self.cp.log("wait_begin", begun)
+            self.cp.log("wait_begin", self.begun(slot))
         if slot.status == "waiting":
             self.settle_event(command, slot, adapter)
+        return self.event_outcome(slot, adapter)
+
+    def event_slot(self, command: WaitEvent, index: int, channel: int) -> Slot:
+        """The slot of the ``channel``-th wait on an event's key that begins now."""
+        deadline = command.deadline
+        if deadline is None and command.timeout is not None:
+            deadline = self.due_in(command.timeout, f"wait_event '{command.key}' timeout")
+        try:
+            request = to_json_value(command.request)
+        except NotJSON as exc:
+            self.cp.fail(error_of(FlowError(f"wait_event '{command.key}': request must be JSON: {exc}")))
+        return Slot(index, "event", command.key, "waiting",
+                    due_at=None if deadline is None else format_instant(deadline),
+                    resume_id=event_resume_id(command.key, self.head.visit, channel), request=request,
+                    expects=describe_type(command.type))
+
+    def event_outcome(self, slot: Slot, adapter: Any) -> Any:
+        """What the step gets for an event that ended: its value, or ``EventTimeout`` at the yield."""
         if slot.status == "timed_out":
             return _Throw(EventTimeout(slot.key, slot.due_at or "its deadline"))
         try:
@@ -101,53 +122,76 @@ class Waits(EngineBase):
             self.block("InvalidEventValue",
                           f"event '{slot.key}' recorded a value that no longer fits the wait's type "
                           f"({validation_message(exc)}): the type changed under a live run; restore it, "
-                          f"then `tinywf retry {head.run_id}`")
+                          f"then `tinywf retry {self.head.run_id}`")
 
     def settle_event(self, command: WaitEvent, slot: Slot, adapter: Any) -> None:
         """Resolve a waiting event from the answer being given, the queue, or its deadline."""
-        head = self.head
         answer = self.resolving
         if answer is not None and answer.resume_id == slot.resume_id:
-            self.resolving = None
-            value = validate_event(command.key, answer.value, adapter)  # InvalidValue: nothing written yet
-            self.cp.answer = None
-            self.event_done(slot, value, answer.via)
+            self.event_done(slot, self.take_answer(command.key, adapter), answer.via)
             return
-        queue = head.inbox.get(slot.key)
+        queued = self.take_queued(command.key, adapter)
+        if queued is not None:
+            self.event_done(slot, queued[0], queued[1], queued=True)
+            return
+        due = slot.due()
+        if due is not None and due <= self.now():
+            self.event_timed_out(slot)
+            return
+        self.pause(slot)
+
+    def event_timed_out(self, slot: Slot, *, also: dict[str, Any] | None = None,
+                        within: Slot | None = None) -> None:
+        """An event's deadline passed: recorded (in ``within`` when it is a part of a first) and
+        committed; ``EventTimeout`` is raised at its yield."""
+        slot.status = "timed_out"
+        self.put(within or slot)
+        self.cp.log("wait_end", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
+                                 "timed_out": True} | (also or {}))
+        self.wait_ended()
+
+    def take_answer(self, key: str, adapter: Any) -> Any:
+        """The answer being given, validated for the wait on ``key`` that takes it (InvalidValue:
+        nothing was written yet)."""
+        answer = self.resolving
+        assert answer is not None
+        self.resolving = None
+        value = validate_event(key, answer.value, adapter)
+        self.cp.answer = None
+        return value
+
+    def take_queued(self, key: str, adapter: Any) -> tuple[Any, str | None] | None:
+        """The oldest value queued for event ``key`` that the wait's type accepts, and how it came
+        (those it refuses are dropped, logged as ``event_rejected``); None when there is none."""
+        head = self.head
+        queue = head.inbox.get(key)
         while queue:
             form, raw, *rest = queue.pop(0)
             via = rest[0] if rest else None  # queued before tinywf recorded how values came: unknown
             if not queue:
-                del head.inbox[slot.key]
+                del head.inbox[key]
             try:
-                value = validate_event(command.key, TextValue(raw) if form == "text" else raw, adapter)
+                value = validate_event(key, TextValue(raw) if form == "text" else raw, adapter)
             except InvalidValue as exc:
-                self.cp.log("event_rejected", {"key": slot.key, "value": raw, "error": exc.message})
+                self.cp.log("event_rejected", {"key": key, "value": raw, "error": exc.message})
                 continue
-            self.event_done(slot, value, via, queued=True)
-            return
-        due = slot.due()
-        if due is not None and due <= self.now():
-            slot.status = "timed_out"
-            self.put(slot)
-            self.cp.log("wait_end", {"kind": "event", "key": slot.key, "resume_id": slot.resume_id,
-                                     "timed_out": True})
-            self.wait_ended()
-            return
-        self.pause(slot)
+            return value, via
+        return None
 
-    def event_done(self, slot: Slot, value: Any, via: str | None, *, queued: bool = False) -> None:
-        """Record an event's value and commit (the run is running again); the audit log says
-        what was answered, and how it came."""
+    def event_done(self, slot: Slot, value: Any, via: str | None, *, queued: bool = False,
+                   also: dict[str, Any] | None = None, within: Slot | None = None) -> None:
+        """Record an event's value (in the slot ``within``, a first's, when it is a part of one) and
+        commit: the run is running again. The audit log says what was answered, and how it came
+        (and ``also``)."""
         slot.status = "done"
         slot.value = value
-        self.put(slot)
+        self.put(within or slot)
         values: dict[str, Any] = {"kind": "event", "key": slot.key, "resume_id": slot.resume_id, "value": value}
         if via is not None:
             values["via"] = via
         if queued:
             values["queued"] = True
-        self.cp.log("wait_end", values)
+        self.cp.log("wait_end", values | (also or {}))
         self.wait_ended()
 
     # -- child runs
@@ -156,19 +200,7 @@ class Waits(EngineBase):
         """``yield self.child(...)`` (wait for its end) or ``self.start_child(...)`` (its id)."""
         head = self.head
         if slot is None:
-            run_id = command.run_id or f"{head.run_id}.{command.key}"
-            if not is_run_id(run_id):
-                self.cp.fail(error_of(FlowError(f"child '{command.key}': {InvalidRunId(run_id).message}")))
-            if self.world is None:
-                self.cp.fail(error_of(FlowError(f"child '{command.key}': this runtime cannot start child runs")))
-            try:
-                self.world.start_child(head, command, run_id)
-            except TinyWFError as exc:
-                self.cp.fail({"type": type(exc).__name__,
-                              "message": f"child '{command.key}' could not be started: {exc.message}"})
-            if run_id not in head.children:
-                head.children.append(run_id)
-            self.started.append(run_id)
+            run_id = self.start_child_run(command)
             if isinstance(command, StartChild):
                 slot = Slot(index, "start_child", command.key, "done", value=run_id)
             else:
@@ -181,22 +213,58 @@ class Waits(EngineBase):
             return slot.value
         if slot.status == "waiting":
             self.settle_child(slot)
+        return self.child_outcome(slot)
+
+    @staticmethod
+    def child_outcome(slot: Slot) -> Any:
+        """What the step gets for a child that ended: its final state, or ``ChildFailed`` at the yield."""
         if slot.status == "failed":
             error = slot.error or {}
             return _Throw(ChildFailed(str(error.get("run_id")), str(error.get("status")),
                                       error.get("error")))
         return slot.value
 
+    def start_child_run(self, command: Child) -> str:
+        """Create the child run of ``command`` (not advanced yet: the runtime does once this run is
+        saved) and note it among the run's children; returns its id. Fails the run when it cannot."""
+        head = self.head
+        run_id = command.run_id or f"{head.run_id}.{command.key}"
+        if not is_run_id(run_id):
+            self.cp.fail(error_of(FlowError(f"child '{command.key}': {InvalidRunId(run_id).message}")))
+        if self.world is None:
+            self.cp.fail(error_of(FlowError(f"child '{command.key}': this runtime cannot start child runs")))
+        try:
+            self.world.start_child(head, command, run_id)
+        except TinyWFError as exc:
+            self.cp.fail({"type": type(exc).__name__,
+                          "message": f"child '{command.key}' could not be started: {exc.message}"})
+        if run_id not in head.children:
+            head.children.append(run_id)
+        self.started.append(run_id)
+        return run_id
+
     def settle_child(self, slot: Slot) -> None:
         """Take the child's outcome when it has ended; otherwise wait for it."""
+        ended, child = self.child_ended(slot)
+        if not ended:
+            self.pause(slot)
+        self.child_done(slot, child)
+
+    def child_ended(self, slot: Slot) -> tuple[bool, RunHead | None]:
+        """Whether the child run of ``slot`` has ended (one that no longer exists has), and its head."""
         run_id = str((slot.request or {}).get("run_id"))
         child = self.world.child_head(run_id) if self.world is not None else None
-        if child is not None and child.status not in ("finished", "failed", "cancelled"):
-            self.pause(slot)
+        return child is None or child.status in ("finished", "failed", "cancelled"), child
+
+    def child_done(self, slot: Slot, child: RunHead | None, *, also: dict[str, Any] | None = None,
+                   within: Slot | None = None) -> None:
+        """Record how the child run of ``slot`` ended (in the slot ``within``, a first's, when it is
+        a part of one) and commit: the run is running again."""
+        run_id = str((slot.request or {}).get("run_id"))
         if child is not None and child.status == "finished":
             slot.status = "done"
             slot.value = child.state
-            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": "finished"})
+            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": "finished"} | (also or {}))
         else:
             status = child.status if child is not None else "missing"
             error = child.error.model_dump() if child is not None and child.error is not None else None
@@ -205,9 +273,15 @@ class Waits(EngineBase):
             slot.status = "failed"
             slot.error = {"type": "ChildFailed", "message": f"child run '{run_id}' {status}",
                           "run_id": run_id, "status": status, "error": error}
-            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": status})
-        self.put(slot)
+            self.cp.log("child_ended", {"key": slot.key, "run_id": run_id, "status": status} | (also or {}))
+        self.put(within or slot)
         self.wait_ended()
+
+
+def event_resume_id(key: str, visit: int, channel: int) -> str:
+    """The resume id of the ``channel``-th wait on event ``key`` in ``visit``: ``key@visit``, then
+    ``key@visit.N``."""
+    return f"{key}@{visit}" + (f".{channel}" if channel > 1 else "")
 
 
 def validate_event(key: str, raw: Any, adapter: Any) -> Any:

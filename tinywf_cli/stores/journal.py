@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 #: What a slot can record: the commands a step yields, and the markers the engine keeps.
-SLOT_KINDS = frozenset({"action", "sleep", "event", "parallel", "child", "start_child", "patch"})
+SLOT_KINDS = frozenset({"action", "sleep", "event", "parallel", "child", "start_child", "patch", "first"})
 #: A slot's life: new/running (in flight), waiting/retrying (paused on it), gated (an action waiting
 #: for room under a limit or for its breaker), failed, done, timed_out.
 SLOT_STATUSES = frozenset({"new", "running", "waiting", "retrying", "gated", "failed", "done", "timed_out"})

@@ -247,7 +247,7 @@ def run_page(doc: ShowDocument, *, now: datetime, graph: Graph, csrf: str, page_
         error,
         h("dl", {"class_": "facts"}, *facts),
         h("div", {"class_": "actions"}, *actions) if actions else None,
-        h("section", {"id": "pending"}, h("h2", {}, "Waiting for"), *pending) if pending else None,
+        h("section", {"id": "pending"}, h("h2", {}, waiting_heading(doc)), *pending) if pending else None,
         h("section", {"id": "state"}, h("h2", {}, "State"), h("pre", {}, pretty(doc.state))),
         h("section", {"id": "graph"}, h("h2", {}, "Steps"), graph_part,
           h("p", {"class_": "hint"}, graph.note) if graph.note else None),
@@ -257,6 +257,13 @@ def run_page(doc: ShowDocument, *, now: datetime, graph: Graph, csrf: str, page_
 
 
 # -- link pages --------------------------------------------------------------------------------------
+
+
+def waiting_heading(doc: RunDocument) -> str:
+    """The heading of a run's pending resumes: several events, timers and children are a ``first``."""
+    if len(doc.pending) > 1 and all(p.kind in ("event", "timer", "child") for p in doc.pending):
+        return "Waiting for whichever comes first"
+    return "Waiting for"
 
 
 def link_page(doc: RunDocument, pending: PendingResume, *, action: str, expires_at: datetime, now: datetime,
