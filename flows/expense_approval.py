@@ -5,6 +5,8 @@
 
 The action writes the email to ./outbox (a mail drop; hand it to your mail system, or
 replace ``deliver`` with smtplib). The link works once, for three days, for this claim only.
+Whichever comes first decides: the manager's answer, the employee withdrawing the claim
+(``tinywf send RUN withdraw "booked it myself"``), or three days without either.
 """
 
 import os
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tinywf_cli import EventTimeout, Workflow, step
+from tinywf_cli import Workflow, step
 from tinywf_cli.web.links import make_link
 
 
@@ -24,6 +26,7 @@ class Claim(BaseModel):
     reason: str = "conference travel"
     link: str | None = None
     approved: bool | None = None
+    withdrawn: str | None = None
     paid: bool = False
 
 
@@ -59,14 +62,15 @@ class ExpenseApproval(Workflow[Claim]):
         self.state.link = yield self.action("email_manager", email_manager, str(store), self.run_id,
                                             f"approval@{visit}", self.state.manager, self.state.employee,
                                             self.state.amount)
-        try:
-            ok = yield self.wait_event("approval", type=bool, timeout=timedelta(days=3),
-                                       question=f"Approve {self.state.amount:.2f} for {self.state.employee}?",
-                                       reason=self.state.reason)
-        except EventTimeout:
-            ok = False
-        self.state.approved = ok
-        return self.pay if ok else None
+        came, value = yield self.first(
+            answered=self.wait_event("approval", type=bool, reason=self.state.reason,
+                                     question=f"Approve {self.state.amount:.2f} for {self.state.employee}?"),
+            withdrawn=self.wait_event("withdraw", type=str, question="Why is the claim withdrawn?"),
+            expired=self.sleep("deadline", timedelta(days=3)))
+        self.state.approved = came == "answered" and value
+        if came == "withdrawn":
+            self.state.withdrawn = value
+        return self.pay if self.state.approved else None
 
     @step
     def pay(self):
