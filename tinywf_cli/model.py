@@ -142,6 +142,8 @@ class RunHead:
     held_limit: tuple[str, str | None] | None = None
     #: The slot a schedule started this run for (``self.scheduled_at``); None for other runs.
     scheduled_at: datetime | None = None
+    #: When the run is cancelled if it has not ended (``created_at`` plus the flow's ``max_duration``).
+    deadline: datetime | None = None
 
 
 HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)

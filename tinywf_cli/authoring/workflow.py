@@ -160,6 +160,10 @@ class Workflow(Generic[StateT]):
     limit: ClassVar[Limit | Callable[[Any], Limit | None] | None] = None
     #: Recurring runs of this flow (``Schedule(...)``), stored by ``tinywf schedule apply FLOW``.
     schedules: ClassVar[Sequence[Schedule]] = ()
+    #: How long a run may take, from its creation (seconds or a timedelta; ``None``: no limit). A
+    #: run that has not ended by then is cancelled (reason ``"max_duration"``), its unfinished
+    #: children with it: ``tick`` enforces it, and so does any command that would advance the run.
+    max_duration: ClassVar[float | timedelta | None] = None
 
     state: StateT
     _tinywf: RunContext
@@ -325,7 +329,8 @@ class Workflow(Generic[StateT]):
 
 
 def _check_versioning(cls: type[Workflow[Any]]) -> None:
-    """Refuse a bad ``version``, ``migrations``, ``history_limit`` or ``step_timeout`` when the class is defined."""
+    """Refuse a bad ``version``, ``migrations``, ``history_limit``, ``step_timeout`` or ``max_duration``
+    when the class is defined."""
     name = cls.__name__
     version = cls.version
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -350,6 +355,15 @@ def _check_versioning(cls: type[Workflow[Any]]) -> None:
     if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
                                 or not 0 < timeout < math.inf):
         raise FlowDefinitionError(f"{name}.step_timeout must be None or a number of seconds > 0, not {timeout!r}")
+    longest = cls.max_duration
+    if longest is not None:
+        try:
+            seconds = seconds_of(longest, f"{name}.max_duration")
+        except (TypeError, ValueError) as exc:
+            raise FlowDefinitionError(f"{exc} (None for no limit)") from None
+        if seconds <= 0:
+            raise FlowDefinitionError(f"{name}.max_duration must be more than 0 seconds (None for no limit), "
+                                      f"not {longest!r}")
 
 
 def _check_schedules(cls: type[Workflow[Any]]) -> None:

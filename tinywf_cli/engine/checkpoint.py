@@ -96,7 +96,11 @@ class Checkpoint:
         head.updated_at = self.clock.now()
         head.progress += 1
         if head.pending and head.status == "waiting":
-            head.wake_at = min((p.due_at for p in head.pending if p.due_at is not None), default=None)
+            # a run's deadline (max_duration) wakes it too: tick cancels it then
+            head.wake_at = min((p.due_at for p in head.pending if p.due_at is not None),
+                               default=head.deadline)
+            if head.deadline is not None and head.wake_at is not None:
+                head.wake_at = min(head.wake_at, head.deadline)
         else:
             head.wake_at = None
         entries, self.entries = self.entries, []

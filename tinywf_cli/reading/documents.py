@@ -195,7 +195,7 @@ _HEAD_FIELDS = frozenset({
     "run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at", "doc",
     "version", "parent", "visit", "visit_logs", "pending", "expects", "inbox", "error", "wake_at", "progress",
     "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs", "held_limit",
-    "scheduled_at"})
+    "scheduled_at", "deadline"})
 _REQUIRED = ("run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at")
 
 
@@ -248,7 +248,7 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     _check(type(expects) is dict and all(type(v) is str for v in expects.values()))
     inbox = get("inbox", {})
     _check(type(inbox) is dict and all(type(queue) is list and all(map(_is_queued, queue)) for queue in inbox.values()))
-    for name in ("wake_at", "scheduled_at"):
+    for name in ("wake_at", "scheduled_at", "deadline"):
         if get(name) is not None:
             instant(get(name))
     error = get("error")

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import suppress
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinywf_cli.errors import FlowLoadError, RunExists, RunNotFound, StorageError, TinyWFError
-from tinywf_cli.model import ErrorInfo, FlowRef, RunDocument, RunHead, TickAdvanced
+from tinywf_cli.engine.values import NotJSON, to_json_value
+from tinywf_cli.errors import (
+    FlowLoadError,
+    InvalidValue,
+    RunExists,
+    RunNotFound,
+    StatusConflict,
+    StorageError,
+    TinyWFError,
+)
+from tinywf_cli.model import ErrorInfo, FlowRef, PendingResume, RunDocument, RunHead, TickAdvanced
 from tinywf_cli.runtime.base import RuntimeBase, _running, due_now, own_doc, start_values
 from tinywf_cli.stores.base import LoadedRun, RunSession, wakes_parent
 from tinywf_cli.stores.files.fileio import UNCHANGED
@@ -32,6 +42,8 @@ class _Follow:
         self.children: list[str] = []
         self.ended: list[str] = []
         self.woken: list[str] = []
+        #: Runs to cancel, and why: the unfinished children of a run cancelled for its max_duration.
+        self.cancel: list[tuple[str, str]] = []
 
     def after(self, engine: Engine | None, head: RunHead) -> None:
         """Take what an engine call left to do."""
@@ -40,6 +52,23 @@ class _Follow:
             self.woken.extend(r for r in engine.woken if r != head.run_id)
         if wakes_parent(head):
             self.ended.append(head.run_id)
+
+
+#: Why a run that outlived its flow's ``max_duration`` was cancelled (and its children with it).
+MAX_DURATION = "max_duration"
+
+
+def deadline_of(cls: WorkflowClass, head: RunHead) -> datetime | None:
+    """When a run of ``cls`` is cancelled if it has not ended: its creation plus the flow's
+    ``max_duration`` (today's code decides, for runs started before it changed too)."""
+    longest = cls.max_duration
+    if longest is None:
+        return None
+    seconds = longest.total_seconds() if isinstance(longest, timedelta) else float(longest)
+    try:
+        return head.created_at + timedelta(seconds=seconds)
+    except OverflowError:
+        return None  # past what a date can hold: never
 
 
 class Advancing(RuntimeBase):
@@ -64,6 +93,11 @@ class Advancing(RuntimeBase):
                 self._block(session, head, "FlowLoadError", f"{exc.message}; fix the flow file, then "
                                                             f"`tinywf retry {head.run_id}`")
                 return None
+        head.deadline = deadline_of(cls, head)
+        if head.deadline is not None and head.deadline <= self.clock.now():
+            self._cancel(session, head, MAX_DURATION, follow)
+            follow.cancel.extend((child, MAX_DURATION) for child in head.children)
+            return None
         engine = self._engine(cls, run, session)
         try:
             engine.advance(resolving=resolving, recover=recover)
@@ -87,11 +121,69 @@ class Advancing(RuntimeBase):
         head.wake_at = None
         self._commit(session, head, [self._log(head, "blocked", {"type": kind, "message": message})])
 
+    # -- what a run gives back ----------------------------------------------------------------
+
+    def _give_back(self, run_id: str, pending: list[PendingResume], held: tuple[str, str | None] | None,
+                   follow: _Follow) -> None:
+        """A run cancelled or paused: leave the queues it waited in (``pending``) and give back the
+        whole-run slot it ``held``. Called after its change was committed (a crash in between
+        leaves a slot the next look for room finds no longer held)."""
+        cells = cells_of(self.store)
+        if cells is None:
+            return
+        gates = Gates(cells)
+        try:
+            for resume in pending:
+                request = resume.request or {}
+                if resume.kind == "limit" and isinstance(request.get("limit"), str):
+                    gates.leave_queue(request["limit"], request.get("key"), run_id)
+            if held is not None:
+                name, key = held
+                follow.woken.extend(gates.leave_limit(name, key, gates.ticket(run_id, None, None),
+                                                      self.clock.now()))
+        except TinyWFError:
+            pass  # the next look for room drops what this run no longer holds
+
+    def _cancel(self, session: RunSession, head: RunHead, reason: str | None, follow: _Follow) -> None:
+        """Cancel the run held by ``session``: nothing of it stays pending (its children are the
+        caller's to cancel, once the session closed)."""
+        values: dict[str, Any] = {}
+        if reason:
+            try:
+                values["reason"] = to_json_value(reason)
+            except NotJSON as exc:
+                raise InvalidValue(f"--reason: {exc}") from None
+        waited, held = head.pending, head.held_limit
+        head.status = "cancelled"
+        head.pending = []
+        head.wake_at = None
+        head.paused_from = None
+        head.held_limit = None
+        self._commit(session, head, [self._log(head, "cancel", values)])
+        follow.after(None, head)
+        self._give_back(head.run_id, waited, held, follow)
+
+    def _cancel_tree(self, run_id: str, reason: str | None, children_reason: str) -> tuple[RunHead, _Follow]:
+        """Cancel a run that has not ended, then its unfinished children (``children_reason``); what
+        follows (waking the parents of the runs cancelled) is the caller's to settle."""
+        follow = _Follow()
+        with self._open(run_id) as session:
+            head = self._load_for(session, "cancel it").head
+            self._cancel(session, head, reason, follow)
+        for child in head.children:
+            try:
+                _, more = self._cancel_tree(child, children_reason, children_reason)
+            except (StatusConflict, RunNotFound):
+                continue  # ended already, or gone
+            follow.ended.extend(more.ended)
+            follow.woken.extend(more.woken)
+        return head, follow
+
     def _document(self, head: RunHead, *, advanced: bool, follow: _Follow | None = None) -> RunDocument:
         """The run's document; after the follow-ups (children, parents) ran, as they left it."""
         if follow is not None and follow.woken:
             self._wake_waiters(follow)
-        if follow is not None and (follow.children or follow.ended):
+        if follow is not None and (follow.children or follow.ended or follow.cancel):
             self._settle(follow)
             with suppress(TinyWFError):
                 head = self.store.head(head.run_id)
@@ -153,9 +245,14 @@ class Advancing(RuntimeBase):
         process is left to it (or to the next ``tick``, for which it stays due).
         """
         done: list[TickAdvanced] = []
+        for run_id, reason in follow.cancel:
+            with suppress(TinyWFError):  # ended meanwhile, gone, or held past the lock timeout
+                cancelled = self._cancel_tree(run_id, reason, reason)[1]
+                follow.ended.extend(cancelled.ended)
+                follow.woken.extend(cancelled.woken)
         self._wake_waiters(follow)
         children, ended = deque(follow.children), deque(follow.ended)
-        follow.children, follow.ended = [], []
+        follow.children, follow.ended, follow.cancel = [], [], []
         while children or ended:
             more = _Follow()
             if children:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.clock import as_utc, format_instant
-from tinywf_cli.engine.values import Answer, NotJSON, kept_form, to_json_value
+from tinywf_cli.engine.values import Answer, kept_form
 from tinywf_cli.errors import (
     FlowLoadError,
-    InvalidValue,
     NotAnEvent,
     QueueFull,
     ResumeNotFound,
@@ -201,29 +200,7 @@ class RunCommands(Limits):
 
     def cancel(self, run_id: str, reason: str | None = None) -> RunDocument:
         """Cancel a run that has not ended, and its unfinished children; nothing stays pending."""
-        follow = _Follow()
-        with self._open(run_id) as session:
-            head = self._load_for(session, "cancel it").head
-            values: dict[str, Any] = {}
-            if reason:
-                try:
-                    values["reason"] = to_json_value(reason)
-                except NotJSON as exc:
-                    raise InvalidValue(f"--reason: {exc}") from None
-            waited, held = head.pending, head.held_limit
-            head.status = "cancelled"
-            head.pending = []
-            head.wake_at = None
-            head.paused_from = None
-            head.held_limit = None
-            self._commit(session, head, [self._log(head, "cancel", values)])
-            follow.after(None, head)
-            self._give_back(run_id, waited, held, follow)
-        for child in head.children:
-            try:
-                self.cancel(child, reason=f"its parent {run_id} was cancelled")
-            except (StatusConflict, RunNotFound):
-                continue  # ended already, or gone
+        head, follow = self._cancel_tree(run_id, reason, f"its parent {run_id} was cancelled")
         return self._document(head, advanced=False, follow=follow)
 
     def retry(self, run_id: str) -> RunDocument:

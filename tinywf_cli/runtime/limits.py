@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from tinywf_cli.clock import parse_rate, rate_text
-from tinywf_cli.errors import BadInput, LimitNotFound, StorageError, TinyWFError
-from tinywf_cli.model import BreakerList, BreakerRow, LimitList, LimitRow, PendingResume
+from tinywf_cli.errors import BadInput, LimitNotFound, StorageError
+from tinywf_cli.model import BreakerList, BreakerRow, LimitList, LimitRow
 from tinywf_cli.names import GATE_NAME
 from tinywf_cli.runtime.advancing import Advancing, _Follow
-from tinywf_cli.stores.limits import Cells, Gates, breaker_row, cells_of, limit_row, reset_breaker
+from tinywf_cli.stores.limits import Cells, breaker_row, cells_of, limit_row, reset_breaker
 
 
 class Limits(Advancing):
@@ -108,29 +108,6 @@ class Limits(Advancing):
         follow.woken = cells.change_cell("breaker", name, None, reset_breaker)
         self._wake_waiters(follow)
         return self.breakers(name)
-
-    # -- what a run gives back ----------------------------------------------------------------
-
-    def _give_back(self, run_id: str, pending: list[PendingResume], held: tuple[str, str | None] | None,
-                   follow: _Follow) -> None:
-        """A run cancelled or paused: leave the queues it waited in (``pending``) and give back the
-        whole-run slot it ``held``. Called after its change was committed (a crash in between
-        leaves a slot the next look for room finds no longer held)."""
-        cells = cells_of(self.store)
-        if cells is None:
-            return
-        gates = Gates(cells)
-        try:
-            for resume in pending:
-                request = resume.request or {}
-                if resume.kind == "limit" and isinstance(request.get("limit"), str):
-                    gates.leave_queue(request["limit"], request.get("key"), run_id)
-            if held is not None:
-                name, key = held
-                follow.woken.extend(gates.leave_limit(name, key, gates.ticket(run_id, None, None),
-                                                      self.clock.now()))
-        except TinyWFError:
-            pass  # the next look for room drops what this run no longer holds
 
 
 def _check_name(name: str, kind: str) -> None:

@@ -264,8 +264,8 @@ class _MemoryHold:
 
 
 #: A head as a MemoryStore keeps it: its fields marshalled, and its datetimes (created_at,
-#: updated_at, wake_at, each pending resume's due_at) as they are.
-_HeadCopy = tuple[bytes, datetime, datetime, datetime | None, tuple[datetime | None, ...]]
+#: updated_at, wake_at, each pending resume's due_at, deadline) as they are.
+_HeadCopy = tuple[bytes, datetime, datetime, datetime | None, tuple[datetime | None, ...], datetime | None]
 
 
 def _copy_head(head: RunHead) -> _HeadCopy:
@@ -283,12 +283,12 @@ def _copy_head(head: RunHead) -> _HeadCopy:
     except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
         raise StorageError(f"memory:{head.run_id}", f"cannot keep the run: {exc}") from None
     dues = tuple([p.due_at for p in head.pending]) if head.pending else ()
-    return data, head.created_at, head.updated_at, head.wake_at, dues
+    return data, head.created_at, head.updated_at, head.wake_at, dues, head.deadline
 
 
 def _head_of(copy: _HeadCopy) -> RunHead:
     """The head a ``_copy_head`` kept, validated as a stored head is."""
-    data, created_at, updated_at, wake_at, dues = copy
+    data, created_at, updated_at, wake_at, dues, deadline = copy
     (run_id, workflow, file, module, cls, status, step, state, visit_state, doc, version, parent, visit, visit_logs,
      pending, expects, inbox, error, progress, count, at, children, parent_woken, paused_from, code, history_limit,
      dropped_logs, held_limit, scheduled_at) = marshal.loads(data)
@@ -303,7 +303,7 @@ def _head_of(copy: _HeadCopy) -> RunHead:
         "error": None if error is None else {"type": error[0], "message": error[1]},
         "wake_at": wake_at, "progress": progress, "recovery": {"count": count, "at": at}, "children": children,
         "parent_woken": parent_woken, "paused_from": paused_from, "code": code, "history_limit": history_limit,
-        "dropped_logs": dropped_logs, "held_limit": held_limit, "scheduled_at": scheduled_at,
+        "dropped_logs": dropped_logs, "held_limit": held_limit, "scheduled_at": scheduled_at, "deadline": deadline,
     })
 
 
