@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         StoreNotFound,
         StoreUnavailable,
         TinyWFError,
+        WaitTimeout,
     )
     from tinywf_cli.model import (
         BreakerList,
@@ -121,6 +122,7 @@ _EXPORTS = {
     "StoreUnavailable": "tinywf_cli.errors",
     "TickReport": "tinywf_cli.model",
     "TinyWFError": "tinywf_cli.errors",
+    "WaitTimeout": "tinywf_cli.errors",
     "Workflow": "tinywf_cli.authoring.workflow",
     "signal": "tinywf_cli.authoring.workflow",
     "step": "tinywf_cli.authoring.workflow",
@@ -187,6 +189,7 @@ __all__ = [
     "StoreUnavailable",
     "TickReport",
     "TinyWFError",
+    "WaitTimeout",
     "Workflow",
     "__version__",
     "signal",

@@ -343,3 +343,20 @@ class StorageError(TinyWFError):
 class StoreUnavailable(StorageError):
     """The store's server cannot be reached (or the connection broke); the message names the host
     and database, never a password. A worker waits and tries again."""
+
+
+# -- 6: a wait that timed out ---------------------------------------------------------
+
+
+class WaitTimeout(TinyWFError):
+    """``tinywf wait`` / ``Runtime.wait``: the timeout passed before the run got where it was waited for."""
+
+    exit_code = 6
+
+    def __init__(self, run_id: str, timeout: float, status: str, until: str) -> None:
+        goal = "ended" if until == "ended" else "waited for an event (or ended)"
+        super().__init__(f"run '{run_id}' had not {goal} after {timeout:g}s; it is {status}")
+        self.run_id = run_id
+        self.timeout = timeout
+        self.status = status
+        self.until = until

@@ -27,6 +27,7 @@ from tinywf_cli.errors import TinyWFError
 # Importing a command module registers its commands on ``app``: `tinywf --help` lists them in
 # the order of these imports, so this order is the help's, not the alphabet's.
 from tinywf_cli.cli import runs  # noqa: F401
+from tinywf_cli.cli import waiting  # noqa: F401
 from tinywf_cli.cli import workers  # noqa: F401
 from tinywf_cli.cli import control  # noqa: F401
 from tinywf_cli.cli import maintenance  # noqa: F401

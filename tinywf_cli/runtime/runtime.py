@@ -15,7 +15,8 @@ children are advanced, and parents woken, only after the session that asked for 
 - ``ticking``: ``tick`` and the worker's loop;
 - ``maintenance``: reindex, check, fork, prune, copy;
 - ``limits``: limits and breakers seen from outside the runs (list, override, reset);
-- ``reading``: ``get`` and ``list``.
+- ``reading``: ``get`` and ``list``;
+- ``waiting``: ``wait``, until a run ended (or waits for an event), whoever advances it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tinywf_cli.runtime.commands import MAX_QUEUED_EVENTS
 from tinywf_cli.runtime.maintenance import PRUNABLE, Maintenance, parse_age
 from tinywf_cli.runtime.reading import Reading
 from tinywf_cli.runtime.ticking import CLAIMED_ELSEWHERE, MIN_BACKOFF, Ticking
+from tinywf_cli.runtime.waiting import Waiting
 
 __all__ = [
     "CLAIMED_ELSEWHERE",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 
-class Runtime(Ticking, Maintenance, Reading):
+class Runtime(Ticking, Maintenance, Reading, Waiting):
     """Runs workflows stored in a state directory, a PostgreSQL database, or any ``Store``.
 
     Example::

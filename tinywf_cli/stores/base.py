@@ -20,10 +20,13 @@ methods, which ``Runtime`` uses when they are there (``PostgresStore`` does):
 ``claim_due(now, seen)``, a session holding the next due run nobody holds (or None), for
 ``tick``; and ``wait_for_work(seconds, stop)``, which a worker waits in between passes and
 which returns early when a run changed anywhere.
+Every store of tinywf's also offers ``watch(run_id)``: a context manager giving a
+:class:`RunWatch`, whose ``wait`` returns as soon as that run may have changed (``tinywf wait``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -62,6 +65,17 @@ def index_due(head: RunHead) -> datetime | None:
 def wakes_parent(head: RunHead) -> bool:
     """Whether this child run has ended and its parent has not been woken for it yet."""
     return head.parent is not None and not head.parent_woken and head.status in ("finished", "failed", "cancelled")
+
+
+class RunWatch(Protocol):
+    """Wake-ups for one run, from whichever process changes it (``Store.watch``)."""
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait up to ``seconds`` (or until ``stop``) for the run to change; whether it may have.
+
+        A change made after the watch began and before this call returns at once: none is missed.
+        """
+        ...
 
 
 class RunSession(Protocol):

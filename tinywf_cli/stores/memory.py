@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tinywf_cli.errors import RunExists, RunLocked, RunNotFound, StorageError, StoreNotFound
 from tinywf_cli.jsonio import dumps
 from tinywf_cli.model import RunHead, head_from_json
-from tinywf_cli.stores.base import LoadedRun, RunSession, index_due
+from tinywf_cli.stores.base import LoadedRun, RunSession, RunWatch, index_due
 from tinywf_cli.stores.journal import (
     AuditEntry,
     BadEntry,
@@ -70,6 +70,9 @@ class MemoryStore:
         self._cells_guard = threading.Lock()
         #: The schedules (``tinywf_cli.stores.schedules``).
         self.schedules = MemorySchedules()
+        #: Commits and deletions so far, each run's own, for watchers (``watch``).
+        self._changes: dict[str, int] = {}
+        self._changed = threading.Condition()
 
     @classmethod
     def named(cls, target: str) -> MemoryStore:
@@ -116,6 +119,16 @@ class MemoryStore:
             self._due.pop(run_id, None)
         else:
             self._due[run_id] = due
+        self._note_change(run_id)
+
+    def _note_change(self, run_id: str) -> None:
+        with self._changed:
+            self._changes[run_id] = self._changes.get(run_id, 0) + 1
+            self._changed.notify_all()
+
+    def watch(self, run_id: str) -> AbstractContextManager[RunWatch]:
+        """Wake-ups for ``run_id``: its commits and its deletion, in this process."""
+        return _MemoryWatch(self, run_id)
 
     def _entries(self, run_id: str, commit: int = 0) -> list[Entry]:
         journal = self._journals.get(run_id)
@@ -240,6 +253,31 @@ class _MemorySession:
         store._visit_start.pop(self.run_id, None)
         store._logs.pop(self.run_id, None)
         store._due.pop(self.run_id, None)
+        store._note_change(self.run_id)
+
+
+class _MemoryWatch:
+    """``MemoryStore.watch``: waits for the run's count of changes to move."""
+
+    def __init__(self, store: MemoryStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.seen = store._changes.get(run_id, 0)
+
+    def __enter__(self) -> _MemoryWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait up to ``seconds`` for a commit or the deletion of the run."""
+        store = self.store
+        with store._changed:
+            changed = store._changed.wait_for(lambda: store._changes.get(self.run_id, 0) != self.seen
+                                              or stop.is_set(), timeout=seconds)
+            self.seen = store._changes.get(self.run_id, 0)
+        return bool(changed) and not stop.is_set()
 
 
 class _MemoryHold:

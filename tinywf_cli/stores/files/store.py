@@ -80,6 +80,7 @@ from tinywf_cli.stores.files.fileio import (
 from tinywf_cli.stores.files.runfiles import RunFiles, Snapshot
 from tinywf_cli.stores.files.schedules import FileSchedules
 from tinywf_cli.stores.files.session import FileRunSession
+from tinywf_cli.stores.files.watch import FileWatch
 from tinywf_cli.stores.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots
 
 T = TypeVar("T")
@@ -345,6 +346,11 @@ class FileStore:
         """The earliest index entry of the runs not in ``exclude``."""
         return min((min(items)[0] for run_id, items in self._scan().items() if run_id not in exclude),
                    default=None)
+
+    def watch(self, run_id: str) -> FileWatch:
+        """Wake-ups for ``run_id`` from any process: its record replaced or removed, its frames written."""
+        self._file(run_id, ".json")  # a bad id is refused before anything is watched
+        return FileWatch(self.root, run_id)
 
     def reindex(self) -> int:
         """Add the index entries that records copied in by hand lack (how many were added), and

@@ -50,6 +50,7 @@ from tinywf_cli.stores.postgres.cells import PostgresCells
 from tinywf_cli.stores.postgres.connection import DEFAULT_LEASE, Target, connect, fail, parse_target
 from tinywf_cli.stores.postgres.keeper import Keeper
 from tinywf_cli.stores.postgres.schedules import PostgresSchedules
+from tinywf_cli.stores.postgres.watch import PostgresWatch
 
 if TYPE_CHECKING:
     import psycopg
@@ -367,6 +368,11 @@ class PostgresStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._drop(conn)
+
+    def watch(self, run_id: str) -> PostgresWatch:
+        """Wake-ups for ``run_id`` from any process on any host (``LISTEN``, a connection of its own)."""
+        self._conn()  # the tables exist (or the store is unreachable) before anything is listened for
+        return PostgresWatch(self, run_id)
 
     def close(self) -> None:
         """Stop the keeper and close every connection; the store opens new ones when used again."""
