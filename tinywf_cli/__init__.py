@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Retry
     from tinywf_cli.authoring.limits import Breaker, Limit
     from tinywf_cli.authoring.workflow import Workflow, signal, step
+    from tinywf_cli.engine.attempts import heartbeat, last_heartbeat
     from tinywf_cli.errors import (
         ActionFailed,
+        ActionTimeout,
         BadInput,
         BreakerOpen,
         ChildFailed,
@@ -73,6 +75,7 @@ __version__ = "0.1.0"
 # Imported on first use, so that `tinywf --version` and friends start fast.
 _EXPORTS = {
     "ActionFailed": "tinywf_cli.errors",
+    "ActionTimeout": "tinywf_cli.errors",
     "BadInput": "tinywf_cli.errors",
     "Breaker": "tinywf_cli.authoring.limits",
     "BreakerList": "tinywf_cli.model",
@@ -124,6 +127,8 @@ _EXPORTS = {
     "TinyWFError": "tinywf_cli.errors",
     "WaitTimeout": "tinywf_cli.errors",
     "Workflow": "tinywf_cli.authoring.workflow",
+    "heartbeat": "tinywf_cli.engine.attempts",
+    "last_heartbeat": "tinywf_cli.engine.attempts",
     "signal": "tinywf_cli.authoring.workflow",
     "step": "tinywf_cli.authoring.workflow",
 }
@@ -140,6 +145,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ActionFailed",
+    "ActionTimeout",
     "BadInput",
     "Breaker",
     "BreakerList",
@@ -192,6 +198,8 @@ __all__ = [
     "WaitTimeout",
     "Workflow",
     "__version__",
+    "heartbeat",
+    "last_heartbeat",
     "signal",
     "step",
 ]

@@ -107,6 +107,20 @@ class BreakerOpen(TinyWFError):
         self.half_open_at = half_open_at
 
 
+class ActionTimeout(TinyWFError):
+    """An attempt of an action did not return within its ``timeout``: its failure, retried per its
+    ``Retry`` (list it in ``non_retryable`` to fail at once). An ``async def`` was cancelled; a
+    plain function may still be running in its thread, and what it returns is discarded."""
+
+    exit_code = 1
+
+    def __init__(self, key: str, timeout: float, attempt: int) -> None:
+        super().__init__(f"attempt {attempt} of action '{key}' did not return within {timeout:g}s")
+        self.key = key
+        self.timeout = timeout
+        self.attempt = attempt
+
+
 class ChildFailed(TinyWFError):
     """Raised at ``yield self.child(...)`` when the child run failed or was cancelled."""
 

@@ -103,13 +103,18 @@ class Command:
 class Action(Command):
     """Run ``fn(*args, **kwargs)`` once, durably: ``value = yield self.action(...)``."""
 
-    __slots__ = ("args", "breaker", "fn", "kwargs", "limit", "retry")
+    __slots__ = ("args", "breaker", "fn", "kwargs", "limit", "retry", "timeout")
     kind = "action"
 
     def __init__(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], retry: Retry | None, limit: Limit | None = None,
-                 breaker: Breaker | None = None) -> None:
+                 breaker: Breaker | None = None, timeout: float | timedelta | None = None) -> None:
         super().__init__(key)
+        #: Seconds an attempt may take before it fails with ``ActionTimeout`` (``None``: no bound).
+        self.timeout = None if timeout is None else seconds_of(timeout, f"action '{key}' timeout")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"action '{key}': timeout must be more than 0 seconds (None for no bound), "
+                             f"not {timeout!r}")
         if not callable(fn):
             raise TypeError(f"action '{key}': {fn!r} is not callable")
         if retry is not None and not isinstance(retry, Retry):

@@ -208,7 +208,8 @@ class Workflow(Generic[StateT]):
     # -- commands --------------------------------------------------------------
 
     def action(self, key: str, fn: Callable[..., Any], /, *args: Any, retry: Retry | None = None,
-               limit: Limit | None = None, breaker: Breaker | None = None, **kwargs: Any) -> Action:
+               limit: Limit | None = None, breaker: Breaker | None = None,
+               timeout: float | timedelta | None = None, **kwargs: Any) -> Action:
         """Run ``fn(*args, **kwargs)`` once and cache its result: ``value = yield self.action(...)``.
 
         ``fn`` may be ``async def``. Its result is stored as JSON before the step
@@ -216,9 +217,13 @@ class Workflow(Generic[StateT]):
         annotation when pydantic understands it). ``retry=Retry(...)`` retries failures
         with durable delays. ``limit=Limit(...)``: each attempt starts only when the limit
         has room (until then the run waits durably); ``breaker=Breaker(...)``: attempts go
-        through the circuit breaker, and failures count towards opening it.
+        through the circuit breaker, and failures count towards opening it. ``timeout=``
+        (seconds or a timedelta): an attempt that has not returned by then fails with
+        ``ActionTimeout``, retried per ``retry`` — an ``async def`` is cancelled, a plain
+        function keeps running in its thread and what it returns is discarded. Inside the
+        function, ``tinywf_cli.heartbeat()`` says the attempt is alive.
         """
-        return Action(key, fn, args, kwargs, retry, limit, breaker)
+        return Action(key, fn, args, kwargs, retry, limit, breaker, timeout)
 
     def sleep(self, key: str, duration: float | timedelta) -> Sleep:
         """A durable timer of ``duration`` seconds (or a timedelta); yields the time it was due."""

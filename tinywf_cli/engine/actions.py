@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
-import inspect
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +12,7 @@ from pydantic import ValidationError
 
 from tinywf_cli.authoring.commands import Action, Parallel
 from tinywf_cli.clock import format_instant
+from tinywf_cli.engine.attempts import call_attempt
 from tinywf_cli.engine.checkpoint import _Throw, error_of
 from tinywf_cli.engine.gating import Gating, Verdict
 from tinywf_cli.engine.values import NotJSON, restore, return_adapter, to_json_value, validation_message
@@ -21,28 +20,10 @@ from tinywf_cli.errors import ActionFailed
 from tinywf_cli.interrupts import is_interrupt
 from tinywf_cli.stores.journal import PartEntry, Slot
 
-#: Results that are surely no awaitable (the common ones: no ABC check for them).
-_NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, list, dict, tuple})
 
-
-def run_callable(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call ``fn``; when it returns an awaitable (``async def``), run it to completion."""
-    result = fn(*args, **kwargs)
-    if type(result) in _NOT_AWAITABLE or not inspect.isawaitable(result):
-        return result
-    import asyncio  # only flows with async actions pay for it
-
-    async def wait() -> Any:
-        return await result
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(wait())
-    # Called from inside an event loop (an embedding program): use a loop of our own.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, wait()).result()
-
+def heartbeat_of(slot: Slot) -> Any:
+    """The details of the last heartbeat of the action's failed attempt before (None: none)."""
+    return None if slot.error is None else slot.error.get("heartbeat")
 
 
 class Actions(Gating):
@@ -51,25 +32,21 @@ class Actions(Gating):
     def attempt(self, action: Action, slot: Slot) -> None:
         """Run one attempt of ``action`` here and record its outcome in ``slot`` (its slot under a
         limit given back, its outcome counted by its breaker: before the caller commits)."""
-        try:
-            result = run_callable(action.fn, action.args, action.kwargs)
-        except BaseException as exc:
-            if is_interrupt(exc):
-                raise
-            self.record_attempt(action, slot, error=exc)
-            self.settle(action, ok=False)
-        else:
-            self.record_attempt(action, slot, result=result)
-            self.settle(action, ok=True)
+        done = call_attempt(action, slot.attempt + 1, heartbeat_of(slot), self.inflight)
+        if done.error is not None and is_interrupt(done.error):
+            raise done.error
+        self.record_attempt(action, slot, done.result, done.error, done.details)
+        self.settle(action, ok=done.error is None)
 
     def record_attempt(self, action: Action, slot: Slot, result: Any = None,
-                       error: BaseException | None = None) -> None:
+                       error: BaseException | None = None, heartbeat: Any = None) -> None:
         """Count one attempt and record its outcome in ``slot``: ``done`` (and audited), or on
-        failure ``retrying`` (with its due time) or ``failed``; a result that is not JSON fails.
+        failure ``retrying`` (with its due time) or ``failed``, with the details of the failed
+        attempt's last ``heartbeat`` for the next; a result that is not JSON fails.
         The caller commits, and decides whether to wait, go on or fail the run."""
         slot.attempt += 1
         if error is not None:
-            self.record_failure(action, slot, error)
+            self.record_failure(action, slot, error, heartbeat)
             return
         try:
             slot.value = to_json_value(result)
@@ -84,10 +61,13 @@ class Actions(Gating):
         slot.resume_id = None
         self.cp.log("action", {"key": slot.key, "attempt": slot.attempt})
 
-    def record_failure(self, action: Action, slot: Slot, exc: BaseException) -> None:
+    def record_failure(self, action: Action, slot: Slot, exc: BaseException, heartbeat: Any = None) -> None:
         """Record a failed attempt: retry later, or out of attempts (also at once for an error
-        in ``non_retryable``, and for ``SystemExit`` and friends, which are no passing trouble)."""
+        in ``non_retryable``, and for ``SystemExit`` and friends, which are no passing trouble);
+        the details of its last ``heartbeat`` are kept for the next attempt."""
         slot.error = error_of(exc)
+        if heartbeat is not None:
+            slot.error["heartbeat"] = heartbeat
         retry = action.retry
         if (not isinstance(exc, Exception) or isinstance(exc, retry.non_retryable)
                 or slot.attempt >= retry.attempts):
@@ -212,18 +192,20 @@ class Actions(Gating):
                                                      thread_name_prefix="tinywf-action")
         try:
             # each part runs in a copy of this context: a Runtime call on this very run is refused there too
-            futures = {pool.submit(contextvars.copy_context().run, run_callable, a.fn, a.args, a.kwargs): a
+            futures = {pool.submit(contextvars.copy_context().run, call_attempt, a, parts[a.key].attempt + 1,
+                                   heartbeat_of(parts[a.key]), self.inflight): a
                        for a in actions}
             waiting = set(futures)
             while waiting:
                 done, waiting = concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     action = futures[future]
-                    exc = future.exception()
+                    attempt = future.result()
+                    exc = attempt.error
                     if exc is not None and is_interrupt(exc):
                         raise exc
                     part = parts[action.key]
-                    self.record_attempt(action, part, None if exc else future.result(), exc)
+                    self.record_attempt(action, part, attempt.result, exc, attempt.details)
                     self.settle(action, ok=exc is None)
                     self.cp.entries.append(PartEntry(index, part.to_json()))
                 self.commit()

@@ -11,6 +11,7 @@ from pydantic_core import to_json
 from tinywf_cli.authoring.commands import Child
 from tinywf_cli.authoring.workflow import RunContext, Workflow
 from tinywf_cli.clock import Clock
+from tinywf_cli.engine.attempts import InFlight
 from tinywf_cli.engine.checkpoint import Checkpoint, Outcome, Save
 from tinywf_cli.engine.state import dump_state
 from tinywf_cli.engine.values import Answer
@@ -70,6 +71,9 @@ class EngineBase:
         #: Runs waiting for room (or a breaker) that this call made room for: the runtime wakes
         #: them once this run is saved.
         self.woken: list[str] = []
+        #: The attempts of actions in flight now, and whether they show a sign of life (the
+        #: runtime hands ``inflight.alive`` to a session that renews a claim: PostgreSQL's).
+        self.inflight = InFlight()
         self.index = 0
         self._keys: set[str] = set()
         self._channels: dict[str, int] = {}

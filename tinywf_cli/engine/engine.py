@@ -28,7 +28,8 @@ from tinywf_cli.authoring.commands import Command, First, Parallel, WaitEvent
 from tinywf_cli.authoring.loader import code_of
 from tinywf_cli.authoring.workflow import next_step_name
 from tinywf_cli.clock import format_instant
-from tinywf_cli.engine.actions import Actions, run_callable
+from tinywf_cli.engine.actions import Actions
+from tinywf_cli.engine.attempts import run_callable
 from tinywf_cli.engine.base import World
 from tinywf_cli.engine.checkpoint import MAX_DEFERRED, Checkpoint, Outcome, Save, _Stop, _Throw, error_of
 from tinywf_cli.engine.choice import Choice

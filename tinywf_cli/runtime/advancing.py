@@ -79,7 +79,11 @@ class Advancing(RuntimeBase):
         save = session.commit if session is not None else (lambda head, entries: None)
         cells = cells_of(self.store)
         gates = None if cells is None else Gates(cells, getattr(session, "epoch", None))
-        return _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry, gates=gates)
+        engine = _running().Engine(cls, run.head, run.slots, self.clock, save, self, dry=dry, gates=gates)
+        pulse = getattr(session, "pulse", None)  # a claim kept while the run's actions show a sign of life
+        if pulse is not None:
+            pulse(engine.inflight.alive)
+        return engine
 
     def _advance(self, session: RunSession, run: LoadedRun, follow: _Follow, *,
                  resolving: Answer | None = None, recover: bool = False,

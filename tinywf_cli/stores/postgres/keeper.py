@@ -2,7 +2,9 @@
 and listens for wake-ups.
 
 - **Heartbeats.** While sessions are open (an action may run for minutes), every third of
-  the lease one statement renews the lease of every claim this process holds. A claim the
+  the lease one statement renews the lease of every claim this process holds — while its run
+  shows a sign of life (``pulse``: an action attempt that started or called ``heartbeat()``
+  within half a lease). A claim the
   statement no longer finds was taken over: it is logged, and the session's next write is
   refused by its epoch. The keeper connects only when a heartbeat is first due, so a short
   command never opens a second connection.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tinywf_cli.errors import StoreUnavailable
@@ -48,6 +51,8 @@ class Keeper:
         self.wake = threading.Event()
         self._cond = threading.Condition()
         self._held: dict[int, tuple[str, int]] = {}
+        #: Whether a held claim's run shows a sign of life (``pulse``): renewed only while it does.
+        self._pulses: dict[int, Callable[[float], bool]] = {}
         self._listening = False
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -69,10 +74,18 @@ class Keeper:
             self._start()
             self._cond.notify()
 
+    def pulse(self, key: int, alive: Callable[[float], bool]) -> None:
+        """Renew the claim of ``key`` only while ``alive(seconds)`` says its run showed a sign of life
+        within the last ``seconds`` (half the lease): an action attempt that hangs without a
+        heartbeat lets its claim run out, as a process that died would."""
+        with self._cond:
+            self._pulses[key] = alive
+
     def drop(self, key: int) -> None:
         """Stop renewing a claim (its session ended)."""
         with self._cond:
             self._held.pop(key, None)
+            self._pulses.pop(key, None)
 
     def listen(self) -> None:
         """Start listening for wake-ups (a worker); ``wake`` is set once listening has begun."""
@@ -95,6 +108,7 @@ class Keeper:
             self._closed = False
             self._listening = False
             self._held.clear()
+            self._pulses.clear()
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -121,7 +135,10 @@ class Keeper:
                             self._thread = None
                             return
                     listening = self._listening
-                    held = list(self._held.values())
+                    claims, pulses = list(self._held.items()), dict(self._pulses)
+                # asked outside the lock: a pulse takes its own
+                held = [claim for key, claim in claims if key not in pulses or pulses[key](self.store.lease / 2)]
+                with self._cond:
                     beat_due = bool(held) and time.monotonic() >= self._next_beat
                 if conn is None and (listening or beat_due):
                     try:

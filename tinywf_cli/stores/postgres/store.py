@@ -26,7 +26,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -399,6 +399,11 @@ class PostgresRunSession:
         self.logs: int | None = None
         if epoch is not None:
             store.keeper.hold(id(self), run_id, epoch)
+
+    def pulse(self, alive: Callable[[float], bool]) -> None:
+        """Renew this claim only while ``alive(seconds)`` (the run's action attempts showed a sign of
+        life within that many seconds): a hung attempt lets it run out (``Keeper.pulse``)."""
+        self.store.keeper.pulse(id(self), alive)
 
     def load(self) -> LoadedRun:
         """The head and the current visit's slots."""
