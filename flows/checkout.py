@@ -36,7 +36,7 @@ class Checkout(Workflow[Order]):
     @step(start=True)                                     # without start=True: the first @step
     def charge(self):
         self.state.receipt = yield self.action("charge", charge_card, self.state.email,
-                                               retry=Retry(attempts=5, delay=1, backoff=2))
+                                               retry=Retry(attempts=5, delay=1, backoff=2), timeout=30)
         return self.approve                               # the next step: a method, or its name
 
     @step
