@@ -7,6 +7,7 @@ store); those about what a store keeps run on each kind of store.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from tinywf_cli import (
     RunExists,
     Runtime,
     Schedule,
+    StorageError,
     Workflow,
     signal,
     step,
@@ -464,3 +466,21 @@ def test_every_store_keeps_its_schedules_and_starts_each_slot_once(on_store: Cal
     assert other.list_schedules().schedules[0].paused
     assert rt.remove_schedule("hourly").name == "hourly"
     assert other.list_schedules().schedules == [] and len(rt.list().runs) == 3  # its runs stay
+
+
+def test_a_damaged_schedule_is_a_storage_error_naming_it_and_ticks_pass_it_by(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    rt = Runtime(state, clock=ManualClock(T0))
+    rt.add_schedule("fine", Quick, "0 9 * * *")
+    rt.add_schedule("broken", Quick, "0 9 * * *")
+    path = state / ".schedules" / "broken.json"
+    record = json.loads(path.read_text())
+    record["log"] = [{"at": "yesterday", "type": 3}]
+    path.write_text(json.dumps(record))
+    with pytest.raises(StorageError, match="broken"):
+        rt.get_schedule("broken")
+    with pytest.raises(StorageError, match="broken"):
+        rt.list_schedules()
+    rt.clock.set(T0 + timedelta(hours=9))  # type: ignore[attr-defined]
+    rt.tick()
+    assert [r.run_id for r in rt.list().runs] == ["fine-20260101T0900Z"]

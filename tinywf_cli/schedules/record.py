@@ -180,6 +180,13 @@ class ScheduleRecord:
             raise ValueError(f"not a schedule record ({type(exc).__name__}: {exc})") from None
         if record.input is not None and not isinstance(record.input, dict):
             raise ValueError("not a schedule record (input is not an object)")
+        for entry in record.log:
+            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+                raise ValueError("not a schedule record (a log entry is not an object with a type)")
+            _required(entry.get("at"))
+            _instant(entry.get("slot"))
+        if record.last_run_id is not None and not isinstance(record.last_run_id, str):
+            raise ValueError("not a schedule record (last_run_id is not text)")
         return record
 
 
