@@ -484,3 +484,25 @@ def test_a_damaged_schedule_is_a_storage_error_naming_it_and_ticks_pass_it_by(tm
     rt.clock.set(T0 + timedelta(hours=9))  # type: ignore[attr-defined]
     rt.tick()
     assert [r.run_id for r in rt.list().runs] == ["fine-20260101T0900Z"]
+
+
+def test_a_state_directory_finds_due_schedules_by_their_markers_and_a_stale_one_is_harmless(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    rt = Runtime(state, clock=ManualClock(T0))
+    rt.add_schedule("daily", Quick, "0 9 * * *")
+    rt.add_schedule("held", Quick, "0 9 * * *")
+    rt.pause_schedule("held")
+    folder = state / ".schedules"
+    assert sorted(p.name for p in folder.glob("*~*") if not p.name.endswith(".tmp")) == [
+        "daily~001767258000000", "held~-"]
+    (folder / "held~000000000000000").touch()  # left by a process killed in the middle of a change
+    copied = json.loads((folder / "daily.json").read_text()) | {"name": "copied"}
+    (folder / "copied.json").write_text(json.dumps(copied))  # copied in by hand: no marker
+    assert rt.next_slot() == T0 + timedelta(hours=9)  # the stale marker is passed by
+    rt.clock.set(T0 + timedelta(hours=9))  # type: ignore[attr-defined]
+    rt.tick()
+    assert sorted(r.run_id for r in rt.list().runs) == ["copied-20260101T0900Z", "daily-20260101T0900Z"]
+    rt.resume_schedule("held")  # its next change leaves one marker
+    assert sorted(p.name for p in folder.glob("held~*")) == ["held~001767258000000"]
+    rt.remove_schedule("daily")
+    assert list(folder.glob("daily*")) == []
