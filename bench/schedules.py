@@ -85,7 +85,7 @@ def on_files(bench: Bench, section: Section) -> None:
                  f"Each sample is a fresh `Runtime(state_dir, clock=ManualClock(t)).tick()` in this process, "
                  f"the two alternating, {bench.reps} samples each after one warm-up. A schedule costs "
                  f"{num(extra.median / schedules * 1e6, 1)} µs of a tick that finds nothing due "
-                 "(reading its small document).")
+                 "(listing the marker beside its document: no document is read when none is due).")
     section.table(table)
     section.goal(f"tick, {schedules:,} schedules and {runs:,} runs, none due: < {IDLE_GOAL:g} s",
                  both.median < IDLE_GOAL, f"{num(both.median, 4)} s ({ratio(both.median, alone.median)} the runs "
