@@ -127,7 +127,7 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
         "pause": ["g1"], "resume": ["g1"], "fork": ["g1"], "prune": ["--older-than", "0s"], "check": [],
         "link": ["g1", "ask_2"],
-        "copy": ["--to", "copied"], "limits": [], "breakers": [],
+        "copy": ["--to", "copied"], "limits": [], "breakers": [], "new": ["hello"],
     }
     for info in app.registered_commands:
         assert info.callback is not None

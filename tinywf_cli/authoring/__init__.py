@@ -1,2 +1,2 @@
 """What a flow author writes: ``Workflow``, ``@step``, ``@signal``, the commands a step
-yields, and loading flow files into classes."""
+yields, loading flow files into classes, and the plan of a new flow (``tinywf new``)."""

@@ -6,7 +6,7 @@ commands share; ``session`` what one command shares (where runs live, the runtim
 (run, resolve, send, signal, show, list), ``workers`` (tick, worker), ``control`` (cancel,
 retry, pause, resume), ``maintenance`` (fork, prune, check, copy), ``flows`` (graph, schema),
 ``serving`` (serve, link), ``schedules`` (schedule add, apply, list, show, pause, resume,
-trigger, backfill, remove). ``render`` draws for people; ``output`` guards the streams.
+trigger, backfill, remove), ``scaffold`` (new). ``render`` draws for people; ``output`` guards the streams.
 """
 
 from tinywf_cli.cli.main import app, main

@@ -35,6 +35,7 @@ from tinywf_cli.cli import flows  # noqa: F401
 from tinywf_cli.cli import serving  # noqa: F401
 from tinywf_cli.cli import limits  # noqa: F401
 from tinywf_cli.cli import schedules  # noqa: F401
+from tinywf_cli.cli import scaffold  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]
