@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
+import functools
 import json
 import keyword
+import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -148,7 +151,11 @@ class FlowSpec:
 
     def step(self, name: str) -> PlannedStep:
         """The step called ``name``."""
-        return next(s for s in self.steps if s.name == name)
+        return self._by_name[name]
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, PlannedStep]:
+        return {s.name: s for s in self.steps}
 
     def tasks(self) -> dict[str, list[str]]:
         """Every task once, in the order first called, with the steps that call it."""
@@ -163,44 +170,50 @@ class FlowSpec:
         listed among equals), so that the stubs as written finish a run when any way does."""
         if not planned.next:
             return None
-        distance = self._distances()
-        return min(planned.next, key=lambda name: distance[name])
+        distance = self._distances
+        return min(planned.next, key=lambda name: distance.get(name, math.inf))
 
+    @functools.cached_property
     def _distances(self) -> dict[str, float]:
-        """How many transitions each step is from the end of a run (inf: the run never ends)."""
-        distance = {s.name: (0.0 if not s.next else float("inf")) for s in self.steps}
-        changed = True
-        while changed:
-            changed = False
-            for planned in self.steps:
-                best = min((distance[n] + 1 for n in planned.next), default=0.0)
-                if best < distance[planned.name]:
-                    distance[planned.name], changed = best, True
+        """How many transitions each step is from the end of a run (absent: the run never ends
+        from there), found backwards from the steps that end it."""
+        before: dict[str, list[str]] = {}
+        for planned in self.steps:
+            for target in planned.next:
+                before.setdefault(target, []).append(planned.name)
+        queue = collections.deque(s.name for s in self.steps if not s.next)
+        distance = dict.fromkeys(queue, 0.0)
+        while queue:
+            current = queue.popleft()
+            for earlier in before.get(current, []):
+                if earlier not in distance:
+                    distance[earlier] = distance[current] + 1
+                    queue.append(earlier)
         return distance
 
     def walk(self) -> Walk:
         """The way a run goes with the stubs as written; BadInput when it would go round without
         ever waiting (a run that never stops)."""
         steps: list[str] = []
-        stops: list[PlannedStep] = []
-        since_wait: list[str] = []
+        stops: dict[str, PlannedStep] = {}
+        since_wait: dict[str, None] = {}  # the steps passed since the last wait, in order
         current: str | None = self.steps[0].name
         while current is not None:
             planned = self.step(current)
             steps.append(current)
             if planned.wait is not None:
-                if planned in stops:
-                    return Walk(tuple(steps), tuple(stops), ends=False)
-                stops.append(planned)
-                since_wait = []
+                if current in stops:
+                    return Walk(tuple(steps), tuple(stops.values()), ends=False)
+                stops[current] = planned
+                since_wait = {}
             elif current in since_wait:
-                lap = since_wait[since_wait.index(current):]
-                raise BadInput(f"a run would go round {' -> '.join([*lap, current])} for ever without waiting: "
+                lap = [*list(since_wait)[list(since_wait).index(current):], current]
+                raise BadInput(f"a run would go round {' -> '.join(lap)} for ever without waiting: "
                                "give one of these steps a wait, or a next that leads to the end")
             else:
-                since_wait.append(current)
+                since_wait[current] = None
             current = self.default_next(planned)
-        return Walk(tuple(steps), tuple(stops), ends=True)
+        return Walk(tuple(steps), tuple(stops.values()), ends=True)
 
 
 # -- reading a spec --------------------------------------------------------------------------
