@@ -105,7 +105,7 @@ def test_each_variant_writes_a_flow_and_its_test(made: InProcessCli) -> None:
     flow = (made.workspace / "flows" / "billing.py").read_text(encoding="utf-8")
     assert "class Invoice(Workflow[InvoiceState]):" in flow
     assert "def send_invoice(state: InvoiceState) -> InvoiceState:" in flow
-    assert flow.count("# TODO") == 4 + 1  # three tasks and a choice, and the event's timeout
+    assert flow.count("# TODO") == 4  # three tasks and a choice
     assert "    paid: bool | None = None" in flow  # the event's answer has a field of its own
 
 

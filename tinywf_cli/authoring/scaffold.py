@@ -209,7 +209,7 @@ def _step(planned: PlannedStep) -> list[str]:
             body += _call("        ", f"self.state.{wait.key} = yield self.wait_event", args)
         else:
             body += ["        try:", *_call("            ", f"self.state.{wait.key} = yield self.wait_event", args),
-                     "        except EventTimeout:  # TODO: what no answer in time means for the run",
+                     "        except EventTimeout:  # no answer in time: logged, and the run goes on",
                      *_call("            ", "self.log", [_quote("no_answer"), f"event={_quote(wait.key)}"])]
     if not planned.next:
         body.append("        return None")

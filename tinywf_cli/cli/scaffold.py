@@ -44,8 +44,8 @@ def new(
 
     \b
     Example:
-        tinywf new invoice --steps draft,send,wait_payment,remind,close
-        tinywf run flows/invoice.py
+        tinywf new refund --steps ask,approve,pay
+        tinywf run flows/refund.py
     """
     from tinywf_cli.authoring.scaffold import new_flow
     from tinywf_cli.authoring.spec import read_spec, steps_spec
