@@ -1,15 +1,15 @@
 """Invoice: draft an invoice, send it, wait to be paid (a reminder a week), close it.
 
-Made by `tinywf new invoice --from flows/invoice.json`: the control flow is the Invoice
+Made by `tinywf new billing --from flows/billing.json`: the control flow is the Invoice
 class at the end; the tasks it calls are the functions above it, stubs to fill in (each
 has a TODO). A task's work is done once per step visit and recorded; a step's own code
 runs again on replay, so it only decides. Then its tasks and its choice were filled in by
 hand (stand-ins that print what a mailer and the books would do); writing it anew would
 bring the stubs back.
 
-    tinywf run flows/invoice.py
-    tinywf graph flows/invoice.py
-    pytest tests/test_invoice.py
+    tinywf run flows/billing.py
+    tinywf graph flows/billing.py
+    pytest tests/test_billing.py
 """
 
 from __future__ import annotations

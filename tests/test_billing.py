@@ -1,4 +1,4 @@
-"""The test `tinywf new invoice --from flows/invoice.json` wrote for flows/invoice.py: a
+"""The test `tinywf new billing --from flows/billing.json` wrote for flows/billing.py: a
 run walked through it in memory, its clock moved by hand. It passes with the stubs as
 written; keep it passing as you fill them in."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tinywf_cli.testing import MemoryRuntime
 
-FLOW = Path(__file__).resolve().parent.parent / "flows" / "invoice.py"
+FLOW = Path(__file__).resolve().parent.parent / "flows" / "billing.py"
 
 
 def test_a_run_goes_to_the_end() -> None:

@@ -264,18 +264,18 @@ def test_an_existing_file_is_kept_without_force(tmp_path: Path) -> None:
 # -- the example made this way ---------------------------------------------------------------
 
 
-def test_the_invoice_example_is_what_its_spec_writes(tmp_path: Path) -> None:
-    """flows/invoice.py was written by `tinywf new invoice --from flows/invoice.json`, then its
+def test_the_billing_example_is_what_its_spec_writes(tmp_path: Path) -> None:
+    """flows/billing.py was written by `tinywf new billing --from flows/billing.json`, then its
     tasks and its choice filled in: its control flow and its test are still as written."""
     (tmp_path / "flows").mkdir()
-    (tmp_path / "flows" / "invoice.json").write_bytes((REPO / "flows" / "invoice.json").read_bytes())
-    assert InProcessCli(tmp_path)("new", "invoice", "--from", "flows/invoice.json").returncode == 0
-    written = (tmp_path / "flows" / "invoice.py").read_text(encoding="utf-8")
-    example = (REPO / "flows" / "invoice.py").read_text(encoding="utf-8")
+    (tmp_path / "flows" / "billing.json").write_bytes((REPO / "flows" / "billing.json").read_bytes())
+    assert InProcessCli(tmp_path)("new", "billing", "--from", "flows/billing.json").returncode == 0
+    written = (tmp_path / "flows" / "billing.py").read_text(encoding="utf-8")
+    example = (REPO / "flows" / "billing.py").read_text(encoding="utf-8")
     rule = "# -- the control flow"
     assert example[example.index(rule):] == written[written.index(rule):]
-    assert (REPO / "tests" / "test_invoice.py").read_text(encoding="utf-8") == \
-        (tmp_path / "tests" / "test_invoice.py").read_text(encoding="utf-8")
+    assert (REPO / "tests" / "test_billing.py").read_text(encoding="utf-8") == \
+        (tmp_path / "tests" / "test_billing.py").read_text(encoding="utf-8")
     assert "# TODO" not in example
-    spec = json.loads((REPO / "flows" / "invoice.json").read_text(encoding="utf-8"))
-    assert drawn_edges(InProcessCli(REPO), "flows/invoice.py") == expected_edges(spec)
+    spec = json.loads((REPO / "flows" / "billing.json").read_text(encoding="utf-8"))
+    assert drawn_edges(InProcessCli(REPO), "flows/billing.py") == expected_edges(spec)
