@@ -98,7 +98,7 @@ def test_every_command_answers_help(workspace: Path) -> None:
 #: Options each command takes: all take --state-dir and --json; those that change runs or
 #: wait for their locks take --lock-timeout.
 # every command that touches a run takes --lock-timeout (show, list and graph only read: they never wait)
-TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "graph",
+TOUCHING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "show", "list", "wait", "graph",
             "pause", "resume", "fork", "prune", "check", "serve", "link", "copy"}
 #: Commands that claim runs to change them take --lease (PostgreSQL stores).
 CLAIMING = {"run", "resolve", "send", "signal", "tick", "worker", "cancel", "retry", "copy", "pause", "resume",
@@ -123,7 +123,8 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
     assert result.exit_code == 1
     commands = {
         "run": ["flows/simple.py"], "resolve": ["g1", "ask_0", "5"], "send": ["g1", "ask_1", "6"],
-        "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [], "tick": [],
+        "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [], "wait": ["g1", "--for", "waiting"],
+        "tick": [],
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
         "pause": ["g1"], "resume": ["g1"], "fork": ["g1"], "prune": ["--older-than", "0s"], "check": [],
         "link": ["g1", "ask_2"],
