@@ -123,8 +123,8 @@ def test_every_command_prints_one_json_document(workspace: Path) -> None:
     assert result.exit_code == 1
     commands = {
         "run": ["flows/simple.py"], "resolve": ["g1", "ask_0", "5"], "send": ["g1", "ask_1", "6"],
-        "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [], "wait": ["g1", "--for", "waiting"],
-        "tick": [],
+        "signal": ["sub-1", "add_usage", '{"item": "a", "amount": 1}'], "show": ["g1"], "list": [],
+        "wait": ["g1", "--for", "waiting"], "tick": [],
         "cancel": ["sub-1"], "retry": ["f1"], "graph": ["flows/simple.py"], "schema": ["flows/simple.py"],
         "pause": ["g1"], "resume": ["g1"], "fork": ["g1"], "prune": ["--older-than", "0s"], "check": [],
         "link": ["g1", "ask_2"],
