@@ -89,6 +89,9 @@ CREATE INDEX schedules_next_idx ON {s}.schedules (next_at) WHERE NOT paused;
 
 # A run is claimable when nobody holds it, or its holder's lease has run out (database clock).
 _FREE = "(owner IS NULL OR lease_until < now())"
+# In a WHERE clause: this statement's transaction commits without waiting for the disk (set for
+# the transaction only, read when it commits); true, so the rows it matches are unchanged.
+_UNSYNCED = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 
 # Due to be looked at: its due time has come (the runtime's clock), and it is not a running run
 # that a live process is advancing right now (that one is not for recovery).
@@ -151,17 +154,20 @@ WITH r AS (
 )
 SELECT count(*) FROM r""",
     # the one place a run becomes claimable again: wake the workers in the same statement
-    "release": """
+    # a release need not wait for the disk: lost in a crash of the server, the claim runs out
+    # with its lease, and nothing else changes (the epoch fences as before)
+    "release": f"""
 WITH r AS (
-    UPDATE {s}.runs SET owner = NULL, lease_until = NULL
-    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    UPDATE {{s}}.runs SET owner = NULL, lease_until = NULL
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND {_UNSYNCED}
     RETURNING run_id
 )
 SELECT pg_notify(%(channel)s, run_id) FROM r""",
     # a session that wrote nothing changed no run: waking every worker for it would only make them
     # look again at the same runs (a run they cannot load would keep them all busy)
-    "release_quietly": """
-UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = %(run_id)s AND epoch = %(epoch)s""",
+    "release_quietly": f"""
+UPDATE {{s}}.runs SET owner = NULL, lease_until = NULL
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND {_UNSYNCED}""",
     "heartbeat": """
 UPDATE {s}.runs r SET lease_until = now() + make_interval(secs => %(lease)s)
 FROM unnest(%(run_ids)s::text[], %(epochs)s::bigint[]) AS h(run_id, epoch)

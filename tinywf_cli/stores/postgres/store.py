@@ -8,11 +8,13 @@ off past its lease, while another process claimed the run — writes nothing mor
 (``tinywf_cli.stores.postgres.keeper``) and by each commit. Each store operation is one statement
 on an autocommit connection: no transaction stays open while flow code runs.
 
-Each thread gets its own connection (opened on first use, re-opened after a failure, closed
-by ``end_thread``), and the keeper has one more. A session is not tied to a connection: one
-claimed in one thread may be used in another, one thread at a time (``tick --concurrency``
-claims a run where it hands it over and advances it in a crew thread); its statements run on
-the connection of the thread that makes them, each its own transaction. The tables are
+Connections are pooled: a statement borrows an idle connection (or opens one when none is
+idle) and gives it back when done, so threads that spend their time in actions (``tick
+--concurrency 50`` over calls to other services) share the few connections their statements
+need instead of opening one each; a connection that failed is closed, not given back. The
+keeper has one more. A session is not tied to a connection: one claimed in one thread may be
+used in another, one thread at a time (``tick --concurrency`` claims a run where it hands it
+over and advances it in a crew thread); each of its statements is its own transaction. The tables are
 created, or migrated, by the first process that uses the schema, under an advisory lock
 (``schema.py``).
 """
@@ -78,8 +80,9 @@ class PostgresStore:
         self.sql = schema.statements(self.location.schema)
         #: Who holds a claim: this process, on this host (a new token per store object).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._local = threading.local()
+        #: Every open connection, and those of them no statement is using.
         self._connections: list[psycopg.Connection[tuple[Any, ...]]] = []
+        self._idle: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._guard = threading.Lock()
         self._migrated = False
         self.keeper = Keeper(self)
@@ -97,14 +100,28 @@ class PostgresStore:
 
     # -- connections --------------------------------------------------------------------------
 
-    def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
-        conn: psycopg.Connection[tuple[Any, ...]] | None = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed:
-            return conn
+    @contextmanager
+    def _borrowed(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """An idle connection of the pool (a new one when none is idle), given back afterwards
+        unless it failed or was dropped meanwhile."""
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            with self._guard:
+                if conn in self._connections and not conn.closed and not conn.broken:
+                    self._idle.append(conn)
+
+    def _take(self) -> psycopg.Connection[tuple[Any, ...]]:
+        with self._guard:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+                self._connections.remove(conn)
         conn = connect(self.location, self.lease, "main")
         with self._guard:
             self._connections.append(conn)
-        self._local.conn = conn
         if not self._migrated:
             try:
                 self._migrate(conn)
@@ -115,11 +132,11 @@ class PostgresStore:
         return conn
 
     def _drop(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
         with self._guard:
             if conn in self._connections:
                 self._connections.remove(conn)
+            if conn in self._idle:
+                self._idle.remove(conn)
         with suppress(Exception):
             conn.close()
 
@@ -127,24 +144,24 @@ class PostgresStore:
         """Run statement ``name``; its rows. Driver errors become StoreUnavailable/StorageError."""
         import psycopg
 
-        conn = self._conn()
-        try:
-            cursor = conn.execute(self.sql[name], params)
-            return cursor.fetchall() if cursor.description is not None else []
-        except psycopg.Error as exc:
-            if conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError):
-                self._drop(conn)  # the next statement starts from a new connection
-            fail(self.location, exc, doing)
+        with self._borrowed() as conn:
+            try:
+                cursor = conn.execute(self.sql[name], params)
+                return cursor.fetchall() if cursor.description is not None else []
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError):
+                    self._drop(conn)  # the next statement starts from a new connection
+                fail(self.location, exc, doing)
 
     def _rowcount(self, name: str, params: dict[str, Any], doing: str) -> int:
         import psycopg
 
-        conn = self._conn()
-        try:
-            return conn.execute(self.sql[name], params).rowcount
-        except psycopg.Error as exc:
-            self._drop(conn)
-            fail(self.location, exc, doing)
+        with self._borrowed() as conn:
+            try:
+                return conn.execute(self.sql[name], params).rowcount
+            except psycopg.Error as exc:
+                self._drop(conn)
+                fail(self.location, exc, doing)
 
     def _migrate(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         """Create or migrate the tables: a fast read when they are current, else one transaction
@@ -230,29 +247,31 @@ class PostgresStore:
         import psycopg
 
         deadline = time.monotonic() + timeout
-        conn = self._conn()
         channel = self.location.channel
-        try:
-            conn.execute(f'LISTEN "{channel}"')
-            while True:
-                # claim again right after LISTEN: the holder may have released in between
-                epoch, holder = self._try_claim(run_id, params)
-                if epoch is not None or not holder:
-                    return epoch
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RunLocked(run_id, timeout)
-                lease_left = float(holder[0][1] or 0.0)
-                for note in conn.notifies(timeout=max(min(left, CLAIM_POLL, max(lease_left, 0.01)), 0.001)):
-                    if note.payload == run_id:
-                        break
-        except psycopg.Error as exc:
-            self._drop(conn)
-            fail(self.location, exc, f"waiting for run '{run_id}'")
-        finally:
-            if not conn.closed:
-                with suppress(psycopg.Error):
-                    conn.execute(f'UNLISTEN "{channel}"')
+        with self._borrowed() as conn:  # held while waiting: it is the one that listens
+            try:
+                conn.execute(f'LISTEN "{channel}"')
+                while True:
+                    # claim again right after LISTEN: the holder may have released in between
+                    epoch, holder = self._try_claim(run_id, params)
+                    if epoch is not None or not holder:
+                        return epoch
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise RunLocked(run_id, timeout)
+                    lease_left = float(holder[0][1] or 0.0)
+                    for note in conn.notifies(timeout=max(min(left, CLAIM_POLL, max(lease_left, 0.01)), 0.001)):
+                        if note.payload == run_id:
+                            break
+            except psycopg.Error as exc:
+                self._drop(conn)
+                fail(self.location, exc, f"waiting for run '{run_id}'")
+            finally:
+                if not conn.closed:
+                    try:
+                        conn.execute(f'UNLISTEN "{channel}"')
+                    except psycopg.Error:
+                        self._drop(conn)  # not given back still listening
 
     def _release(self, run_id: str, epoch: int, wake: bool) -> None:
         try:
@@ -363,15 +382,21 @@ class PostgresStore:
         wake.clear()
 
     def end_thread(self) -> None:
-        """Close this thread's connection: a thread that is about to end (one of ``tick``'s) keeps
-        no connection open on the server."""
-        conn = getattr(self._local, "conn", None)
+        """A thread of a crew is about to end: close an idle connection while more than one is
+        idle, so that a ``tick`` whose threads are gone keeps one connection open, not one per
+        thread it had."""
+        with self._guard:
+            conn = self._idle.pop() if len(self._idle) > 1 else None
+            if conn is not None and conn in self._connections:
+                self._connections.remove(conn)
         if conn is not None:
-            self._drop(conn)
+            with suppress(Exception):
+                conn.close()
 
     def watch(self, run_id: str) -> PostgresWatch:
         """Wake-ups for ``run_id`` from any process on any host (``LISTEN``, a connection of its own)."""
-        self._conn()  # the tables exist (or the store is unreachable) before anything is listened for
+        with self._borrowed():  # the tables exist (or the store is unreachable) before anything is listened for
+            pass
         return PostgresWatch(self, run_id)
 
     def close(self) -> None:
@@ -379,10 +404,10 @@ class PostgresStore:
         self.keeper.close()
         with self._guard:
             connections, self._connections = self._connections, []
+            self._idle = []
         for conn in connections:
             with suppress(Exception):
                 conn.close()
-        self._local = threading.local()
 
 
 class PostgresRunSession:
