@@ -37,7 +37,8 @@ def start_run(tree: Path, state: Path) -> str:
     """Start and finish one run of the seed's ``simple`` flow with ``tree``'s code; its id."""
     flow = f"{REPO / 'bench' / 'sample_flows.py'}:Simple"
     code = f"from tinywf_cli import Runtime; print(Runtime({str(state)!r}).start({flow!r}).run_id)"
-    _, done = run_process([sys.executable, "-c", code], env={"PYTHONPATH": str(tree)})
+    # run in the tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH
+    _, done = run_process([sys.executable, "-c", code], env={"PYTHONPATH": str(tree)}, cwd=tree)
     if done.returncode != 0:
         raise SystemExit(f"could not start a run with {tree}: {done.stderr.strip()}")
     return done.stdout.strip()
