@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clihelpers import TINYWF, Cli, InProcessCli, assert_error, clean_env, describe, make_workspace
@@ -429,6 +430,40 @@ def test_copy_refuses_ids_that_exist_unless_told_to_skip_them(tmp_path: Path, ur
     assert report["copied"] == ["s1"] and [s["run_id"] for s in report["skipped"]] == ["g1"]
     people = source("copy", "--to", url, "--skip-existing")
     assert people.returncode == 0 and "copied 0 runs" in people.stdout and "2 skipped" in people.stdout
+
+
+def test_copy_takes_the_schedules_along_and_refuses_a_name_that_exists(tmp_path: Path, url: str) -> None:
+    source = InProcessCli(make_workspace(tmp_path / "ws"))
+
+    def schedules(cli: InProcessCli, *args: str) -> Any:
+        result = cli("schedule", args[0], *cli.store_args, "--json", *args[1:], state_dir=False)
+        assert result.returncode == 0, describe(result)
+        return json.loads(result.stdout)
+
+    schedules(source, "add", "nightly", "flows/simple.py", "--cron", "0 2 * * *", "--tz", "Europe/Paris")
+    schedules(source, "add", "hourly", "flows/simple.py", "--cron", "@hourly")
+    schedules(source, "pause", "hourly")
+    source.start("flows/simple.py", "s1")
+    before = schedules(source, "list")
+    report = source.json("copy", "--to", url)
+    assert report["copied"] == ["s1"]
+    assert sorted(report["schedules"]["copied"]) == ["hourly", "nightly"] and report["schedules"]["skipped"] == []
+    database = InProcessCli(source.workspace, store=url)
+    assert schedules(database, "list") == before  # paused or not, the same next slot
+    back = tmp_path / "back"
+    assert sorted(database.json("copy", "--to", str(back))["schedules"]["copied"]) == ["hourly", "nightly"]
+    assert schedules(InProcessCli(source.workspace, back), "list") == before
+    # a name taken at the target stops the copy before anything is copied, unless told to skip it
+    other = tmp_path / "other"
+    target = InProcessCli(source.workspace, other)
+    schedules(target, "add", "nightly", "flows/simple.py", "--cron", "@daily")
+    assert_error(source("copy", "--to", str(other)), 4, "schedule 'nightly'", "--skip-existing")
+    assert target.json("list")["runs"] == [] and len(schedules(target, "list")["schedules"]) == 1
+    report = source.json("copy", "--to", str(other), "--skip-existing")
+    assert report["copied"] == ["s1"] and report["schedules"]["copied"] == ["hourly"]
+    assert [s["name"] for s in report["schedules"]["skipped"]] == ["nightly"]
+    people = source("copy", "--to", str(other), "--skip-existing")
+    assert people.returncode == 0 and "copied 0 runs" in people.stdout and "0 schedules, 2 skipped" in people.stdout
 
 
 def test_copy_through_the_installed_command(tmp_path: Path, url: str) -> None:

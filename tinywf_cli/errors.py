@@ -292,14 +292,17 @@ class ClaimLost(Conflict):
 
 
 class RunsExistAtTarget(Conflict):
-    """``copy``: runs with these ids already exist in the store copied into."""
+    """``copy``: runs with these ids (or schedules with these names) already exist in the store
+    copied into."""
 
-    def __init__(self, target: str, run_ids: list[str]) -> None:
-        more = f" and {len(run_ids) - 1} more" if len(run_ids) > 1 else ""
-        super().__init__(f"run '{run_ids[0]}'{more} already exist{'s' if not more else ''} in {target}; "
+    def __init__(self, target: str, run_ids: list[str], schedules: list[str] | None = None) -> None:
+        taken = [f"run '{r}'" for r in run_ids] + [f"schedule '{n}'" for n in schedules or []]
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        super().__init__(f"{taken[0]}{more} already exist{'s' if not more else ''} in {target}; "
                          "nothing was copied (--skip-existing copies the others)")
         self.target = target
         self.run_ids = run_ids
+        self.schedules = list(schedules or [])
 
 
 class ScheduleExists(Conflict):

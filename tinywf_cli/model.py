@@ -312,13 +312,28 @@ class CopySkipped(_Model):
     reason: str
 
 
+class CopySkippedSchedule(_Model):
+    """A schedule ``copy --skip-existing`` left alone, and why."""
+
+    name: str
+    reason: str
+
+
+class CopiedSchedules(_Model):
+    """The schedules ``tinywf copy`` copied (by name), and those it skipped."""
+
+    copied: list[str] = Field(default_factory=list)
+    skipped: list[CopySkippedSchedule] = Field(default_factory=list)
+
+
 class CopyReport(_Model):
     """``tinywf copy --json``: the store copied into (``to``, never with a password), the runs
-    copied, and those skipped."""
+    copied, and those skipped; ``schedules``: the same for the store's schedules."""
 
     to: str
     copied: list[str] = Field(default_factory=list)
     skipped: list[CopySkipped] = Field(default_factory=list)
+    schedules: CopiedSchedules = Field(default_factory=CopiedSchedules)
 
 
 class LimitRow(_Model):

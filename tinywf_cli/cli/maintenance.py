@@ -128,8 +128,8 @@ def copy_runs(
     to: Annotated[str, typer.Option("--to", metavar="TARGET", show_default=False,
                                     help="The store to copy into: a directory, or a postgresql:// URL.")],
     skip_existing: Annotated[bool, typer.Option("--skip-existing",
-                                                help="Leave runs whose id exists at TARGET alone (and report "
-                                                     "them) instead of exiting 4.")] = False,
+                                                help="Leave runs whose id (and schedules whose name) "
+                                                     "exists at TARGET alone, and report them, not exit 4.")] = False,
     store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
@@ -137,11 +137,12 @@ def copy_runs(
     lease: Lease = None,
     debug: Debug = False,
 ) -> None:
-    """Copy every run of the store into another: a directory into PostgreSQL, or back.
+    """Copy every run of the store into another, and its schedules: a directory into PostgreSQL, or back.
 
     Records and whole histories are copied, so every document (`show --json`) reads the
-    same in both. An id that exists at TARGET stops the copy before anything is copied
-    (exit 4) unless --skip-existing. Each run is read under its lock; stop the workers
+    same in both; schedules as they stand (paused or not, next slot, last run). An id (or a
+    schedule name) that exists at TARGET stops the copy before anything is copied (exit 4)
+    unless --skip-existing. Each run is read under its lock; stop the workers
     first for a consistent snapshot of the whole store.
 
     \b
@@ -157,5 +158,11 @@ def copy_runs(
 
     skipped = f", {len(report.skipped)} skipped (already there)" if report.skipped else ""
     count = len(report.copied)
-    session.console.print(Text(f"copied {count} run{'' if count == 1 else 's'} to {report.to}{skipped}"),
+    schedules = report.schedules
+    copied = len(schedules.copied)
+    also = ""
+    if copied or schedules.skipped:
+        also = f"; {copied} schedule{'' if copied == 1 else 's'}"
+        also += f", {len(schedules.skipped)} skipped (already there)" if schedules.skipped else ""
+    session.console.print(Text(f"copied {count} run{'' if count == 1 else 's'} to {report.to}{skipped}{also}"),
                           soft_wrap=True)

@@ -23,6 +23,7 @@ from tinywf_cli.model import (
     CheckResult,
     CopyReport,
     CopySkipped,
+    CopySkippedSchedule,
     PruneReport,
     RunDocument,
     RunHead,
@@ -171,11 +172,13 @@ class Maintenance(Advancing):
 
     def copy(self, to: str | Path | Store, *, skip_existing: bool = False) -> CopyReport:
         """Copy every run of this store into another (a directory, a URL or a store): heads and
-        whole journals, so that every document reads the same there (``tinywf copy``).
+        whole journals, so that every document reads the same there (``tinywf copy``); then its
+        schedules, each as it stands (paused or not, its next slot and last run).
 
-        A run id that exists at the target raises RunsExistAtTarget before anything is copied,
-        unless ``skip_existing``: then those runs are left alone and reported. Each run is
-        read under its lock, so a run being advanced is copied whole, before or after.
+        A run id (or schedule name) that exists at the target raises RunsExistAtTarget before
+        anything is copied, unless ``skip_existing``: then those are left alone and reported.
+        Each run is read under its lock, each schedule under its own, so one being changed is
+        copied whole, before or after.
         """
         target = open_store(to, lease=self.lease)
         try:
@@ -187,8 +190,10 @@ class Maintenance(Advancing):
                     taken.append(run_id)
                 except RunNotFound:
                     pass
-            if taken and not skip_existing:
-                raise RunsExistAtTarget(target.target, taken)
+            names = [str(record["name"]) for record in self.store.schedules.all()]
+            there = [name for name in names if target.schedules.read(name) is not None]
+            if (taken or there) and not skip_existing:
+                raise RunsExistAtTarget(target.target, taken, there)
             report = CopyReport(to=target.target, skipped=[
                 CopySkipped(run_id=r, reason=f"exists in {target.target}") for r in taken])
             for run_id in ids:
@@ -200,6 +205,18 @@ class Maintenance(Advancing):
                     with target.open(run_id, self.lock_timeout, create=True) as session:
                         session.create(head, entries)
                 report.copied.append(run_id)
+            for name in names:
+                with self.store.schedules.open(name, self.lock_timeout) as source:
+                    record = source.load()
+                    if record is None:  # removed since it was listed
+                        continue
+                    with target.schedules.open(name, self.lock_timeout) as copy:
+                        if copy.load() is not None:
+                            report.schedules.skipped.append(
+                                CopySkippedSchedule(name=name, reason=f"exists in {target.target}"))
+                            continue
+                        copy.save(record)
+                report.schedules.copied.append(name)
             return report
         finally:
             if target is not to:
