@@ -4,8 +4,8 @@
     tinywf resolve order-17 approval true        # ship it (false, or no answer in 2 days: don't)
     tinywf tick                                  # from cron: the cool-down, the 2-day timeout
 
-The README's first example, as a file. ``charge_card`` stands in for a payment service: it
-notes the charge on stderr and returns a receipt id.
+The README's example and the first of docs/getting-started.md, as a file. ``charge_card``
+stands in for a payment service: it notes the charge on stderr and returns a receipt id.
 """
 
 import secrets

@@ -1,8 +1,9 @@
 """Run the examples of a markdown page as a new user would paste them, and compare what they print.
 
-``tests/test_readme_examples.py`` runs README.md this way; any page of docs can be run the same
-way, and ``python tests/docexamples.py PAGE.md ...`` prints what ran, what was skipped and why,
-and what differed.
+``tests/test_readme_examples.py`` runs README.md and every page of docs/ this way (and
+``tests/test_newcomer.py`` the Getting-started page in a fresh virtual environment);
+``python tests/docexamples.py PAGE.md ...`` prints what ran, what was skipped and why, and what
+differed.
 
 How a page is run
 -----------------
@@ -347,7 +348,8 @@ class Background:
 class Session:
     """One page's run: the workspace, the environment, what is left running."""
 
-    def __init__(self, repo: Path, workspace: Path, *, now: str = DEFAULT_NOW, page: str = "page.md") -> None:
+    def __init__(self, repo: Path, workspace: Path, *, now: str = DEFAULT_NOW, page: str = "page.md",
+                 bin_dir: Path | None = None) -> None:
         self.repo = repo
         self.workspace = workspace
         self.page = page
@@ -357,7 +359,7 @@ class Session:
         self.port = free_port()
         self.pg_schema: str | None = None
         self.pg_url: str | None = None
-        self.env = page_env(now)
+        self.env = page_env(now, bin_dir)
         self.notes: list[str] = []  # what the block being run was read as, for its outcome
         self.output_taken: Block | None = None  # the `output` block the last console block compared
         make_workspace(repo, workspace)
@@ -713,13 +715,17 @@ def python_error_line(lines: Sequence[str], block: Block) -> int:
 # -- the environment -------------------------------------------------------------------------
 
 
-def page_env(now: str) -> dict[str, str]:
+def page_env(now: str, bin_dir: Path | None = None) -> dict[str, str]:
     """A reader's environment: ours without tinywf's, pytest's or colour settings, plus the fixed
-    clock and width, with this Python's scripts first on the PATH."""
+    clock and width, with ``bin_dir`` (a virtual environment's scripts; by default this Python's)
+    first on the PATH."""
     drop = {"NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR_FORCE"}
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("TINYWF_", "PYTEST_")) and key not in drop}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    scripts = bin_dir if bin_dir is not None else Path(sys.executable).parent
+    env["PATH"] = f"{scripts}{os.pathsep}{env.get('PATH', '')}"
+    if bin_dir is not None:
+        env["VIRTUAL_ENV"] = str(bin_dir.parent)
     env.update(TINYWF_NOW=now, NO_COLOR="1", COLUMNS="80", LINES="40", TERM="dumb", PYTHONUNBUFFERED="1",
                PYTHONDONTWRITEBYTECODE="1")
     return env
@@ -771,23 +777,95 @@ def indented(lines: Sequence[str], limit: int = 40) -> str:
     return "\n".join(f"    | {line}" for line in shown)
 
 
-def run_page(page: Path, repo: Path, workspace: Path, *, now: str = DEFAULT_NOW) -> Report:
-    """Run every example of ``page`` in ``workspace`` (made here); the report of what happened."""
+def run_page(page: Path, repo: Path, workspace: Path, *, now: str = DEFAULT_NOW,
+             bin_dir: Path | None = None) -> Report:
+    """Run every example of ``page`` in ``workspace`` (made here, or added to); the report of what
+    happened. ``bin_dir``: the scripts of the virtual environment to run it with."""
     name = str(page.relative_to(repo)) if page.is_relative_to(repo) else page.name
     try:
         blocks = parse(page.read_text(encoding="utf-8"), name)
     except PageError as exc:
         return Report(failures=[str(exc)])
-    return Session(repo, workspace, now=now, page=name).run(blocks)
+    return Session(repo, workspace, now=now, page=name, bin_dir=bin_dir).run(blocks)
+
+
+#: What ``census`` counts, in the order the contributing note names them.
+KINDS = ("console", "sh", "python", "excerpt", "saved", "fragment", "skipped", "output", "other")
+
+
+def kind_of(block: Block, repo: Path) -> str:
+    """What the runner will do with ``block``, read without running it: one of ``KINDS``."""
+    if block.marker is not None:
+        return "output" if block.marker == "output" else "skipped"
+    if block.lang in ("console", "sh"):
+        return block.lang
+    if block.lang != "python":
+        return "other"
+    named = PATH_COMMENT.match(block.body[0]) if block.body else None
+    if named is not None:
+        return "excerpt" if (repo / named.group("path")).is_file() else "saved"
+    return "fragment" if fragment("\n".join(block.body) + "\n") is not None else "python"
+
+
+#: What the runner does with each kind of block, for the contributing note's table.
+DOES = {
+    "console": "runs each `$` command, compares what it prints",
+    "sh": "runs its commands, each must exit 0",
+    "python": "runs it, it must exit 0",
+    "excerpt": "checks its lines against the file it names",
+    "saved": "saves it as the file it names, for the blocks after it",
+    "fragment": "compiles it as a step's or a class's body",
+    "skipped": "skips it (`<!-- example: skip: REASON -->`)",
+    "output": "compares it as the output of the console block before it",
+    "other": "nothing: configuration or output (ini, cron, text, mermaid)",
+}
+CENSUS_START = "<!-- example-census:start -->"
+CENSUS_END = "<!-- example-census:end -->"
+
+
+def pages_of(repo: Path) -> list[Path]:
+    """The pages whose examples run: README.md, then every page of docs/."""
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+
+
+def census_table(counts: dict[str, int], pages: int) -> str:
+    """The contributing note's table of ``counts`` over ``pages`` pages."""
+    rows = [f"| {kind} | {counts[kind]} | {DOES[kind]} |" for kind in KINDS]
+    total = sum(counts.values())
+    return "\n".join([f"{total} blocks on {pages} pages (the README and docs/):", "",
+                      "| block | how many | what the test does |", "| --- | --- | --- |", *rows])
+
+
+def with_census(note: str, table: str) -> str:
+    """``note`` with ``table`` between the census markers."""
+    head, rest = note.split(CENSUS_START)
+    _, tail = rest.split(CENSUS_END)
+    return f"{head}{CENSUS_START}\n{table}\n{CENSUS_END}{tail}"
+
+
+def census(pages: Sequence[Path], repo: Path) -> dict[str, int]:
+    """How many blocks of ``pages`` are of each kind (see ``kind_of``)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for page in pages:
+        for block in parse(page.read_text(encoding="utf-8"), page.name):
+            counts[kind_of(block, repo)] += 1
+    return counts
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python tests/docexamples.py PAGE.md ...``: run pages, print each report; exit 1 on a difference."""
+    """``python tests/docexamples.py PAGE.md ...``: run pages (by default all), print each report;
+    exit 1 on a difference. ``--census``: rewrite the count of examples in docs/contributing.md."""
     import tempfile
 
     repo = Path(__file__).resolve().parent.parent
+    if list(argv) == ["--census"]:
+        note = repo / "docs" / "contributing.md"
+        pages = pages_of(repo)
+        note.write_text(with_census(note.read_text(encoding="utf-8"), census_table(census(pages, repo), len(pages))),
+                        encoding="utf-8")
+        return 0
     failed = False
-    for page in argv or [str(repo / "README.md")]:
+    for page in argv or [str(page) for page in pages_of(repo)]:
         with tempfile.TemporaryDirectory() as scratch:
             report = run_page(Path(page).resolve(), repo, Path(scratch) / "workspace")
         print(f"{page}: {report.summary()}")

@@ -1,4 +1,4 @@
-"""The README's example of testing a flow in memory: flows/checkout.py with a clock moved by hand."""
+"""The docs' example of testing a flow in memory (docs/testing.md): flows/checkout.py with a clock moved by hand."""
 
 from datetime import timedelta
 

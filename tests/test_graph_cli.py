@@ -282,8 +282,8 @@ def test_run_accepts_the_same_flow_once_the_typo_is_fixed(tinywf: Tinywf, tmp_pa
     assert json.loads(result.out)["status"] == "waiting"
 
 
-def test_the_readme_shows_what_graph_prints(tinywf: Tinywf) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Seeing a flow"):]
+def test_the_docs_show_what_graph_prints(tinywf: Tinywf) -> None:
+    page = (ROOT / "docs" / "authoring.md").read_text()
+    section = page[page.index("## Seeing a flow"):]
     shown = section[section.index("```mermaid\n") + len("```mermaid\n"):]
     assert tinywf("graph", "flows/interval_payment.py").out == shown[:shown.index("```\n")]

@@ -1,28 +1,98 @@
-"""The README's examples run as a new user would paste them, and print what the README shows.
+"""The examples of the README and of every page of docs/ run as a new user would paste them,
+and print what the pages show.
 
 ``docexamples`` says how a page is read (what is compared, what is loose, the two markers);
-this file runs README.md with it and checks the runner itself on small pages, a broken example
-among them.
+this file runs every page with it, checks the pages' links and the contributing note's count of
+examples, and checks the runner itself on small pages, a broken example among them.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 
 import pytest
 from clihelpers import REPO
-from docexamples import Report, difference, parse, run_page
+from docexamples import (
+    CENSUS_END,
+    CENSUS_START,
+    Report,
+    census,
+    census_table,
+    difference,
+    pages_of,
+    parse,
+    run_page,
+)
+
+PAGES = pages_of(REPO)
+#: How many blocks of all the pages may be marked `<!-- example: skip: ... -->`.
+MARKED_SKIPS = 4
 
 
-def test_readme_examples_run_and_print_what_the_readme_shows(tmp_path: Path) -> None:
-    report = run_page(REPO / "README.md", REPO, tmp_path / "workspace")
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES])
+def test_the_pages_examples_run_and_print_what_the_page_shows(page: Path, tmp_path: Path) -> None:
+    report = run_page(page, REPO, tmp_path / "workspace")
     print(report.summary())
     assert report.failures == [], report.summary()
-    assert report.count("compared") >= 8, report.summary()
     skipped = [outcome for outcome in report.outcomes if outcome.what == "skipped"]
     assert all(outcome.detail for outcome in skipped), report.summary()
-    marked = [outcome for outcome in skipped if outcome.block.marker]
-    assert len(marked) <= 2, f"keep `<!-- example: skip: ... -->` rare:\n{report.summary()}"
+
+
+def test_blocks_marked_not_to_run_are_few() -> None:
+    marked = [f"{block.where}: {block.marker}" for page in PAGES
+              for block in parse(page.read_text(encoding="utf-8"), page.name)
+              if block.marker is not None and block.marker.startswith("skip:")]
+    assert len(marked) <= MARKED_SKIPS, "keep `<!-- example: skip: ... -->` rare:\n" + "\n".join(marked)
+
+
+def test_the_contributing_note_counts_the_examples() -> None:
+    note = (REPO / "docs" / "contributing.md").read_text(encoding="utf-8")
+    counts = census(PAGES, REPO)
+    assert counts["console"] >= 15 and counts["python"] + counts["excerpt"] + counts["saved"] >= 12, counts
+    shown = note.split(CENSUS_START)[1].split(CENSUS_END)[0].strip()
+    assert shown == census_table(counts, len(PAGES)), (
+        "docs/contributing.md's count of examples is out of date: run `python tests/docexamples.py --census`")
+
+
+def test_the_readme_is_short_and_starts_with_the_two_commands() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    [first, *_] = [block for block in parse(readme, "README.md") if block.lang == "sh"]
+    assert first.body[0].startswith("pip install -e . && tinywf run flows/guess_game.py ")
+    assert first.body[1].startswith('pip install -e ".[test]" && pytest ')
+
+
+def test_every_page_is_in_the_sites_nav() -> None:
+    nav = re.findall(r"^\s+- [^:]+: (\S+\.md)$", (REPO / "mkdocs.yml").read_text(encoding="utf-8"), re.MULTILINE)
+    assert sorted(nav) == sorted(page.name for page in PAGES if page.parent.name == "docs")
+
+
+def slug(heading: str) -> str:
+    """The anchor the site gives a heading (Python-Markdown's ``toc`` slugify)."""
+    text = unicodedata.normalize("NFKD", heading.replace("`", "")).encode("ascii", "ignore").decode()
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+
+
+def headings(page: Path) -> set[str]:
+    """The anchors of the headings of ``page`` (those outside its fenced blocks)."""
+    text = page.read_text(encoding="utf-8").splitlines()
+    inside = {line for block in parse("\n".join(text), page.name)
+              for line in range(block.line, block.line + len(block.body) + 2)}
+    return {slug(line.lstrip("#").strip()) for number, line in enumerate(text, 1)
+            if line.startswith("#") and number not in inside}
+
+
+def test_the_readmes_links_into_the_docs_name_pages_and_headings_that_exist() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(docs/([\w.-]+\.md)(?:#([\w-]+))?\)", readme)
+    assert len(links) >= 15
+    for name, anchor in links:
+        page = REPO / "docs" / name
+        assert page.is_file(), f"README.md links to docs/{name}, which does not exist"
+        if anchor:
+            assert anchor in headings(page), f"README.md links to docs/{name}#{anchor}: no such heading"
 
 
 # -- the runner, on pages of its own -----------------------------------------------------------

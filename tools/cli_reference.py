@@ -1,12 +1,13 @@
-"""Render ``tinywf --help`` and ``tinywf COMMAND --help`` into the README's CLI reference.
+"""Render ``tinywf --help`` and ``tinywf COMMAND --help`` into the docs' CLI reference.
 
     python tools/cli_reference.py            # print the reference
-    python tools/cli_reference.py --write    # update README.md between the markers
-    python tools/cli_reference.py --check    # exit 1 when README.md is out of date
+    python tools/cli_reference.py --write    # update docs/reference.md between the markers
+    python tools/cli_reference.py --check    # exit 1 when docs/reference.md is out of date
 
 The help texts are rendered the way a reader sees them in a plain 100-column terminal
-(``COLUMNS=100``, ``NO_COLOR=1``) by the command's own entry point; only the part of README.md
-between ``<!-- cli-reference:start -->`` and ``<!-- cli-reference:end -->`` is touched.
+(``COLUMNS=100``, ``NO_COLOR=1``) by the command's own entry point; only the part of
+docs/reference.md between ``<!-- cli-reference:start -->`` and ``<!-- cli-reference:end -->``
+is touched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing: use its tinywf_cli
     sys.path.insert(0, str(ROOT))
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "reference.md"
+PAGE_NAME = "docs/reference.md"
 START = "<!-- cli-reference:start -->"
 END = "<!-- cli-reference:end -->"
 WRITE_COMMAND = "python tools/cli_reference.py --write"
@@ -86,11 +88,11 @@ def reference() -> str:
     return "\n\n".join(parts)
 
 
-def with_reference(readme: str, text: str) -> str:
-    """``readme`` with ``text`` between the markers (each must appear exactly once, start first)."""
-    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
-        raise SystemExit(f"README.md must hold {START} and then {END}, once each")
-    head, rest = readme.split(START)
+def with_reference(page: str, text: str) -> str:
+    """``page`` with ``text`` between the markers (each must appear exactly once, start first)."""
+    if page.count(START) != 1 or page.count(END) != 1 or page.index(START) > page.index(END):
+        raise SystemExit(f"{PAGE_NAME} must hold {START} and then {END}, once each")
+    head, rest = page.split(START)
     _, tail = rest.split(END)
     return f"{head}{START}\n{text}\n{END}{tail}"
 
@@ -99,25 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     """The command line of this tool."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="update README.md in place")
-    mode.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    mode.add_argument("--write", action="store_true", help=f"update {PAGE_NAME} in place")
+    mode.add_argument("--check", action="store_true", help=f"exit 1 when {PAGE_NAME} is out of date")
     args = parser.parse_args(argv)
     text = reference()
     if not (args.write or args.check):
         print(text)
         return 0
-    current = README.read_text(encoding="utf-8")
+    current = PAGE.read_text(encoding="utf-8")
     wanted = with_reference(current, text)
     if args.check:
         if wanted != current:
-            print(f"README.md's CLI reference is out of date: run `{WRITE_COMMAND}`", file=sys.stderr)
+            print(f"{PAGE_NAME}'s CLI reference is out of date: run `{WRITE_COMMAND}`", file=sys.stderr)
             return 1
         return 0
     if wanted != current:
-        README.write_text(wanted, encoding="utf-8")
-        print("README.md: CLI reference updated")
+        PAGE.write_text(wanted, encoding="utf-8")
+        print(f"{PAGE_NAME}: CLI reference updated")
     else:
-        print("README.md: CLI reference already up to date")
+        print(f"{PAGE_NAME}: CLI reference already up to date")
     return 0
 
 
