@@ -32,14 +32,14 @@ REAL_CLOCK = "real"
 #: The installed console script (the virtual environment's, else the one on PATH).
 TINYWF = shutil.which("tinywf", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}") or "tinywf"
 
-RUN_KEYS = {"run_id", "workflow", "version", "status", "step", "state", "pending", "error", "parent",
+RUN_KEYS = {"run_id", "workflow", "version", "status", "step", "state", "pending", "error", "parent", "tags",
             "created_at", "updated_at"}
 SHOW_KEYS = RUN_KEYS | {"logs"}
 PENDING_KEYS = {"resume_id", "kind", "key", "request", "due_at"}
 LOG_KEYS = {"at", "step", "type", "values"}
 ERROR_KEYS = {"type", "message"}
 LIST_KEYS = {"runs"}
-SUMMARY_KEYS = {"run_id", "workflow", "status", "step", "updated_at"}
+SUMMARY_KEYS = {"run_id", "workflow", "status", "step", "updated_at", "tags"}
 TICK_KEYS = {"due", "advanced", "skipped"}
 ADVANCED_KEYS = {"run_id", "status"}
 SKIPPED_KEYS = {"run_id", "reason"}

@@ -2,7 +2,7 @@
 
 Everything a flow author or an embedding program needs is importable from here::
 
-    from tinywf_cli import Workflow, step, signal, Retry, EventTimeout, ActionFailed, ChildFailed, Runtime
+    from tinywf_cli import Workflow, step, signal, on_failure, Retry, EventTimeout, ActionFailed, ChildFailed, Runtime
     from tinywf_cli import Limit, Breaker, Schedule
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Retry
     from tinywf_cli.authoring.limits import Breaker, Limit
-    from tinywf_cli.authoring.workflow import Workflow, signal, step
+    from tinywf_cli.authoring.workflow import Workflow, on_failure, signal, step
     from tinywf_cli.engine.attempts import heartbeat, last_heartbeat
     from tinywf_cli.errors import (
         ActionFailed,
@@ -139,6 +139,7 @@ _EXPORTS = {
     "Workflow": "tinywf_cli.authoring.workflow",
     "heartbeat": "tinywf_cli.engine.attempts",
     "last_heartbeat": "tinywf_cli.engine.attempts",
+    "on_failure": "tinywf_cli.authoring.workflow",
     "signal": "tinywf_cli.authoring.workflow",
     "step": "tinywf_cli.authoring.workflow",
 }
@@ -215,6 +216,7 @@ __all__ = [
     "__version__",
     "heartbeat",
     "last_heartbeat",
+    "on_failure",
     "signal",
     "step",
 ]

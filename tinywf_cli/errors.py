@@ -343,6 +343,15 @@ class StatusConflict(Conflict):
         self.command = command
 
 
+class RunChanged(Conflict):
+    """A command given many runs by a filter found one changed since it was selected (another
+    command got there first): it is left alone rather than acted on twice."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run '{run_id}' changed since it was selected (another command got there first)")
+        self.run_id = run_id
+
+
 # -- 5: storage ------------------------------------------------------------------
 
 

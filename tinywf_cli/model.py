@@ -144,6 +144,14 @@ class RunHead:
     scheduled_at: datetime | None = None
     #: When the run is cancelled if it has not ended (``created_at`` plus the flow's ``max_duration``).
     deadline: datetime | None = None
+    #: The run's tags (``run --tag``, ``Runtime.start(tags=)``, ``self.tag``): what ``list`` filters by.
+    tags: dict[str, str] = field(default_factory=dict)
+    #: The ``@on_failure`` methods still to call for the run's last failure (or block), in order.
+    alerts: list[str] = field(default_factory=list)
+    #: Attempts made of the first of ``alerts`` (it failed that often; 0: none yet).
+    alert_attempt: int = 0
+    #: When the first of ``alerts`` is tried again (after a failed attempt); None: at once.
+    alert_due: datetime | None = None
 
 
 HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)
@@ -178,6 +186,7 @@ class RunDocument(_Model):
     pending: list[PendingResume]
     error: ErrorInfo | None
     parent: str | None
+    tags: dict[str, str] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
     #: What each pending event accepts, for prompts (not part of the JSON document).
@@ -200,7 +209,7 @@ class RunDocument(_Model):
         ids = {p.resume_id for p in head.pending}
         return cls(run_id=head.run_id, workflow=head.workflow, version=head.version, status=head.status,
                    step=head.step, state=head.state, pending=head.pending, error=head.error, parent=head.parent,
-                   created_at=head.created_at, updated_at=head.updated_at,
+                   tags=dict(head.tags), created_at=head.created_at, updated_at=head.updated_at,
                    expects={k: v for k, v in head.expects.items() if k in ids}, children=list(head.children))
 
 
@@ -244,6 +253,7 @@ class RunSummary(_Model):
     status: Status | Literal["unreadable"]
     step: str | None
     updated_at: datetime | None
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class RunList(_Model):
@@ -440,3 +450,16 @@ class BackfillReport(_Model):
     started: list[TickAdvanced] = Field(default_factory=list)
     existing: list[str] = Field(default_factory=list)
     skipped: list[BackfillSkipped] = Field(default_factory=list)
+
+
+class BulkReport(_Model):
+    """``tinywf cancel|retry|pause|resume --json`` given filters: the runs it touched (with the
+    status each was left in; with ``--dry-run``, the runs it would touch, as they are) and those
+    it left alone, with why."""
+
+    runs: list[TickAdvanced] = Field(default_factory=list)
+    skipped: list[TickSkipped] = Field(default_factory=list)
+    #: Whether nothing was changed (``--dry-run``); not part of the JSON document.
+    dry_run: bool = Field(default=False, exclude=True)
+    #: The command (``cancel``, ``retry``, ``pause``, ``resume``); not part of the JSON document.
+    command: str = Field(default="", exclude=True)

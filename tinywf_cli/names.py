@@ -31,7 +31,7 @@ def is_schedule_name(name: object) -> bool:
 
 #: The names of the authoring API: a step or signal may not take one of them, and the static
 #: analysis knows that ``self.<name>`` is never a step. Names the API gained later (``first``,
-#: ``max_duration``) are not among them: flows that have a step of that name keep loading (and
+#: ``max_duration``, ``tag``) are not among them: flows that have a step of that name keep loading (and
 #: do without that part of the API).
 WORKFLOW_API = frozenset({
     "action", "sleep", "sleep_until", "wait_event", "parallel", "child", "start_child", "patched", "log",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from tinywf_cli.authoring.commands import (
+    NO_RETRY,
     Action,
     Child,
     Command,
@@ -64,8 +65,18 @@ class SignalSpec:
     fn: Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class FailureHookSpec:
+    """An ``@on_failure`` method as the engine sees it."""
+
+    name: str
+    fn: Callable[..., Any]
+    retry: Retry
+
+
 _STEP_MARK = "__tinywf_step__"
 _SIGNAL_MARK = "__tinywf_signal__"
+_ON_FAILURE_MARK = "__tinywf_on_failure__"
 
 
 @typing.overload
@@ -113,6 +124,41 @@ def signal(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+@typing.overload
+def on_failure(fn: Callable[..., Any], /) -> Callable[..., Any]: ...
+
+
+@typing.overload
+def on_failure(*, retry: Retry | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+
+
+def on_failure(fn: Callable[..., Any] | None = None, /, *,
+               retry: Retry | None = None) -> Callable[..., Any]:
+    """Mark a method ``def alert(self, error)`` to be called each time the run fails or becomes blocked.
+
+    ``error`` is the run's error (``error.type``, ``error.message``); ``self.state`` is the run's
+    last saved state (changes to it are not kept). It is called once per failure, as an action
+    is: its result (JSON) is logged as an ``on_failure`` entry, a raise as ``on_failure_error``
+    and tried again per ``retry`` (``@on_failure(retry=Retry(attempts=3))``; delays are durable,
+    ``tick`` carries them out). A process killed while it runs leaves it to be called again.
+    For alerts: send a message, open a ticket.
+    """
+    if retry is not None and not isinstance(retry, Retry):
+        raise FlowDefinitionError(f"@on_failure(retry=...) takes a Retry(...), not {retry!r}")
+
+    def mark(method: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.isfunction(method):
+            raise FlowDefinitionError(f"@on_failure decorates a method (def ...), not {method!r}")
+        if inspect.isgeneratorfunction(method) or inspect.iscoroutinefunction(method):
+            raise FlowDefinitionError(f"on_failure '{method.__name__}' must be a plain method (no yield, no async)")
+        setattr(method, _ON_FAILURE_MARK, retry or NO_RETRY)
+        return method
+
+    if fn is not None:
+        return mark(fn)
+    return mark
+
+
 class RunContext(Protocol):
     """What a workflow instance asks of the engine while its code runs."""
 
@@ -121,8 +167,12 @@ class RunContext(Protocol):
     step: str | None
     store_target: str
 
-    def record_log(self, type_: str, values: dict[str, Any]) -> None:
+    def record_log(self, type_: str, values: dict[str, Any]) -> object:
         """Take a ``self.log`` entry."""
+        ...
+
+    def record_tags(self, tags: dict[str, str]) -> None:
+        """Take ``self.tag(...)``: an entry, and the run's tags."""
         ...
 
     def patched(self, patch_id: str) -> bool:
@@ -142,6 +192,7 @@ class Workflow(Generic[StateT]):
     __tinywf_steps__: ClassVar[dict[str, StepSpec]] = {}
     __tinywf_signals__: ClassVar[dict[str, SignalSpec]] = {}
     __tinywf_start__: ClassVar[str | None] = None
+    __tinywf_on_failure__: ClassVar[dict[str, FailureHookSpec]] = {}
 
     #: The version of this flow's code and state; new runs record it. Raise it when the
     #: state's shape changes, with a migration from the old version.
@@ -175,20 +226,20 @@ class Workflow(Generic[StateT]):
             cls.__tinywf_model__ = model
         steps: dict[str, StepSpec] = {}
         signals: dict[str, SignalSpec] = {}
+        hooks: dict[str, FailureHookSpec] = {}
         starts: list[str] = []
         for klass in reversed(cls.__mro__):
             for name, member in vars(klass).items():
+                steps.pop(name, None)  # a member of a subclass overrides whatever its base had there
+                signals.pop(name, None)
+                hooks.pop(name, None)
                 if callable(member) and hasattr(member, _STEP_MARK):
-                    signals.pop(name, None)
                     steps[name] = StepSpec(name, member, getattr(member, _STEP_MARK))
                 elif callable(member) and hasattr(member, _SIGNAL_MARK):
-                    steps.pop(name, None)
                     signals[name] = SignalSpec(name, member)
-                elif name in steps or name in signals:
-                    # overridden by something that is not a step or signal
-                    steps.pop(name, None)
-                    signals.pop(name, None)
-        for name in (*steps, *signals):
+                elif callable(member) and hasattr(member, _ON_FAILURE_MARK):
+                    hooks[name] = FailureHookSpec(name, member, getattr(member, _ON_FAILURE_MARK))
+        for name in (*steps, *signals, *hooks):
             if name in RESERVED or name.startswith("_tinywf"):
                 raise FlowDefinitionError(
                     f"{cls.__name__}.{name}: '{name}' is part of the Workflow API; give the step another name"
@@ -200,6 +251,7 @@ class Workflow(Generic[StateT]):
             )
         cls.__tinywf_steps__ = steps
         cls.__tinywf_signals__ = signals
+        cls.__tinywf_on_failure__ = hooks
         cls.__tinywf_start__ = starts[0] if starts else next(iter(steps), None)
         _check_versioning(cls)
         if cls.__dict__.get("schedules"):
@@ -331,6 +383,14 @@ class Workflow(Generic[StateT]):
         if not isinstance(type, str) or not type:
             raise TypeError(f"self.log() takes a non-empty type string first, got {type!r}")
         self._tinywf.record_log(type, values)
+
+    def tag(self, **tags: str) -> None:
+        """Tag this run: ``self.tag(customer="acme")`` (string values; a key already there takes the
+        new value). Recorded in the audit log as a ``tag`` entry and applied once, like ``log``;
+        ``tinywf list --tag customer=acme`` finds the run."""
+        from tinywf_cli.filters import checked_tags
+
+        self._tinywf.record_tags(checked_tags(tags, "self.tag()"))
 
 
 def _check_versioning(cls: type[Workflow[Any]]) -> None:

@@ -75,6 +75,20 @@ ReadLockTimeout = Annotated[
                  help="Accepted like every command that touches a run; reading takes no lock, so it never waits."),
 ]
 RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)]
+#: RUN where a filter may stand instead (``cancel``, ``retry``, ``pause``, ``resume``).
+RunOrFilter = Annotated[str | None, typer.Argument(metavar="[RUN]", show_default=False,
+                                                   help="The run id; or give filters (--tag, --status, …) instead.")]
+# The filters of ``list`` and of the bulk commands (``tinywf_cli.filters``).
+Tags = Annotated[list[str] | None, typer.Option("--tag", metavar="KEY=VALUE", show_default=False,
+                                                help="Runs with this tag (repeatable: all must match).")]
+FlowFilter = Annotated[str | None, typer.Option("--flow", metavar="FLOW", show_default=False,
+                                                help="Runs of this workflow (its class name, or its file).")]
+Since = Annotated[str | None, typer.Option("--since", metavar="AGE", show_default=False,
+                                           help="Runs updated within AGE (30m, 12h, 7d).")]
+Stuck = Annotated[str | None, typer.Option("--stuck", metavar="AGE", show_default=False,
+                                           help="Runs running or waiting with no change for longer than AGE.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="With filters: list the runs it would touch; "
+                                                        "change nothing.")]
 NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt, even with a terminal on stdin.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait out timers and retry delays in this process, "
                                                     "with a countdown.")]

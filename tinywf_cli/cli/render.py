@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # documents only by their attributes: `show` draws the read p
     from tinywf_cli.model import (
         BackfillReport,
         BreakerList,
+        BulkReport,
         CheckReport,
         LimitList,
         LogEntry,
@@ -214,6 +215,8 @@ def show_view(doc: ShowDocument, now: datetime, state_hint: str = "") -> Rendera
         grid.add_row("version", str(doc.version))
     if doc.parent is not None:
         grid.add_row("parent", doc.parent)
+    if doc.tags:
+        grid.add_row("tags", tag_text(doc.tags))
     if doc.children:
         grid.add_row("children", ", ".join(doc.children))
     grid.add_row("created", f"{format_instant(doc.created_at)} ({ago(doc.created_at, now)})")
@@ -299,12 +302,19 @@ def runs_table(runs: RunList, now: datetime) -> RenderableType:
         (row.run_id, row.workflow, row.status, row.step or "-", ago(row.updated_at, now)) for row in runs.runs]
     if len(rows) > TABLE_ROWS:
         return Group(*list(run_lines(rows)))
+    tagged = any(row.tags for row in runs.runs)
     table = Table(header_style="bold", box=None, show_edge=False, pad_edge=False)
-    for name in ("run", "workflow", "status", "step", "updated"):
-        table.add_column(name, no_wrap=name != "workflow")
-    for run_id, workflow, status, step, updated in rows:
-        table.add_row(run_id, workflow, status_text(status), step, updated)
+    for name in ("run", "workflow", "status", "step", "updated", *(("tags",) if tagged else ())):
+        table.add_column(name, no_wrap=name not in ("workflow", "tags"))
+    for (run_id, workflow, status, step, updated), row in zip(rows, runs.runs, strict=True):
+        table.add_row(run_id, workflow, status_text(status), step, updated,
+                      *((tag_text(row.tags),) if tagged else ()))
     return table
+
+
+def tag_text(tags: Mapping[str, str]) -> str:
+    """Tags for people: ``customer=acme tier=gold``."""
+    return " ".join(f"{key}={value}" for key, value in tags.items())
 
 
 def run_lines(rows: list[tuple[str, str, str, str, str]]) -> Iterable[Text]:
@@ -319,6 +329,24 @@ def run_lines(rows: list[tuple[str, str, str, str, str]]) -> Iterable[Text]:
         line.append(status.ljust(widths[2]), style=STATUS_STYLE.get(status, ""))
         line.append(f"  {step.ljust(widths[3])}  {updated}")
         yield line
+
+
+def bulk_lines(report: BulkReport) -> RenderableType:
+    """``cancel``/``retry``/``pause``/``resume`` by filter: one line per run touched (or, with
+    ``--dry-run``, that would be) and per run skipped, then a summary."""
+    done = {"cancel": "cancelled", "retry": "retried", "pause": "paused", "resume": "resumed"}[report.command]
+    lines: list[RenderableType] = []
+    for one in report.runs:
+        verb = f"would {report.command}" if report.dry_run else done
+        lines.append(Text.assemble((f"{verb} ", "green"), (one.run_id, "bold"), (" -> " if not report.dry_run
+                                                                                else " (now ", ""),
+                                   status_text(one.status), ("" if not report.dry_run else ")", "")))
+    for skipped in report.skipped:
+        lines.append(Text.assemble(("skipped ", "yellow"), (skipped.run_id, "bold"), (f": {skipped.reason}", "")))
+    touched = f"{len(report.runs)} would be {done}" if report.dry_run else f"{len(report.runs)} {done}"
+    lines.append(Text(f"{touched}, {len(report.skipped)} skipped" + (" (dry run: nothing changed)"
+                                                                     if report.dry_run else ""), style="dim"))
+    return Group(*lines)
 
 
 def tick_lines(report: TickReport) -> RenderableType:

@@ -10,14 +10,18 @@ import typer
 
 from tinywf_cli.cli.app import (
     Debug,
+    FlowFilter,
     Json,
     Lease,
     LockTimeout,
     NoInput,
     ReadLockTimeout,
     RunId,
+    Since,
     StateDir,
     StoreTarget,
+    Stuck,
+    Tags,
     Wait,
     app,
     parse_object,
@@ -26,6 +30,7 @@ from tinywf_cli.cli.app import (
 from tinywf_cli.cli.prompts import drive, finish
 from tinywf_cli.cli.session import DEFAULT_LOCK_TIMEOUT, Session
 from tinywf_cli.errors import BadInput
+from tinywf_cli.filters import parse_tag_options, run_filter
 
 
 @app.command()
@@ -38,6 +43,9 @@ def run(
     attach: Annotated[bool, typer.Option("--attach", help="When a run with this --run-id exists for the same "
                                                           "workflow, advance and print it instead of exiting 4.")]
     = False,
+    tag: Annotated[list[str] | None, typer.Option("--tag", metavar="KEY=VALUE",
+                                                  help="Tag the run (repeatable): `tinywf list --tag` finds it.")]
+    = None,
     wait: Wait = False,
     no_input: NoInput = False,
     store: StoreTarget = None,
@@ -57,12 +65,15 @@ def run(
     Example:
         tinywf run flows/guess_game.py --input '{"number": 42}'
         tinywf run flows/checkout.py --run-id order-17 --attach --input @order.json
+        tinywf run flows/checkout.py --tag customer=acme --tag region=eu
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
     data = parse_object(input, "--input")
+    tags = parse_tag_options(tag or ())
     if attach and run_id is None:
         raise BadInput("--attach needs --run-id: it attaches to the run with that id")
-    doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id, attach=attach))
+    doc = session.call(lambda: session.runtime.start(flow, input=data, run_id=run_id, attach=attach,
+                                                                tags=tags))
     finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
 
@@ -194,30 +205,37 @@ STATUSES = ("running", "waiting", "paused", "blocked", "finished", "failed", "ca
 
 @app.command(name="list")
 def list_runs(
-    status: Annotated[str | None, typer.Option("--status", metavar="STATUS",
+    status: Annotated[str | None, typer.Option("--status", metavar="STATUS[,STATUS…]",
                                                help="Only runs in this status: " + ", ".join(STATUSES))] = None,
+    tag: Tags = None,
+    flow: FlowFilter = None,
+    since: Since = None,
+    stuck: Stuck = None,
     store: StoreTarget = None,
     state_dir: StateDir = None,
     as_json: Json = False,
     lock_timeout: ReadLockTimeout = DEFAULT_LOCK_TIMEOUT,
     debug: Debug = False,
 ) -> None:
-    """List all runs, newest first: id, workflow, status, step, updated.
+    """List runs, newest first: id, workflow, status, step, updated, tags.
 
-    A record that cannot be read is listed as unreadable, with a warning on stderr.
+    Filters combine with AND. A record that cannot be read is listed as unreadable, with a
+    warning on stderr (not when filtering by tag, flow or time: it cannot be said to match).
 
     \b
     Example:
         tinywf list --status waiting
+        tinywf list --tag customer=acme --status failed --since 1d
+        tinywf list --stuck 2h --flow flows/checkout.py
     """
-    if status is not None and status not in STATUSES:
-        raise BadInput(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
     session = Session(store, state_dir, as_json)
+    select = run_filter(session.now(), tags=tag or (), status=status, flow=flow, since=since, stuck=stuck,
+                        statuses=STATUSES)
     from tinywf_cli.reading import documents
 
-    runs: Any = session.read(lambda source: source.list_runs(status))
+    runs: Any = session.read(lambda source: source.list_runs(select))
     if runs is None:
-        runs = session.runtime.list(status)
+        runs = session.runtime.select(select)
     for problem in runs.problems:
         print(f"warning: {problem}", file=sys.stderr)
     if as_json:

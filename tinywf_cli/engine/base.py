@@ -49,6 +49,7 @@ class EngineBase:
                  world: World | None = None, *, dry: bool = False, gates: Gates | None = None) -> None:
         self.cls = cls
         self.cp = Checkpoint(head, _discard if dry else save, clock)
+        self.cp.hooks = tuple(cls.__tinywf_on_failure__)
         #: The run being advanced (the checkpoint's head: one object for the engine's life).
         self.head = head
         self.slots = slots

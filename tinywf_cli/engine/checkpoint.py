@@ -70,6 +70,8 @@ class Checkpoint:
         self.kept: tuple[str, int] | None = None
         #: The whole-run limit the run held when it finished, to give back once that is saved.
         self.let_go: tuple[str, str | None] | None = None
+        #: The flow's ``@on_failure`` methods: owed (``head.alerts``) from each failure or block.
+        self.hooks: tuple[str, ...] = ()
 
     def log(self, type_: str, values: dict[str, Any]) -> None:
         """Queue an audit entry."""
@@ -157,6 +159,7 @@ class Checkpoint:
         head.status = "failed"
         head.error = ErrorInfo(**error)
         head.pending = []
+        self.owe_alerts()
         self.log("error", dict(error, **(extra or {})))
         self.keep_answer()
         self.commit()
@@ -173,10 +176,16 @@ class Checkpoint:
         head.status = "blocked"
         head.error = ErrorInfo(type=kind, message=message)
         head.pending = []
+        self.owe_alerts()
         self.log("blocked", {"type": kind, "message": message})
         self.keep_answer()
         self.commit()
         raise _Stop("blocked", message)
+
+    def owe_alerts(self) -> None:
+        """The run failed or was blocked: its ``@on_failure`` methods are owed, saved with that."""
+        head = self.head
+        head.alerts, head.alert_attempt, head.alert_due = list(self.hooks), 0, None
 
     def finish(self) -> NoReturn:
         """The run ended: its last step returned None."""

@@ -76,8 +76,8 @@ class _Context:
         self.store_target = store_target
         self.calls = 0
 
-    def record_log(self, type_: str, values: dict[str, Any]) -> None:
-        """Count the call; record it unless a previous pass of this visit already did."""
+    def record_log(self, type_: str, values: dict[str, Any]) -> bool:
+        """Count the call; record it unless a previous pass of this visit already did (then False)."""
         try:
             stored = to_json_value(values)
         except NotJSON as exc:
@@ -87,6 +87,18 @@ class _Context:
         if self.calls > head.visit_logs:
             head.visit_logs = self.calls
             self.engine.cp.log(type_, stored)
+            return True
+        return False
+
+    def record_tags(self, tags: dict[str, str]) -> None:
+        """``self.tag(...)``: a ``tag`` entry, and the tags on the run, once per visit (the head that
+        carries them is written with the entry)."""
+        from tinywf_cli.filters import checked_tags
+
+        head = self.engine.head
+        checked_tags(tags, "self.tag()", have=head.tags)  # the run's tags and these within the limit
+        if self.record_log("tag", tags):
+            head.tags.update(tags)
 
     def patched(self, patch_id: str) -> bool:
         """``self.patched(id)`` at this point of the visit."""
@@ -98,8 +110,9 @@ class _Silent(_Context):
 
     __slots__ = ()
 
-    def record_log(self, type_: str, values: dict[str, Any]) -> None:
+    def record_log(self, type_: str, values: dict[str, Any]) -> bool:
         """Already recorded."""
+        return False
 
 
 class Engine(Actions, Choice):

@@ -47,6 +47,10 @@ class SignalContext:
         if self.keep_logs:
             self.logs.append((type_, stored))
 
+    def record_tags(self, tags: dict[str, str]) -> None:
+        """Tags are a step's to set."""
+        raise TypeError("self.tag() belongs in a step, not in a signal method")
+
     def patched(self, patch_id: str) -> bool:
         """Signals are not replayed step code: there is nothing to patch."""
         raise TypeError("self.patched() belongs in a step, not in a signal method")

@@ -25,6 +25,7 @@ from tinywf_cli.reading.documents import Fallback, RunRows, RunView, listed, vie
 from tinywf_cli.stores.postgres.reader import NotReadable, PostgresReader
 
 if TYPE_CHECKING:
+    from tinywf_cli.filters import RunFilter
     from tinywf_cli.stores.postgres.store import PostgresStore
 
 
@@ -74,13 +75,14 @@ class Database:
             raise Fallback
         return with_history(view, history, last)
 
-    def list_runs(self, status: str | None) -> RunRows:
-        """Every run (in ``status``), newest first: ``list``."""
+    def list_runs(self, select: RunFilter) -> RunRows:
+        """The runs ``select`` picks, newest first: ``list``."""
+        one = next(iter(select.statuses)) if len(select.statuses) == 1 else None
         try:
-            heads = self.reader.heads(None if status in (None, "unreadable") else status)
+            heads = self.reader.heads(None if one in (None, "unreadable") else one)
         except NotReadable:
             raise Fallback from None
-        return listed(((run_id, partial(_parsed, head)) for run_id, head in heads), self._full_head, status)
+        return listed(((run_id, partial(_parsed, head)) for run_id, head in heads), self._full_head, select)
 
     def _full_head(self, run_id: str) -> Any:
         """A head as ``PostgresStore`` reads it (the reader could not vouch for it)."""

@@ -17,7 +17,10 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from json.encoder import encode_basestring
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tinywf_cli.filters import RunFilter
 
 STATUSES = frozenset({"running", "waiting", "paused", "blocked", "finished", "failed", "cancelled"})
 RESUME_KINDS = frozenset({"event", "timer", "retry", "child", "limit", "breaker"})
@@ -142,6 +145,8 @@ class RunView:
         self.pending = pending
         self.error = error
         self.parent: str | None = head.get("parent")
+        self.flow_file: str | None = head["flow"].get("file")
+        self.tags: dict[str, str] = head.get("tags", {})
         self.created_at = instant(head["created_at"])
         self.updated_at = instant(head["updated_at"])
         self.expects = expects
@@ -159,7 +164,7 @@ class RunView:
         doc = {"run_id": self.run_id, "workflow": self.workflow, "version": self.version, "status": self.status,
                "step": self.step, "state": self.state, "pending": pending,
                "error": None if self.error is None else {"type": self.error.type, "message": self.error.message},
-               "parent": self.parent, "created_at": _time(self.created_at),
+               "parent": self.parent, "tags": self.tags, "created_at": _time(self.created_at),
                "updated_at": _time(self.updated_at),
                "logs": [{"at": _time(e.at), "step": e.step, "type": e.type, "values": e.values}
                         for e in self.logs]}
@@ -169,10 +174,12 @@ class RunView:
 class RunRow:
     """One row of ``list``."""
 
-    __slots__ = ("run_id", "status", "step", "updated_at", "workflow")
+    __slots__ = ("run_id", "status", "step", "tags", "updated_at", "workflow")
 
-    def __init__(self, run_id: str, workflow: str, status: str, step: str | None, updated_at: datetime | None) -> None:
+    def __init__(self, run_id: str, workflow: str, status: str, step: str | None, updated_at: datetime | None,
+                 tags: dict[str, str]) -> None:
         self.run_id, self.workflow, self.status, self.step, self.updated_at = run_id, workflow, status, step, updated_at
+        self.tags = tags
 
 
 class RunRows:
@@ -185,7 +192,8 @@ class RunRows:
     def json(self) -> str:
         """``list --json``: the text ``RunList.model_dump_json(indent=2)`` prints."""
         return encode({"runs": [{"run_id": r.run_id, "workflow": r.workflow, "status": r.status,
-                                 "step": r.step, "updated_at": _time(r.updated_at)} for r in self.runs]})
+                                 "step": r.step, "updated_at": _time(r.updated_at), "tags": r.tags}
+                                for r in self.runs]})
 
 
 # -- reading a head -----------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ _HEAD_FIELDS = frozenset({
     "run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at", "doc",
     "version", "parent", "visit", "visit_logs", "pending", "expects", "inbox", "error", "wake_at", "progress",
     "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs", "held_limit",
-    "scheduled_at", "deadline"})
+    "scheduled_at", "deadline", "tags", "alerts", "alert_attempt", "alert_due"})
 _REQUIRED = ("run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at")
 
 
@@ -231,7 +239,8 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
            and _one_of(get("status"), STATUSES) and _opt(get("doc"), str) and _opt(get("parent"), str)
            and _opt(get("code"), str) and _opt(get("history_limit"), int)
            and (get("paused_from") is None or _one_of(get("paused_from"), STATUSES)))
-    for name, default in (("version", 1), ("visit", 1), ("visit_logs", 0), ("progress", 0), ("dropped_logs", 0)):
+    for name, default in (("version", 1), ("visit", 1), ("visit_logs", 0), ("progress", 0), ("dropped_logs", 0),
+                          ("alert_attempt", 0)):
         _check(type(get(name, default)) is int)
     _check(type(get("parent_woken", False)) is bool)
     held = get("held_limit")
@@ -246,9 +255,13 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     _check(type(children) is list and all(type(c) is str for c in children))
     expects = get("expects", {})
     _check(type(expects) is dict and all(type(v) is str for v in expects.values()))
+    tags = get("tags", {})
+    _check(type(tags) is dict and all(type(v) is str for v in tags.values()))
     inbox = get("inbox", {})
     _check(type(inbox) is dict and all(type(queue) is list and all(map(_is_queued, queue)) for queue in inbox.values()))
-    for name in ("wake_at", "scheduled_at", "deadline"):
+    alerts = get("alerts", [])
+    _check(type(alerts) is list and all(type(a) is str for a in alerts))
+    for name in ("wake_at", "scheduled_at", "deadline", "alert_due"):
         if get(name) is not None:
             instant(get(name))
     error = get("error")
@@ -289,31 +302,37 @@ def with_history(view: RunView, history: list[Any], last: int | None) -> RunView
 
 
 def listed(heads: Iterable[tuple[str, Callable[[], Any]]], full_head: Callable[[str], Any],
-           status: str | None) -> RunRows:
+           select: RunFilter) -> RunRows:
     """``list``: the runs ``heads`` names (oldest first, each with a way to read its head as
-    parsed JSON), newest first. A head the read path cannot vouch for, or cannot read, is read
-    by ``full_head``, the store's own reading: its ``RunHead``, or its error, listed as
-    unreadable in the store's words."""
+    parsed JSON) that ``select`` picks, newest first. A head the read path cannot vouch for, or
+    cannot read, is read by ``full_head``, the store's own reading: its ``RunHead``, or its error,
+    listed as unreadable in the store's words (unless a filter other than ``--status unreadable``
+    was given: such a record cannot be said to match)."""
     from tinywf_cli.errors import RunNotFound, TinyWFError
 
-    rows: list[tuple[datetime, RunRow]] = []
+    rows: list[tuple[datetime, str, RunRow]] = []
     problems: list[str] = []
     for run_id, read in heads:
         try:
             try:
                 view = view_of_head(read(), run_id)
-                row = (view.created_at, RunRow(run_id, view.workflow, view.status, view.step, view.updated_at))
+                if not select.matches(view.status, view.workflow, view.tags, view.updated_at, view.flow_file):
+                    continue
+                row = (view.created_at.replace(tzinfo=None), run_id,
+                       RunRow(run_id, view.workflow, view.status, view.step, view.updated_at, view.tags))
             except (Fallback, TinyWFError, ValueError):
                 slow = full_head(run_id)
-                row = (slow.created_at, RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at))
+                if not select.matches(slow.status, slow.workflow, slow.tags, slow.updated_at, slow.flow.file):
+                    continue
+                row = (slow.created_at.replace(tzinfo=None), run_id,
+                       RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at, dict(slow.tags)))
         except RunNotFound:
             continue  # removed meanwhile
         except TinyWFError as exc:
             problems.append(exc.message)
-            if status in (None, "unreadable"):
-                rows.append((datetime.min, RunRow(run_id, "?", "unreadable", None, None)))
+            if select.lists_unreadable:
+                rows.append((datetime.min, run_id, RunRow(run_id, "?", "unreadable", None, None, {})))
             continue
-        if status is None or row[1].status == status:
-            rows.append(row)
-    rows.sort(key=lambda r: r[0].replace(tzinfo=None), reverse=True)
-    return RunRows([r for _, r in rows], problems)
+        rows.append(row)
+    rows.sort(key=lambda r: r[:2], reverse=True)  # newest first; of one instant, the greatest id
+    return RunRows([r for _, _, r in rows], problems)

@@ -11,12 +11,15 @@ import os
 import stat
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.jsonio import strict_loads
 from tinywf_cli.names import is_run_id
 from tinywf_cli.reading.documents import Fallback, RunRows, RunView, _check, listed, view_of_head, with_history
 from tinywf_cli.stores.files.runfiles import RunFiles
+
+if TYPE_CHECKING:
+    from tinywf_cli.filters import RunFilter
 
 # -- show and list ---------------------------------------------------------------------------------
 
@@ -61,8 +64,8 @@ def show(root: Path, run_id: str, last: int | None) -> RunView:
     return with_history(view, history, last)
 
 
-def list_runs(root: Path, status: str | None) -> RunRows:
-    """Every run, newest first (``list``); a record the fast path cannot vouch for is read by
+def list_runs(root: Path, select: RunFilter) -> RunRows:
+    """The runs ``select`` picks, newest first (``list``); a record the fast path cannot vouch for is read by
     the file store (its head, or its error)."""
     if not os.path.lexists(root):
         return RunRows([], [])
@@ -77,7 +80,7 @@ def list_runs(root: Path, status: str | None) -> RunRows:
 
         return FileStore(root).head(run_id)
 
-    return listed(((run_id, partial(head_of, run_id)) for run_id in files.run_ids()), full_head, status)
+    return listed(((run_id, partial(head_of, run_id)) for run_id in files.run_ids()), full_head, select)
 
 
 class StateDirectory:
@@ -90,9 +93,9 @@ class StateDirectory:
         """The run ``show`` prints."""
         return show(self.root, run_id, last)
 
-    def list_runs(self, status: str | None) -> RunRows:
-        """Every run (in ``status``), newest first."""
-        return list_runs(self.root, status)
+    def list_runs(self, select: RunFilter) -> RunRows:
+        """The runs ``select`` picks, newest first."""
+        return list_runs(self.root, select)
 
     def close(self) -> None:
         """Nothing is held open."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from tinywf_cli.reading.documents import Fallback, RunRows, RunView
 
 if TYPE_CHECKING:
+    from tinywf_cli.filters import RunFilter
     from tinywf_cli.stores.base import Store
 
 T = TypeVar("T")
@@ -29,8 +30,8 @@ class Source(Protocol):
     def show(self, run_id: str, last: int | None) -> RunView:
         """The run ``show`` prints; Fallback when the full path must read it."""
 
-    def list_runs(self, status: str | None) -> RunRows:
-        """Every run (in ``status``), newest first; Fallback when the full path must list them."""
+    def list_runs(self, select: RunFilter) -> RunRows:
+        """The runs ``select`` picks, newest first; Fallback when the full path must list them."""
 
     def close(self) -> None:
         """Release what the source holds open."""

@@ -21,7 +21,7 @@ from tinywf_cli.errors import (
 )
 from tinywf_cli.model import ErrorInfo, FlowRef, PendingResume, RunDocument, RunHead, TickAdvanced
 from tinywf_cli.runtime.base import RuntimeBase, _running, due_now, own_doc, start_values
-from tinywf_cli.stores.base import LoadedRun, RunSession, wakes_parent
+from tinywf_cli.stores.base import LoadedRun, RunSession, owes_alerts, wakes_parent
 from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import VisitEntry
 from tinywf_cli.stores.limits import Gates, cells_of
@@ -97,6 +97,9 @@ class Advancing(RuntimeBase):
                 self._block(session, head, "FlowLoadError", f"{exc.message}; fix the flow file, then "
                                                             f"`tinywf retry {head.run_id}`")
                 return None
+        if owes_alerts(head):  # failed or blocked earlier: only its @on_failure methods are due
+            self._alert(session, head, cls)
+            return None
         head.deadline = deadline_of(cls, head)
         if head.deadline is not None and head.deadline <= self.clock.now():
             self._cancel(session, head, MAX_DURATION, follow)
@@ -115,8 +118,20 @@ class Advancing(RuntimeBase):
                     f"{'were' if saved != 1 else 'was'} (`tinywf show {head.run_id}`); "
                     "`tinywf tick` carries the run on")) from None
             raise
+        if owes_alerts(head):
+            self._alert(session, head, cls)
         follow.after(engine, head)
         return engine
+
+    def _alert(self, session: RunSession, head: RunHead, cls: WorkflowClass) -> None:
+        """Call the ``@on_failure`` methods the failed run owes, saving after each; stop at one
+        that failed and is to be tried again later (its due time is saved)."""
+        from tinywf_cli.engine.alerts import call_next_alert
+
+        now = self.clock.now()
+        while owes_alerts(head) and (head.alert_due is None or head.alert_due <= now):
+            entries = call_next_alert(cls, head, self.clock, self.store_target)
+            self._commit(session, head, entries)
 
     def _block(self, session: RunSession, head: RunHead, kind: str, message: str) -> None:
         head.status = "blocked"
@@ -167,12 +182,14 @@ class Advancing(RuntimeBase):
         follow.after(None, head)
         self._give_back(head.run_id, waited, held, follow)
 
-    def _cancel_tree(self, run_id: str, reason: str | None, children_reason: str) -> tuple[RunHead, _Follow]:
-        """Cancel a run that has not ended, then its unfinished children (``children_reason``); what
-        follows (waking the parents of the runs cancelled) is the caller's to settle."""
+    def _cancel_tree(self, run_id: str, reason: str | None, children_reason: str,
+                     seen: int | None = None) -> tuple[RunHead, _Follow]:
+        """Cancel a run that has not ended (and not changed since its ``progress`` was ``seen``), then its
+        unfinished children (``children_reason``); what follows (waking the parents of the runs
+        cancelled) is the caller's to settle."""
         follow = _Follow()
         with self._open(run_id) as session:
-            head = self._load_for(session, "cancel it").head
+            head = self._load_for(session, "cancel it", seen).head
             self._cancel(session, head, reason, follow)
         for child in head.children:
             try:
@@ -209,7 +226,8 @@ class Advancing(RuntimeBase):
         now = self.clock.now()
         head = RunHead(run_id=run_id, workflow=shown, flow=ref, doc=own_doc(cls), status="waiting", step=start,
                        state=state, visit_state=state, created_at=now, updated_at=now, version=cls.version,
-                       parent=parent.run_id, wake_at=now, code=code_of(cls), history_limit=cls.history_limit)
+                       parent=parent.run_id, wake_at=now, code=code_of(cls), history_limit=cls.history_limit,
+                       tags=dict(parent.tags))
         try:
             with self._open(run_id, create=True) as session:
                 session.create(head, [self._log(head, "start", start_values(shown, head)),

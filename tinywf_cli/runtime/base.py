@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywf_cli.clock import Clock, clock_from_env, format_instant
-from tinywf_cli.errors import InvalidRunId, RunLocked, StatusConflict
+from tinywf_cli.errors import InvalidRunId, RunChanged, RunLocked, StatusConflict
 from tinywf_cli.model import ENDED, RunHead
 from tinywf_cli.names import is_run_id
 from tinywf_cli.stores import open_store
-from tinywf_cli.stores.base import LoadedRun, RunSession, Store, wakes_parent
+from tinywf_cli.stores.base import LoadedRun, RunSession, Store, owes_alerts, wakes_parent
 from tinywf_cli.stores.journal import AuditEntry, Entry
 
 if TYPE_CHECKING:
@@ -148,9 +148,12 @@ def new_run_id(cls: type) -> str:
 
 def due_now(head: RunHead, now: datetime) -> bool:
     """Whether a run (read under its lock) is for ``tick``: left running by a dead process,
-    waiting on something due by ``now``, or a child that ended and has yet to wake its parent."""
+    waiting on something due by ``now``, a child that ended and has yet to wake its parent, or
+    a failed run whose ``@on_failure`` methods are owed by ``now``."""
     if head.status == "running" or wakes_parent(head):
         return True
+    if owes_alerts(head):
+        return head.alert_due is None or head.alert_due <= now
     return head.status == "waiting" and head.wake_at is not None and head.wake_at <= now
 
 
@@ -173,6 +176,8 @@ def start_values(shown: str, head: RunHead) -> dict[str, Any]:
         values["parent"] = head.parent
     if head.code is not None:
         values["code"] = head.code
+    if head.tags:
+        values["tags"] = dict(head.tags)
     return values
 
 
@@ -241,9 +246,12 @@ class RuntimeBase:
     def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> AuditEntry:
         return AuditEntry(format_instant(self.clock.now()), head.step, type_, values)
 
-    def _load_for(self, session: RunSession, command: str) -> LoadedRun:
-        """Load a run to change it; refuse it (exit 4) when it has ended."""
+    def _load_for(self, session: RunSession, command: str, seen: int | None = None) -> LoadedRun:
+        """Load a run to change it; refuse it (exit 4) when it has ended, or when ``seen`` is given
+        and the run's ``progress`` is no longer that (changed since: RunChanged)."""
         run = session.load()
+        if seen is not None and run.head.progress != seen:
+            raise RunChanged(session.run_id)
         if run.head.status in ENDED:
             raise StatusConflict(session.run_id, run.head.status, command)
         return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,14 +10,17 @@ from typing import TYPE_CHECKING, Any
 from tinywf_cli.clock import as_utc, format_instant
 from tinywf_cli.engine.values import Answer, kept_form
 from tinywf_cli.errors import (
+    BadInput,
     FlowLoadError,
     NotAnEvent,
     QueueFull,
     ResumeNotFound,
+    RunChanged,
     RunExists,
     RunNotFound,
     StatusConflict,
 )
+from tinywf_cli.filters import checked_tags
 from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead, SignalDocument, Via
 from tinywf_cli.runtime.advancing import _Follow
 from tinywf_cli.runtime.base import _running, check_run_id, due_now, new_run_id, own_doc, start_values
@@ -40,12 +44,19 @@ class RunCommands(Limits):
     # -- starting and answering runs ---------------------------------------------
 
     def start(self, flow: str | Path | type[Workflow[Any]], input: dict[str, Any] | None = None,
-              run_id: str | None = None, *, attach: bool = False) -> RunDocument:
+              run_id: str | None = None, *, attach: bool = False,
+              tags: Mapping[str, str] | None = None) -> RunDocument:
         """Create a run of ``flow`` (``path.py[:Class]`` or a class) and advance it until it waits or ends.
 
         With ``attach``, a run that already has ``run_id`` and the same workflow is advanced
-        (if due) and returned instead of raising RunExists: an idempotent start.
+        (if due) and returned instead of raising RunExists: an idempotent start (its tags are
+        left as they are). ``tags``: ``{key: value}`` strings the run carries, for ``list``
+        and the bulk commands to select it by.
         """
+        try:
+            given = checked_tags(tags or {}, "tags")
+        except TypeError as exc:
+            raise BadInput(str(exc)) from None
         running = _running()
         code_of = running.code_of
         if isinstance(flow, type):
@@ -67,7 +78,8 @@ class RunCommands(Limits):
             now = self.clock.now()
             head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
                            step=start, state=state, visit_state=state, created_at=now, updated_at=now,
-                           version=cls.version, code=code_of(cls), history_limit=cls.history_limit)
+                           version=cls.version, code=code_of(cls), history_limit=cls.history_limit,
+                           tags=dict(given))
             try:
                 with self._open(rid, create=True) as session:
                     session.create(head, [self._log(head, "start", start_values(shown, head)),
@@ -198,18 +210,20 @@ class RunCommands(Limits):
         signalled.result = result
         return signalled
 
-    def cancel(self, run_id: str, reason: str | None = None) -> RunDocument:
+    def cancel(self, run_id: str, reason: str | None = None, *, _seen: int | None = None) -> RunDocument:
         """Cancel a run that has not ended, and its unfinished children; nothing stays pending."""
-        head, follow = self._cancel_tree(run_id, reason, f"its parent {run_id} was cancelled")
+        head, follow = self._cancel_tree(run_id, reason, f"its parent {run_id} was cancelled", _seen)
         return self._document(head, advanced=False, follow=follow)
 
-    def retry(self, run_id: str) -> RunDocument:
+    def retry(self, run_id: str, *, _seen: int | None = None) -> RunDocument:
         """Try a failed run again from its failed step visit (the action that failed gets a fresh
         set of attempts), or a blocked run under today's code; cached actions stay cached."""
         follow = _Follow()
         with self._open(run_id) as session:
             run = session.load()
             head = run.head
+            if _seen is not None and head.progress != _seen:
+                raise RunChanged(run_id)
             if head.status not in ("failed", "blocked"):
                 raise StatusConflict(run_id, head.status, "retry it (only failed or blocked runs are retried)")
             from tinywf_cli.engine.engine import reset_failed_slots
@@ -224,11 +238,11 @@ class RunCommands(Limits):
             self._advance(session, run, follow)
         return self._document(head, advanced=True, follow=follow)
 
-    def pause(self, run_id: str) -> RunDocument:
+    def pause(self, run_id: str, *, _seen: int | None = None) -> RunDocument:
         """Hold a run: nothing advances it (tick and worker skip it) until ``resume``; events
         sent meanwhile queue, timers that come due wait."""
         with self._open(run_id) as session:
-            head = self._load_for(session, "pause it").head
+            head = self._load_for(session, "pause it", _seen).head
             if head.status == "paused":
                 raise StatusConflict(run_id, "paused", "pause it again (`tinywf resume` it)")
             head.paused_from = head.status
@@ -237,11 +251,11 @@ class RunCommands(Limits):
             self._give_back(run_id, head.pending, None, _Follow())
         return self._document(head, advanced=False)
 
-    def resume(self, run_id: str) -> RunDocument:
+    def resume(self, run_id: str, *, _seen: int | None = None) -> RunDocument:
         """Put a paused run back and advance it as ``tick`` would."""
         follow = _Follow()
         with self._open(run_id) as session:
-            run = self._load_for(session, "resume it")
+            run = self._load_for(session, "resume it", _seen)
             head = run.head
             if head.status != "paused":
                 raise StatusConflict(run_id, head.status, "resume it (only paused runs are resumed)")

@@ -124,7 +124,8 @@ class Maintenance(Advancing):
         rid = new_run_id or f"{run_id[:100]}-fork-{new_run_id_suffix()}"
         now = self.clock.now()
         fork = RunHead(run_id=rid, workflow=head.workflow, flow=head.flow, doc=head.doc, status="running",
-                       step=step, state=state, visit_state=state, created_at=now, updated_at=now, version=version)
+                       step=step, state=state, visit_state=state, created_at=now, updated_at=now, version=version,
+                       tags=dict(head.tags))
         follow = _Follow()
         with self._open(rid, create=True) as session:
             session.create(fork, [self._log(fork, "forked", {"from": run_id, "visit": visit}),

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
-from tinywf_cli.errors import RunNotFound, TinyWFError
-from tinywf_cli.model import LogEntry, RunDocument, RunList, RunSummary, ShowDocument
+from tinywf_cli.clock import parse_duration
+from tinywf_cli.errors import BadInput, RunNotFound, TinyWFError
+from tinywf_cli.filters import RunFilter, checked_tags
+from tinywf_cli.model import LogEntry, RunDocument, RunHead, RunList, RunSummary, ShowDocument
 from tinywf_cli.runtime.base import RuntimeBase, check_run_id
 from tinywf_cli.stores.journal import shown_history
+
+#: The heads a filter picks, the ids of the records that could not be read, and why (``Reading._matching``).
+Matching = tuple[list[RunHead], list[str], list[str]]
 
 
 class Reading(RuntimeBase):
@@ -23,9 +29,39 @@ class Reading(RuntimeBase):
         doc = RunDocument.of(head)
         return ShowDocument(**dict(doc), logs=logs, doc=head.doc, omitted=omitted)
 
-    def list(self, status: str | None = None) -> RunList:
-        """Every run, newest first; unreadable records are listed as such."""
-        rows: list[tuple[datetime, RunSummary]] = []
+    def list(self, status: str | None = None, *, tags: Mapping[str, str] | None = None, flow: str | None = None,
+             since: timedelta | str | None = None, stuck: timedelta | str | None = None) -> RunList:
+        """The runs that match every filter given, newest first; unreadable records are listed as such
+        (unless a filter other than ``status`` was given).
+
+        ``tags``: each key has that value; ``flow``: the workflow's name or file; ``since``: updated
+        within that long (a timedelta or an age like ``"1d"``); ``stuck``: running or waiting and not
+        updated for that long. ``status`` may name several, comma-separated.
+        """
+        now = self.clock.now()
+        try:
+            given = checked_tags(tags or {}, "tags")
+        except TypeError as exc:
+            raise BadInput(str(exc)) from None
+        select = RunFilter(tags=given, statuses=frozenset(s.strip() for s in (status or "").split(",") if s.strip()),
+                           flow=flow, since=_before(now, since, "since"), stuck_before=_before(now, stuck, "stuck"))
+        return self.select(select)
+
+    def select(self, select: RunFilter) -> RunList:
+        """The runs ``select`` picks, newest first (``list``)."""
+        heads, unreadable, problems = self._matching(select)
+        rows = [RunSummary(run_id=head.run_id, workflow=head.workflow, status=head.status, step=head.step,
+                           updated_at=head.updated_at, tags=dict(head.tags)) for head in heads]
+        rows += [RunSummary(run_id=run_id, workflow="?", status="unreadable", step=None, updated_at=None)
+                 for run_id in unreadable]
+        return RunList(runs=rows, problems=problems)
+
+    def _matching(self, select: RunFilter) -> Matching:
+        """The heads of the runs ``select`` picks, newest first (the newest created; of those created
+        at one instant, the greatest id); the ids of the records that could not be read, when
+        ``select`` lists them; and what was wrong with each."""
+        heads: list[RunHead] = []
+        unreadable: list[str] = []
         problems: list[str] = []
         for run_id in self.store.run_ids():
             try:
@@ -34,14 +70,17 @@ class Reading(RuntimeBase):
                 continue  # removed meanwhile
             except TinyWFError as exc:
                 problems.append(exc.message)
-                if status in (None, "unreadable"):
-                    rows.append((datetime.min.replace(tzinfo=None),
-                                 RunSummary(run_id=run_id, workflow="?", status="unreadable", step=None,
-                                            updated_at=None)))
+                if select.lists_unreadable:
+                    unreadable.append(run_id)
                 continue
-            if status is None or head.status == status:
-                rows.append((head.created_at.replace(tzinfo=None),
-                             RunSummary(run_id=head.run_id, workflow=head.workflow, status=head.status,
-                                        step=head.step, updated_at=head.updated_at)))
-        rows.sort(key=lambda r: r[0], reverse=True)
-        return RunList(runs=[r for _, r in rows], problems=problems)
+            if select.matches(head.status, head.workflow, head.tags, head.updated_at, head.flow.file):
+                heads.append(head)
+        heads.sort(key=lambda h: (h.created_at.replace(tzinfo=None), h.run_id), reverse=True)
+        return heads, sorted(unreadable, reverse=True), problems
+
+
+def _before(now: datetime, age: timedelta | str | None, what: str) -> datetime | None:
+    """``now`` less ``age`` (a timedelta, or an age such as ``"12h"``)."""
+    if age is None:
+        return None
+    return now - (parse_duration(age, what) if isinstance(age, str) else age)

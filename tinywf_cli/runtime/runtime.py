@@ -16,6 +16,7 @@ children are advanced, and parents woken, only after the session that asked for 
 - ``maintenance``: reindex, check, fork, prune, copy;
 - ``limits``: limits and breakers seen from outside the runs (list, override, reset);
 - ``reading``: ``get`` and ``list``;
+- ``bulk``: ``cancel``, ``retry``, ``pause``, ``resume`` of every run a filter picks;
 - ``waiting``: ``wait``, until a run ended (or waits for an event), whoever advances it.
 """
 
@@ -30,9 +31,9 @@ from tinywf_cli.runtime.base import (
     own_doc,
     start_values,
 )
+from tinywf_cli.runtime.bulk import Bulk
 from tinywf_cli.runtime.commands import MAX_QUEUED_EVENTS
 from tinywf_cli.runtime.maintenance import PRUNABLE, Maintenance, parse_age
-from tinywf_cli.runtime.reading import Reading
 from tinywf_cli.runtime.ticking import CLAIMED_ELSEWHERE, MIN_BACKOFF, Ticking
 from tinywf_cli.runtime.waiting import Waiting
 
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 
-class Runtime(Ticking, Maintenance, Reading, Waiting):
+class Runtime(Ticking, Maintenance, Bulk, Waiting):
     """Runs workflows stored in a state directory, a PostgreSQL database, or any ``Store``.
 
     Example::

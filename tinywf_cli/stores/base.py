@@ -54,12 +54,20 @@ class LoadedRun:
 
 def index_due(head: RunHead) -> datetime | None:
     """When ``tick`` should look at this run: now if running (or ended with a parent not yet
-    woken), its earliest due time if waiting, or never."""
+    woken), its earliest due time if waiting, when its ``@on_failure`` methods are owed if
+    failed or blocked, or never."""
     if head.status == "running" or wakes_parent(head):
         return RUNNING_DUE
     if head.status == "waiting":
         return head.wake_at
+    if owes_alerts(head):
+        return head.alert_due or RUNNING_DUE
     return None
+
+
+def owes_alerts(head: RunHead) -> bool:
+    """Whether this failed or blocked run has ``@on_failure`` methods still to call."""
+    return bool(head.alerts) and head.status in ("failed", "blocked")
 
 
 def wakes_parent(head: RunHead) -> bool:

@@ -12,6 +12,7 @@ import hmac
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -36,6 +37,7 @@ from tinywf_cli.errors import (
     StatusConflict,
     TinyWFError,
 )
+from tinywf_cli.filters import RunFilter, parse_tag_options
 from tinywf_cli.model import PendingResume, RunDocument, RunList, ShowDocument, SignalDocument, Status
 from tinywf_cli.reading.sources import read_store
 from tinywf_cli.runtime.runtime import Runtime
@@ -208,14 +210,17 @@ class Web:
         """
         return LinkSigner(link_key(self.runtime.store))
 
-    def list_runs(self, status: str | None) -> RunList:
-        """Every run, newest first (``Runtime.list``), read as ``tinywf list`` reads them: one
-        statement on PostgreSQL, where ``Runtime.list`` makes one per run."""
-        rows = read_store(self.runtime.store, lambda source: source.list_runs(status))
+    def list_runs(self, status: str | None, tags: Sequence[str] = ()) -> RunList:
+        """The runs in ``status`` (all when None) with every one of ``tags`` (``KEY=VALUE``), newest first
+        (``Runtime.list``), read as ``tinywf list`` reads them: one statement on PostgreSQL, where
+        ``Runtime.list`` makes one per run."""
+        select = RunFilter(tags=parse_tag_options(tags, "tag"), statuses=frozenset({status} if status else ()))
+        rows = read_store(self.runtime.store, lambda source: source.list_runs(select))
         if rows is None:
-            return self.runtime.list(status)
+            return self.runtime.select(select)
         return RunList.model_validate({"runs": [{"run_id": r.run_id, "workflow": r.workflow, "status": r.status,
-                                                 "step": r.step, "updated_at": r.updated_at} for r in rows.runs],
+                                                 "step": r.step, "updated_at": r.updated_at, "tags": r.tags}
+                                                for r in rows.runs],
                                        "problems": rows.problems})
 
     def now(self) -> datetime:
@@ -335,11 +340,14 @@ def _api_routes(api: FastAPI, web: Web) -> None:
     rt = web.runtime
 
     @api.get("/api/runs", tags=["runs"], responses={200: {"model": RunList}, **_errors(400)})
-    def list_runs(status: Annotated[str | None, Query(description="Only runs in this status.")] = None) -> Response:
+    def list_runs(status: Annotated[str | None, Query(description="Only runs in this status.")] = None,
+                  tag: Annotated[list[str] | None, Query(description="Only runs with this tag, KEY=VALUE "
+                                                                     "(repeatable: all must match).")] = None,
+                  ) -> Response:
         """Every run, newest first (`tinywf list --json`)."""
         if status is not None and status not in statuses():
             raise BadInput(f"status must be one of {', '.join(statuses())}, not {status!r}")
-        return document(web.list_runs(status))
+        return document(web.list_runs(status, tag or ()))
 
     @api.post("/api/runs", tags=["runs"], status_code=201,
               responses={201: {"model": RunDocument}, **_errors(400, 404, 409, 422)})
