@@ -174,12 +174,14 @@ class RunView:
 class RunRow:
     """One row of ``list``."""
 
-    __slots__ = ("run_id", "status", "step", "tags", "updated_at", "workflow")
+    __slots__ = ("kinds", "run_id", "status", "step", "tags", "updated_at", "workflow")
 
     def __init__(self, run_id: str, workflow: str, status: str, step: str | None, updated_at: datetime | None,
-                 tags: dict[str, str]) -> None:
+                 tags: dict[str, str], kinds: tuple[str, ...] = ()) -> None:
         self.run_id, self.workflow, self.status, self.step, self.updated_at = run_id, workflow, status, step, updated_at
         self.tags = tags
+        #: The kinds of its pending resumes, once each (``/metrics``; not part of the document).
+        self.kinds = kinds
 
 
 class RunRows:
@@ -319,13 +321,15 @@ def listed(heads: Iterable[tuple[str, Callable[[], Any]]], full_head: Callable[[
                 if not select.matches(view.status, view.workflow, view.tags, view.updated_at, view.flow_file):
                     continue
                 row = (view.created_at.replace(tzinfo=None), run_id,
-                       RunRow(run_id, view.workflow, view.status, view.step, view.updated_at, view.tags))
+                       RunRow(run_id, view.workflow, view.status, view.step, view.updated_at, view.tags,
+                              tuple(dict.fromkeys(p.kind for p in view.pending))))
             except (Fallback, TinyWFError, ValueError):
                 slow = full_head(run_id)
                 if not select.matches(slow.status, slow.workflow, slow.tags, slow.updated_at, slow.flow.file):
                     continue
                 row = (slow.created_at.replace(tzinfo=None), run_id,
-                       RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at, dict(slow.tags)))
+                       RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at, dict(slow.tags),
+                              tuple(dict.fromkeys(p.kind for p in slow.pending))))
         except RunNotFound:
             continue  # removed meanwhile
         except TinyWFError as exc:

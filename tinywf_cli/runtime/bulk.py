@@ -1,6 +1,6 @@
 """``cancel``, ``retry``, ``pause`` and ``resume`` of every run a filter picks.
 
-The runs are selected first (``Reading._matching``), each with its ``progress`` (a count of
+The runs are selected first (``Reading.heads_matching``), each with its ``progress`` (a count of
 its commits); then each is changed under its own lock by the one-run command, only if it is
 still as it was when selected. So two bulk commands racing over the same runs never both act on one:
 the second finds it changed (``RunChanged``) and reports it skipped.
@@ -43,7 +43,7 @@ class Bulk(RunCommands, Reading):
                            "it does not touch every run")
         acts_on, refusal = _ACTS_ON[command]
         report = BulkReport(dry_run=dry_run, command=command)
-        heads, _, _ = self._matching(select)
+        heads, _, _ = self.heads_matching(select)
         for head in reversed(heads):  # oldest first
             if not acts_on(head.status):
                 report.skipped.append(TickSkipped(run_id=head.run_id, reason=f"{head.status}: {refusal}"))

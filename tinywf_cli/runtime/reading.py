@@ -12,7 +12,7 @@ from tinywf_cli.model import LogEntry, RunDocument, RunHead, RunList, RunSummary
 from tinywf_cli.runtime.base import RuntimeBase, check_run_id
 from tinywf_cli.stores.journal import shown_history
 
-#: The heads a filter picks, the ids of the records that could not be read, and why (``Reading._matching``).
+#: The heads a filter picks, the ids of the records that could not be read, and why (``Reading.heads_matching``).
 Matching = tuple[list[RunHead], list[str], list[str]]
 
 
@@ -49,14 +49,14 @@ class Reading(RuntimeBase):
 
     def select(self, select: RunFilter) -> RunList:
         """The runs ``select`` picks, newest first (``list``)."""
-        heads, unreadable, problems = self._matching(select)
+        heads, unreadable, problems = self.heads_matching(select)
         rows = [RunSummary(run_id=head.run_id, workflow=head.workflow, status=head.status, step=head.step,
                            updated_at=head.updated_at, tags=dict(head.tags)) for head in heads]
         rows += [RunSummary(run_id=run_id, workflow="?", status="unreadable", step=None, updated_at=None)
                  for run_id in unreadable]
         return RunList(runs=rows, problems=problems)
 
-    def _matching(self, select: RunFilter) -> Matching:
+    def heads_matching(self, select: RunFilter) -> Matching:
         """The heads of the runs ``select`` picks, newest first (the newest created; of those created
         at one instant, the greatest id); the ids of the records that could not be read, when
         ``select`` lists them; and what was wrong with each."""

@@ -223,6 +223,21 @@ class Web:
                                                 for r in rows.runs],
                                        "problems": rows.problems})
 
+    def metrics(self) -> str:
+        """``GET /metrics``: the runs per status and per kind of wait, the limits and the breakers,
+        read from the store now (``tinywf_cli.web.metrics``)."""
+        from tinywf_cli.web.metrics import metrics_text
+
+        rows = read_store(self.runtime.store, lambda source: source.list_runs(RunFilter()))
+        if rows is not None:
+            statuses = [r.status for r in rows.runs]
+            kinds = [k for r in rows.runs if r.status == "waiting" for k in r.kinds]
+        else:
+            heads, unreadable, _ = self.runtime.heads_matching(RunFilter())
+            statuses = [h.status for h in heads] + ["unreadable"] * len(unreadable)
+            kinds = [k for h in heads if h.status == "waiting" for k in dict.fromkeys(p.kind for p in h.pending)]
+        return metrics_text(statuses, kinds, self.runtime.limits(), self.runtime.breakers())
+
     def now(self) -> datetime:
         """The runtime's clock ($TINYWF_NOW fixes it)."""
         return self.runtime.clock.now()
@@ -338,6 +353,14 @@ def _openapi_security(api: FastAPI) -> None:
 
 def _api_routes(api: FastAPI, web: Web) -> None:
     rt = web.runtime
+
+    @api.get("/metrics", include_in_schema=False)  # Prometheus's text, not one of the API's documents
+    def metrics() -> Response:
+        """The store's runs per status and per kind of wait, its limits and breakers, in Prometheus's
+        text format (bearer token as the API)."""
+        from tinywf_cli.web.metrics import CONTENT_TYPE
+
+        return Response(web.metrics(), media_type=CONTENT_TYPE)
 
     @api.get("/api/runs", tags=["runs"], responses={200: {"model": RunList}, **_errors(400)})
     def list_runs(status: Annotated[str | None, Query(description="Only runs in this status.")] = None,

@@ -102,7 +102,7 @@ def shown_path(path: str, secret: str = "") -> str:
 
 def _is_page(path: str) -> bool:
     """Whether ``path`` is one of the HTML pages (which take ``?token=``), not the API or a link."""
-    return not path.startswith(("/api/", "/link/")) and path != "/openapi.json"
+    return not path.startswith(("/api/", "/link/")) and path not in ("/openapi.json", "/metrics")
 
 
 def _raw_path(scope: Scope) -> str:
@@ -261,7 +261,8 @@ class Gate:
     async def refuse_token(self, scope: Scope, receive: Receive, send: Send) -> None:
         """401: JSON for the API, a page saying where the token is for browsers."""
         path = scope.get("path", "")
-        if path.startswith("/api/") or path == "/openapi.json" or "text/html" not in (_header(scope, b"accept") or ""):
+        wants_page = "text/html" in (_header(scope, b"accept") or "")
+        if path.startswith("/api/") or path in ("/openapi.json", "/metrics") or not wants_page:
             response: Response = JSONResponse(
                 {"error": {"type": "Unauthorized", "exit_code": 2,
                            "message": "send Authorization: Bearer TOKEN (the token `tinywf serve` printed, "
