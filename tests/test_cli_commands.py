@@ -51,7 +51,8 @@ def test_list_shows_an_unreadable_record_warns_and_exits_0(cli: Cli, fast: InPro
     assert result.returncode == 0, describe(result)
     rows = {row["run_id"]: row for row in json.loads(result.stdout)["runs"]}
     assert rows["s1"]["status"] == "finished"
-    assert rows["g1"] == {"run_id": "g1", "workflow": "?", "status": "unreadable", "step": None, "updated_at": None}
+    assert rows["g1"] == {"run_id": "g1", "workflow": "?", "status": "unreadable", "step": None, "updated_at": None,
+                          "tags": {}}
     [warning] = result.stderr.splitlines()
     assert warning.startswith("warning: ") and "g1.json" in warning
     people = cli("list")

@@ -106,7 +106,7 @@ def test_list_prints_the_runs_newest_first(cli: Cli, fast: InProcessCli) -> None
     for row in doc["runs"]:
         assert set(row) == SUMMARY_KEYS
     assert doc["runs"][0] == {"run_id": "newer", "workflow": "flows/guess_game.py:GuessGame", "status": "waiting",
-                              "step": "step_play", "updated_at": "2026-01-01T00:01:00Z"}
+                              "step": "step_play", "updated_at": "2026-01-01T00:01:00Z", "tags": {}}
     assert [r["run_id"] for r in fast.json("list", "--status", "finished")["runs"]] == ["older"]
 
 

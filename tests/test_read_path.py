@@ -30,6 +30,7 @@ from tinywf_cli import Breaker, Limit, Runtime, Workflow, step
 from tinywf_cli.cli.render import runs_table, show_view
 from tinywf_cli.clock import ManualClock
 from tinywf_cli.errors import RunNotFound, TinyWFError
+from tinywf_cli.filters import RunFilter
 from tinywf_cli.model import ErrorInfo
 from tinywf_cli.reading import documents
 from tinywf_cli.reading.sources import Source, source_of
@@ -262,7 +263,7 @@ def test_list_prints_the_same_bytes_on_both_paths(state: Runs, tmp_path: Path, s
     now = ManualClock("2026-01-01T00:10:00Z").now()
     with copy_of(state, tmp_path) as copy, full(copy) as rt, read_path(copy) as source:
         slow = rt.list(status)
-        fast = source.list_runs(status)
+        fast = source.list_runs(RunFilter(statuses=frozenset({status} if status else ())))
     assert fast.json() == slow.model_dump_json(indent=2)
     assert screen(runs_table(fast, now)) == screen(runs_table(slow, now))  # type: ignore[arg-type]
     assert len(slow.problems) == 2
@@ -373,4 +374,4 @@ def test_a_postgresql_schema_without_tables_is_the_full_path_s_to_answer(tmp_pat
             main(["list", "--json", "--store", url])  # the full path makes the tables, and lists none
         assert done.value.code == 0
         with read_path(url) as source:  # now the read path answers
-            assert source.list_runs(None).json() == '{\n  "runs": []\n}'
+            assert source.list_runs(RunFilter()).json() == '{\n  "runs": []\n}'

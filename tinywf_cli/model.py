@@ -152,6 +152,10 @@ class RunHead:
     alert_attempt: int = 0
     #: When the first of ``alerts`` is tried again (after a failed attempt); None: at once.
     alert_due: datetime | None = None
+    #: The run's OpenTelemetry trace id (32 hex digits): every span of the run has it.
+    trace: str | None = None
+    #: The trace id of the run that started this one (``self.child``): its spans link there.
+    parent_trace: str | None = None
 
 
 HEAD: TypeAdapter[RunHead] = TypeAdapter(RunHead)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tinywf_cli import telemetry
 from tinywf_cli.authoring.commands import Action, Parallel
 from tinywf_cli.clock import format_instant
 from tinywf_cli.engine.attempts import call_attempt
@@ -24,6 +25,13 @@ from tinywf_cli.stores.journal import PartEntry, Slot
 def heartbeat_of(slot: Slot) -> Any:
     """The details of the last heartbeat of the action's failed attempt before (None: none)."""
     return None if slot.error is None else slot.error.get("heartbeat")
+
+
+def _counted(kind: str, key: str) -> None:
+    """An attempt the audit log records, counted in the telemetry's metrics (when it is on)."""
+    tel = telemetry.current()
+    if tel is not None:
+        tel.counted(kind, key)
 
 
 class Actions(Gating):
@@ -54,12 +62,14 @@ class Actions(Gating):
             slot.status = "failed"
             slot.error = {"type": "NotJSON", "message": str(exc)}
             self.cp.log("action_failed", {"key": slot.key, "attempt": slot.attempt, "error": slot.error})
+            _counted("action_failed", slot.key)
             return
         slot.status = "done"
         slot.error = None
         slot.due_at = None
         slot.resume_id = None
         self.cp.log("action", {"key": slot.key, "attempt": slot.attempt})
+        _counted("action", slot.key)
 
     def record_failure(self, action: Action, slot: Slot, exc: BaseException, heartbeat: Any = None) -> None:
         """Record a failed attempt: retry later, or out of attempts (also at once for an error
@@ -75,12 +85,14 @@ class Actions(Gating):
             slot.due_at = None
             slot.resume_id = None
             self.cp.log("action_failed", {"key": slot.key, "attempt": slot.attempt, "error": slot.error})
+            _counted("action_failed", slot.key)
             return
         due = self.now() + timedelta(seconds=retry.delay_after(slot.attempt))
         slot.status = "retrying"
         slot.due_at = format_instant(due)
         slot.resume_id = f"{slot.key}@{self.head.visit}.{slot.attempt + 1}"
         self.cp.log("retry", {"key": slot.key, "attempt": slot.attempt, "error": slot.error, "due_at": slot.due_at})
+        _counted("retry", slot.key)
 
     def failure_of(self, slot: Slot) -> _Throw:
         """What the step gets for an action that finally failed: ``ActionFailed`` at its yield

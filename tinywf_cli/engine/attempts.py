@@ -31,8 +31,10 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
+from tinywf_cli import telemetry
 from tinywf_cli.authoring.commands import Action
 from tinywf_cli.engine.values import NotJSON, to_json_value
 from tinywf_cli.errors import ActionTimeout
@@ -152,15 +154,21 @@ def call_attempt(action: Action, number: int, last: Any, inflight: InFlight | No
     if inflight is not None:
         inflight.add(attempt)
     token = _CURRENT.set(attempt)
+    tel = telemetry.current()
+    span = None if tel is None else tel.attempt(action.key, number)
     try:
-        if action.timeout is None:
-            attempt.result = run_callable(action.fn, action.args, action.kwargs)
-        elif inspect.iscoroutinefunction(action.fn):
-            attempt.result = run_callable(_bounded, (action, number), {})
-        else:
-            attempt.result = _in_thread(action, number)
-    except BaseException as exc:
-        attempt.error = exc
+        with nullcontext() if span is None else span as live:
+            try:
+                if action.timeout is None:
+                    attempt.result = run_callable(action.fn, action.args, action.kwargs)
+                elif inspect.iscoroutinefunction(action.fn):
+                    attempt.result = run_callable(_bounded, (action, number), {})
+                else:
+                    attempt.result = _in_thread(action, number)
+            except BaseException as exc:
+                attempt.error = exc
+            if tel is not None:
+                tel.attempt_ended(live, attempt.error)
     finally:
         _CURRENT.reset(token)
         if inflight is not None:

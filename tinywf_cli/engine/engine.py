@@ -24,6 +24,7 @@ from datetime import datetime
 from types import GeneratorType
 from typing import Any, ClassVar, NoReturn
 
+from tinywf_cli import telemetry
 from tinywf_cli.authoring.commands import Command, First, Parallel, WaitEvent
 from tinywf_cli.authoring.loader import code_of
 from tinywf_cli.authoring.workflow import next_step_name
@@ -135,8 +136,13 @@ class Engine(Actions, Choice):
             self.note_code()
             self.migrate()
             self.hold_run_limit()
+            tel = telemetry.current()
             while self.head.status in ("running", "waiting"):
-                self.run_visit()
+                if tel is None:
+                    self.run_visit()
+                else:
+                    with tel.visit(self.head.step, self.head.visit):
+                        self.run_visit()
         except _Stop as stop:
             self.outcome, self.reason = stop.outcome, stop.reason
             self.cp.flush()

@@ -205,7 +205,7 @@ _HEAD_FIELDS = frozenset({
     "run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at", "doc",
     "version", "parent", "visit", "visit_logs", "pending", "expects", "inbox", "error", "wake_at", "progress",
     "recovery", "children", "parent_woken", "paused_from", "code", "history_limit", "dropped_logs", "held_limit",
-    "scheduled_at", "deadline", "tags", "alerts", "alert_attempt", "alert_due"})
+    "scheduled_at", "deadline", "tags", "alerts", "alert_attempt", "alert_due", "trace", "parent_trace"})
 _REQUIRED = ("run_id", "workflow", "flow", "status", "step", "state", "visit_state", "created_at", "updated_at")
 
 
@@ -240,6 +240,7 @@ def view_of_head(head: dict[str, Any], run_id: str) -> RunView:
     _check(get("run_id") == run_id and type(get("workflow")) is str and type(get("step")) is str
            and _one_of(get("status"), STATUSES) and _opt(get("doc"), str) and _opt(get("parent"), str)
            and _opt(get("code"), str) and _opt(get("history_limit"), int)
+           and _opt(get("trace"), str) and _opt(get("parent_trace"), str)
            and (get("paused_from") is None or _one_of(get("paused_from"), STATUSES)))
     for name, default in (("version", 1), ("visit", 1), ("visit_logs", 0), ("progress", 0), ("dropped_logs", 0),
                           ("alert_attempt", 0)):

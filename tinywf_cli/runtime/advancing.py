@@ -4,11 +4,12 @@ runs it started (the engine's ``World``) and the parents of children that ended.
 from __future__ import annotations
 
 from collections import deque
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinywf_cli import telemetry
 from tinywf_cli.engine.values import NotJSON, to_json_value
 from tinywf_cli.errors import (
     FlowLoadError,
@@ -25,6 +26,7 @@ from tinywf_cli.stores.base import LoadedRun, RunSession, owes_alerts, wakes_par
 from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import VisitEntry
 from tinywf_cli.stores.limits import Gates, cells_of
+from tinywf_cli.telemetry import new_trace_id
 
 if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Child
@@ -106,8 +108,10 @@ class Advancing(RuntimeBase):
             follow.cancel.extend((child, MAX_DURATION) for child in head.children)
             return None
         engine = self._engine(cls, run, session)
+        tel = telemetry.current()
         try:
-            engine.advance(resolving=resolving, recover=recover)
+            with nullcontext() if tel is None else tel.advance(head, head.parent_trace):
+                engine.advance(resolving=resolving, recover=recover)
         except StorageError as exc:
             if engine.cp.saved and exc.problem.endswith(UNCHANGED):
                 # "unchanged" holds for the last write only: say what the earlier ones kept
@@ -179,6 +183,9 @@ class Advancing(RuntimeBase):
         head.paused_from = None
         head.held_limit = None
         self._commit(session, head, [self._log(head, "cancel", values)])
+        tel = telemetry.current()
+        if tel is not None:
+            tel.run_ended(head)
         follow.after(None, head)
         self._give_back(head.run_id, waited, held, follow)
 
@@ -227,7 +234,7 @@ class Advancing(RuntimeBase):
         head = RunHead(run_id=run_id, workflow=shown, flow=ref, doc=own_doc(cls), status="waiting", step=start,
                        state=state, visit_state=state, created_at=now, updated_at=now, version=cls.version,
                        parent=parent.run_id, wake_at=now, code=code_of(cls), history_limit=cls.history_limit,
-                       tags=dict(parent.tags))
+                       tags=dict(parent.tags), trace=new_trace_id(), parent_trace=parent.trace)
         try:
             with self._open(run_id, create=True) as session:
                 session.create(head, [self._log(head, "start", start_values(shown, head)),

@@ -244,6 +244,12 @@ class RuntimeBase:
         session.commit(head, entries)
 
     def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> AuditEntry:
+        if type_ == "start":
+            from tinywf_cli import telemetry
+
+            tel = telemetry.current()
+            if tel is not None:
+                tel.started.add(1, {"tinywf.workflow": head.workflow})
         return AuditEntry(format_instant(self.clock.now()), head.step, type_, values)
 
     def _load_for(self, session: RunSession, command: str, seen: int | None = None) -> LoadedRun:
