@@ -17,6 +17,7 @@ from tinywf_cli import Runtime
 from tinywf_cli.errors import BadInput, RunChanged
 from tinywf_cli.filters import RunFilter
 from tinywf_cli.reading.files import list_runs
+from tinywf_cli.stores.files.tagindex import TagIndex, tag_folder
 from tinywf_cli.testing import ManualClock
 
 TAGGED = '''"""Waits, fails or finishes as its input says; tags itself with the outcome."""
@@ -344,6 +345,84 @@ def test_unreadable_records_are_listed_only_without_filters_on_their_fields(quic
     (quick.state_dir / "o2.json").write_text("{not json", encoding="utf-8")
     everything = quick("list", "--json")
     assert {r["status"] for r in json.loads(everything.stdout)["runs"]} == {"waiting", "unreadable"}
-    tagged = quick("list", "--json", "--tag", "customer=acme")
+    tagged = quick("list", "--json", "--tag", "customer=acme")  # the tag index names o1 alone: o2 is not read
     assert [r["run_id"] for r in json.loads(tagged.stdout)["runs"]] == ["o1"]
-    assert "warning:" in tagged.stderr
+    recent = quick("list", "--json", "--since", "1h")  # every record is read: o2 is warned of, not listed
+    assert [r["run_id"] for r in json.loads(recent.stdout)["runs"]] == ["o1"]
+    assert "warning:" in recent.stderr
+
+
+# -- the file store's tag index ----------------------------------------------------------------------------
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The run ids whose records the read path reads, from now on."""
+    import tinywf_cli.reading.files as files
+
+    read: list[str] = []
+    real = files.read_head
+
+    def counting(run_files: Any, run_id: str) -> Any:
+        read.append(run_id)
+        return real(run_files, run_id)
+
+    monkeypatch.setattr(files, "read_head", counting)
+    return read
+
+
+def test_a_tag_filter_reads_only_the_records_of_runs_with_the_tag(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tagged.py").write_text(TAGGED, encoding="utf-8")
+    root = tmp_path / "state"
+    _make_runs(root, tmp_path / "tagged.py", 140)
+    read = _count_reads(monkeypatch)
+    picked = list_runs(root, RunFilter(tags={"customer": "c3"}, statuses=frozenset({"failed"})))
+    assert [r.run_id for r in picked.runs] and all(r.status == "failed" for r in picked.runs)
+    assert sorted(read) == [f"r{i:05}" for i in range(140) if i % 7 == 3]  # the 20 with the tag, no other
+    read.clear()
+    list_runs(root, RunFilter(statuses=frozenset({"failed"})))
+    assert len(read) == 140  # no tag: every record
+
+
+def test_a_crash_around_a_tag_change_leaves_a_stale_entry_and_the_right_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry is added before the commit and the old one removed after: a commit that never
+    happened, or a removal that never happened, leaves an entry the record does not back."""
+    import tinywf_cli.stores.files.session as session
+
+    (tmp_path / "tagged.py").write_text(TAGGED, encoding="utf-8")
+    root = tmp_path / "state"
+    rt = Runtime(root)
+    rt.start(tmp_path / "tagged.py", run_id="o1", tags={"customer": "acme"})
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise OSError(5, "simulated crash before the record is written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(session, "atomic_replace", crash)
+        with pytest.raises(Exception, match="simulated crash"):
+            rt.start(tmp_path / "tagged.py", run_id="o2", tags={"customer": "acme"})
+    assert (root / ".tags").is_dir()
+    assert [r.run_id for r in list_runs(root, RunFilter(tags={"customer": "acme"})).runs] == ["o1"]
+    with rt.store.open("o1", 1) as held:  # a commit that changes the tag's value ...
+        head = held.load().head
+        head.tags["customer"] = "globex"
+        with monkeypatch.context() as patch:  # ... killed before the old value's entry went
+            patch.setattr(TagIndex, "remove", lambda *args: None)
+            held.commit(head, [])
+    assert "o1" in os.listdir(root / ".tags" / tag_folder("customer", "acme"))
+    assert [r.run_id for r in list_runs(root, RunFilter(tags={"customer": "acme"})).runs] == []
+    assert [r.run_id for r in list_runs(root, RunFilter(tags={"customer": "globex"})).runs] == ["o1"]
+    assert [r.run_id for r in rt.list(tags={"customer": "acme"}).runs] == []
+
+
+def test_reindex_indexes_records_copied_in_by_hand(tmp_path: Path) -> None:
+    (tmp_path / "tagged.py").write_text(TAGGED, encoding="utf-8")
+    first, second = tmp_path / "first", tmp_path / "second"
+    Runtime(first).start(tmp_path / "tagged.py", run_id="o1", tags={"customer": "acme"})
+    Runtime(second).start(tmp_path / "tagged.py", run_id="o2", tags={"customer": "acme"})
+    for path in first.glob("o1*"):
+        (second / path.name).write_bytes(path.read_bytes())
+    assert [r.run_id for r in list_runs(second, RunFilter(tags={"customer": "acme"})).runs] == ["o2"]
+    assert Runtime(second).reindex() >= 1
+    assert sorted(r.run_id for r in list_runs(second, RunFilter(tags={"customer": "acme"})).runs) == ["o1", "o2"]

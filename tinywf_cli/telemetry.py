@@ -31,6 +31,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from tinywf_cli.model import RunHead
 
 _UNSET: Any = object()
@@ -38,12 +40,14 @@ _current: Any = _UNSET
 _setup_lock = threading.Lock()
 
 
-def new_trace_id() -> str:
-    """A fresh trace id for a new run (32 hex digits, never all zeros)."""
-    while True:
-        trace = os.urandom(16).hex()
-        if trace.strip("0"):
-            return trace
+def trace_id_of(run_id: str, created_at: datetime) -> str:
+    """The trace id of the run created as ``run_id`` at ``created_at`` (32 hex digits, never all
+    zeros): drawn from both, so the same run has the same one whoever computes it, and a run
+    made again under the same id later another."""
+    import hashlib
+
+    digest = hashlib.sha256(f"tinywf-trace\0{run_id}\0{created_at.isoformat()}".encode()).hexdigest()[:32]
+    return digest if digest.strip("0") else "1".rjust(32, "0")
 
 
 def current() -> Telemetry | None:
@@ -171,7 +175,7 @@ class Telemetry:
 
         trace = self._trace
         if head.trace is None:
-            head.trace = new_trace_id()  # a run recorded before tinywf kept one: saved with this advance
+            head.trace = trace_id_of(head.run_id, head.created_at)  # recorded before tinywf kept one
         links = [trace.Link(trace.get_current_span(self._context_of(parent_trace)).get_span_context())] \
             if parent_trace else []
         before = head.status

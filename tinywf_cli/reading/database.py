@@ -79,7 +79,7 @@ class Database:
         """The runs ``select`` picks, newest first: ``list``."""
         one = next(iter(select.statuses)) if len(select.statuses) == 1 else None
         try:
-            heads = self.reader.heads(None if one in (None, "unreadable") else one)
+            heads = self.reader.heads(None if one in (None, "unreadable") else one, select.tags)
         except NotReadable:
             raise Fallback from None
         return listed(((run_id, partial(_parsed, head)) for run_id, head in heads), self._full_head, select)

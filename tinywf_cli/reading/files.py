@@ -80,7 +80,15 @@ def list_runs(root: Path, select: RunFilter) -> RunRows:
 
         return FileStore(root).head(run_id)
 
-    return listed(((run_id, partial(head_of, run_id)) for run_id in files.run_ids()), full_head, select)
+    run_ids: list[str] | None = None
+    if select.tags:
+        from tinywf_cli.stores.files.tagindex import TagIndex
+
+        found = TagIndex(root).run_ids(select.tags)
+        run_ids = None if found is None else sorted(found)
+    if run_ids is None:
+        run_ids = files.run_ids()
+    return listed(((run_id, partial(head_of, run_id)) for run_id in run_ids), full_head, select)
 
 
 class StateDirectory:

@@ -26,7 +26,7 @@ from tinywf_cli.stores.base import LoadedRun, RunSession, owes_alerts, wakes_par
 from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import VisitEntry
 from tinywf_cli.stores.limits import Gates, cells_of
-from tinywf_cli.telemetry import new_trace_id
+from tinywf_cli.telemetry import trace_id_of
 
 if TYPE_CHECKING:
     from tinywf_cli.authoring.commands import Child
@@ -234,7 +234,7 @@ class Advancing(RuntimeBase):
         head = RunHead(run_id=run_id, workflow=shown, flow=ref, doc=own_doc(cls), status="waiting", step=start,
                        state=state, visit_state=state, created_at=now, updated_at=now, version=cls.version,
                        parent=parent.run_id, wake_at=now, code=code_of(cls), history_limit=cls.history_limit,
-                       tags=dict(parent.tags), trace=new_trace_id(), parent_trace=parent.trace)
+                       tags=dict(parent.tags), trace=trace_id_of(run_id, now), parent_trace=parent.trace)
         try:
             with self._open(run_id, create=True) as session:
                 session.create(head, [self._log(head, "start", start_values(shown, head)),

@@ -27,7 +27,7 @@ from tinywf_cli.runtime.base import _running, check_run_id, due_now, new_run_id,
 from tinywf_cli.runtime.limits import Limits
 from tinywf_cli.stores.base import LoadedRun, wakes_parent
 from tinywf_cli.stores.journal import Entry, SlotEntry, VisitEntry, fold_slots
-from tinywf_cli.telemetry import new_trace_id
+from tinywf_cli.telemetry import trace_id_of
 
 if TYPE_CHECKING:
     from tinywf_cli.authoring.loader import WorkflowClass
@@ -80,7 +80,7 @@ class RunCommands(Limits):
             head = RunHead(run_id=rid, workflow=shown, flow=ref, doc=own_doc(cls), status="running",
                            step=start, state=state, visit_state=state, created_at=now, updated_at=now,
                            version=cls.version, code=code_of(cls), history_limit=cls.history_limit,
-                           tags=dict(given), trace=new_trace_id())
+                           tags=dict(given), trace=trace_id_of(rid, now))
             try:
                 with self._open(rid, create=True) as session:
                     session.create(head, [self._log(head, "start", start_values(shown, head)),

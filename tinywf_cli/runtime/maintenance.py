@@ -34,7 +34,7 @@ from tinywf_cli.runtime.base import check_run_id, new_run_id_suffix
 from tinywf_cli.stores import open_store
 from tinywf_cli.stores.base import LoadedRun, Store
 from tinywf_cli.stores.journal import VisitEntry
-from tinywf_cli.telemetry import new_trace_id
+from tinywf_cli.telemetry import trace_id_of
 
 #: Statuses ``prune`` may delete (``failed`` only when asked for by name).
 PRUNABLE = frozenset({"finished", "cancelled", "failed"})
@@ -126,7 +126,7 @@ class Maintenance(Advancing):
         now = self.clock.now()
         fork = RunHead(run_id=rid, workflow=head.workflow, flow=head.flow, doc=head.doc, status="running",
                        step=step, state=state, visit_state=state, created_at=now, updated_at=now, version=version,
-                       tags=dict(head.tags), trace=new_trace_id())
+                       tags=dict(head.tags), trace=trace_id_of(rid, now))
         follow = _Follow()
         with self._open(rid, create=True) as session:
             session.create(fork, [self._log(fork, "forked", {"from": run_id, "visit": visit}),

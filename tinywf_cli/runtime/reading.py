@@ -63,7 +63,9 @@ class Reading(RuntimeBase):
         heads: list[RunHead] = []
         unreadable: list[str] = []
         problems: list[str] = []
-        for run_id in self.store.run_ids():
+        tagged = getattr(self.store, "tagged_run_ids", None)
+        run_ids = tagged(select.tags) if select.tags and tagged is not None else None
+        for run_id in self.store.run_ids() if run_ids is None else run_ids:
             try:
                 head = self.store.head(run_id)
             except RunNotFound:

@@ -66,7 +66,7 @@ from tinywf_cli.schedules.record import (
 )
 from tinywf_cli.stores.journal import VisitEntry
 from tinywf_cli.stores.schedules import ScheduleSession
-from tinywf_cli.telemetry import new_trace_id
+from tinywf_cli.telemetry import trace_id_of
 
 if TYPE_CHECKING:
     from tinywf_cli.authoring.loader import WorkflowClass
@@ -477,7 +477,7 @@ class Scheduling(RunCommands):
         head = RunHead(run_id=run_id, workflow=record.flow, flow=ref, doc=own_doc(cls), status="waiting", step=first,
                        state=state, visit_state=state, created_at=now, updated_at=now, version=cls.version,
                        code=running.code_of(cls), history_limit=cls.history_limit, wake_at=now, scheduled_at=slot,
-                       trace=new_trace_id())
+                       trace=trace_id_of(run_id, now))
         values = start_values(record.flow, head) | {"schedule": record.name, "scheduled_at": _iso(slot)}
         try:
             with self._held(run_id), self.store.open(run_id, 0, create=True) as session:

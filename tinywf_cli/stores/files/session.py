@@ -39,6 +39,7 @@ from tinywf_cli.stores.files.record import (
     split_journal,
 )
 from tinywf_cli.stores.files.runfiles import Snapshot
+from tinywf_cli.stores.files.tagindex import tag_folders
 from tinywf_cli.stores.journal import AuditEntry, Entry, needs_trim, trim_history
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class FileRunSession:
         self._disk: _OnDisk | None = None  # the run's files as last read or written in this session
         #: Its index entry, named when it was read or written (the engine changes the head in place).
         self._due_name: str | None = None
+        #: Its tag index entries' folders, as the record on disk has them (``tagindex``).
+        self._tags: frozenset[str] = frozenset()
         self._loaded: RunHead | None = None  # a head loaded and not committed since
         self._missing = False
         self._wal: Appender | None = None  # the wal, held open while this session appends to it
@@ -107,6 +110,7 @@ class FileRunSession:
         self._disk = _OnDisk(record.size, record.visit_start, record.gen, record.salt, record.tail,
                              snap.frames.lines, snap.frames.count, snap.frames.end, snap.logs)
         self._due_name = entry_name(index_due(head), self.run_id)
+        self._tags = tag_folders(head.tags)
         return head, snap
 
     def load(self) -> LoadedRun:
@@ -153,7 +157,8 @@ class FileRunSession:
         """Commit by appending one frame to the wal (cutting off a torn one left by a killed writer)."""
         if self._wal is None:
             self._wal = Appender(self.wal_path)
-        if self._due_name == _RUNNING_ENTRY_PREFIX + self.run_id:  # running before and after: the index stays
+        if self._due_name == _RUNNING_ENTRY_PREFIX + self.run_id and tag_folders(head.tags) == self._tags:
+            # running before and after, tags unchanged: the indexes stay
             self._wal.append(disk.wal_end, frame)
             self._loaded = None
             self.store._found.pop(self.run_id, None)
@@ -222,12 +227,18 @@ class FileRunSession:
         due_name = entry_name(index_due(head), self.run_id)
         if due_name is not None and due_name != old_due:
             store.index.add(due_name, store._rebuild_index, root_synced_next=record)
+        tags, old_tags = tag_folders(head.tags), self._tags
+        if tags - old_tags:
+            store.tags.add(self.run_id, tags - old_tags)
         yield
         self._due_name = due_name
+        self._tags = tags
         self._loaded = None
         store._found.pop(self.run_id, None)  # this commit kept the index in step itself
         if old_due is not None and old_due != due_name:
             store.index.remove(old_due)
+        if old_tags - tags:
+            store.tags.remove(self.run_id, old_tags - tags)
 
     def _replace(self, head: RunHead, head_json: bytes, after: _OnDisk, old_due: str | None,
                  journal_first: Callable[[], None] | None, wal_end: int) -> None:
@@ -267,6 +278,7 @@ class FileRunSession:
             raise StorageError(self.record_path, f"cannot delete: {problem(exc)}") from None
         if due_name is not None:
             store.index.remove(due_name)
+        store.tags.remove(self.run_id, self._tags)
         self.release()
         for leftover in (store.journal_path(self.run_id, disk.gen), store.journal_path(self.run_id), self.wal_path,
                          self.tmp_path, store._file(self.run_id, "~journal.tmp")):

@@ -54,7 +54,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +80,7 @@ from tinywf_cli.stores.files.fileio import (
 from tinywf_cli.stores.files.runfiles import RunFiles, Snapshot
 from tinywf_cli.stores.files.schedules import FileSchedules
 from tinywf_cli.stores.files.session import FileRunSession
+from tinywf_cli.stores.files.tagindex import TagIndex
 from tinywf_cli.stores.files.watch import FileWatch
 from tinywf_cli.stores.journal import AuditEntry, BadEntry, Entry, Slot, fold_slots
 
@@ -98,6 +99,8 @@ class FileStore:
         self.root = Path(root)
         self.files = RunFiles(self.root)
         self.index = DueIndex(self.root)
+        #: The tag index, in ``.tags/`` (``tinywf_cli.stores.files.tagindex``).
+        self.tags = TagIndex(self.root)
         #: Index entries per run found by the last ``due`` scan: a session of such a run
         #: repairs them (drops stale ones) when it closes.
         self._found: dict[str, list[str]] = {}
@@ -323,6 +326,24 @@ class FileStore:
             if name is not None:
                 yield name
 
+    def _tagged(self) -> Iterator[tuple[str, dict[str, str]]]:
+        """Every run that has tags, with them (for the tag index)."""
+        for run_id in self.run_ids():
+            try:
+                tags = self.head(run_id).tags
+            except TinyWFError:
+                continue
+            if tags:
+                yield run_id, tags
+
+    def tagged_run_ids(self, tags: Mapping[str, str]) -> list[str] | None:
+        """Ids of the runs that may carry all of ``tags`` (their records decide), from the tag index;
+        None when this state directory keeps none (every record must be read)."""
+        if not self._check_root(create=False):
+            return []
+        found = self.tags.run_ids(tags)
+        return None if found is None else sorted(found)
+
     def _ensure_index(self) -> None:
         self.index.ensure(self._due_names)
 
@@ -353,12 +374,13 @@ class FileStore:
         return FileWatch(self.root, run_id)
 
     def reindex(self) -> int:
-        """Add the index entries that records copied in by hand lack (how many were added), and
+        """Add the index entries (due and tags) that records copied in by hand lack (how many), and
         remove lock files that no record goes with (left by a create killed before it wrote any)."""
         if not self._check_root(create=False):
             return 0
         self._ensure_index()
         added = self.index.add_missing(list(self._due_names()))
+        added += self.tags.add_missing(self._tagged())
         try:
             names = os.listdir(self.root)
         except OSError as exc:

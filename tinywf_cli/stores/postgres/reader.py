@@ -14,7 +14,8 @@ text), for the caller to parse.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from tinywf_cli.errors import BadInput, StoreUnavailable
@@ -95,9 +96,14 @@ class PostgresReader:
             raise NotReadable("a NULL where the tables hold none")
         return head, logs
 
-    def heads(self, status: str | None = None) -> list[tuple[str, str]]:
-        """``(run_id, head)`` of every run (of those whose status column is ``status``), oldest first."""
-        if status is None:
+    def heads(self, status: str | None = None, tags: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """``(run_id, head)`` of every run (of those whose status column is ``status``, and whose
+        head's tags hold all of ``tags``), oldest first."""
+        if tags:
+            wanted = json.dumps(dict(tags))
+            rows = (self._rows("heads_tagged", (wanted,), "listing runs") if status is None
+                    else self._rows("heads_tagged_in", (wanted, status), "listing runs"))
+        elif status is None:
             rows = self._rows("heads", (), "listing runs")
         else:
             rows = self._rows("heads_in", (status,), "listing runs")

@@ -7,7 +7,8 @@ Tables (all in the store's schema, default ``tinywf``):
   the head: 1970 while running, the wake time while waiting, NULL never), and the claim:
   ``owner``, ``lease_until`` (the database's clock) and ``epoch``, the fencing token that
   grows at every claim. ``next_seq``/``visit_seq`` say where the journal ends and where
-  the current visit begins.
+  the current visit begins. ``tags`` is a ``jsonb`` copy of the head's tags (strings without
+  control characters), GIN-indexed for ``list --tag``.
 - ``journal``  the run's entries, ``(run_id, seq)``; deleted with the run.
 - ``secrets``  named random keys (``Store.secret``).
 - ``cells``    the state of limits and breakers (``tinywf_cli.stores.limits``): one row per
@@ -28,7 +29,7 @@ ran out) writes nothing: its statements match no row.
 from __future__ import annotations
 
 #: The version the statements below expect; ``MIGRATIONS[n]`` brings version n-1 to n.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -85,6 +86,12 @@ CREATE TABLE {s}.schedules (
 );
 CREATE INDEX schedules_next_idx ON {s}.schedules (next_at) WHERE NOT paused;
 """,
+    # list --tag: a copy of each head's tags (a column of its own: a head may hold text jsonb cannot,
+    # a NUL), and a GIN index to find the runs whose tags contain the ones asked for
+    4: """
+ALTER TABLE {s}.runs ADD COLUMN tags jsonb NOT NULL DEFAULT '{}';
+CREATE INDEX runs_tags_idx ON {s}.runs USING gin (tags jsonb_path_ops);
+""",
 }
 
 # A run is claimable when nobody holds it, or its holder's lease has run out (database clock).
@@ -125,8 +132,8 @@ SELECT owner, extract(epoch FROM lease_until - now())::float8 FROM {s}.runs WHER
     # a new run is born claimed by its creator, epoch 1
     "create": """
 WITH r AS (
-    INSERT INTO {s}.runs (run_id, head, status, due_at, owner, lease_until, epoch, next_seq, visit_seq)
-    VALUES (%(run_id)s, %(head)s::json, %(status)s, %(due_at)s, %(owner)s,
+    INSERT INTO {s}.runs (run_id, head, tags, status, due_at, owner, lease_until, epoch, next_seq, visit_seq)
+    VALUES (%(run_id)s, %(head)s::json, %(tags)s::jsonb, %(status)s, %(due_at)s, %(owner)s,
             now() + make_interval(secs => %(lease)s), 1, cardinality(%(entries)s::text[]), %(visit_seq)s)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id, epoch
@@ -141,7 +148,7 @@ SELECT epoch FROM r""",
     "commit": """
 WITH r AS (
     UPDATE {s}.runs
-    SET head = %(head)s::json, status = %(status)s, due_at = %(due_at)s, updated_at = now(),
+    SET head = %(head)s::json, tags = %(tags)s::jsonb, status = %(status)s, due_at = %(due_at)s, updated_at = now(),
         next_seq = next_seq + cardinality(%(entries)s::text[]),
         visit_seq = CASE WHEN %(visit_at)s::int IS NULL THEN visit_seq ELSE next_seq + %(visit_at)s END,
         lease_until = greatest(lease_until, now() + make_interval(secs => %(lease)s))
@@ -208,6 +215,8 @@ SELECT (SELECT coalesce(json_agg(j.entry ORDER BY j.seq), '[]')::text
           FROM {s}.journal j WHERE j.run_id = r.run_id AND j.kind = 'log')
 FROM {s}.runs r WHERE r.run_id = %(run_id)s""",
     "run_ids": "SELECT run_id FROM {s}.runs ORDER BY created_at, run_id",
+    "run_ids_tagged": "SELECT run_id FROM {s}.runs WHERE tags @> %(tags)s::jsonb "
+                      "ORDER BY created_at, run_id",
     "due": f"SELECT run_id FROM {{s}}.runs WHERE {_DUE} ORDER BY due_at, run_id",
     # the worker's next wake-up: a run a live process advances counts when its lease would run out
     "next_due": f"""
@@ -281,6 +290,11 @@ FROM {s}.runs r WHERE r.run_id = $1""",
     # list: every head in one statement, oldest run first (as run_ids)
     "heads": "SELECT run_id, head::text FROM {s}.runs ORDER BY created_at, run_id",
     "heads_in": "SELECT run_id, head::text FROM {s}.runs WHERE status = $1 ORDER BY created_at, run_id",
+    # list --tag (runs_tags_idx), with or without one status
+    "heads_tagged": "SELECT run_id, head::text FROM {s}.runs WHERE tags @> $1::jsonb "
+                    "ORDER BY created_at, run_id",
+    "heads_tagged_in": "SELECT run_id, head::text FROM {s}.runs WHERE tags @> $1::jsonb "
+                       "AND status = $2 ORDER BY created_at, run_id",
 }
 
 

@@ -28,7 +28,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -337,6 +337,11 @@ class PostgresStore:
         """Every run id, oldest run first."""
         return [str(row[0]) for row in self._execute("run_ids", {}, "listing runs")]
 
+    def tagged_run_ids(self, tags: Mapping[str, str]) -> list[str]:
+        """Ids of the runs whose tags hold all of ``tags`` (by the tags index), oldest run first."""
+        return [str(row[0]) for row in self._execute("run_ids_tagged", {"tags": json.dumps(dict(tags))},
+                                                     "listing runs")]
+
     def due(self, now: datetime) -> list[str]:
         """Runs to look at by ``now``: due timers, retries and timeouts, and running runs whose
         process stopped renewing its lease (never a run a live process is advancing)."""
@@ -443,7 +448,8 @@ class PostgresRunSession:
             raise RunExists(head.run_id)
         kinds, texts = _encode(entries)
         rows = store._execute("create", {
-            "run_id": head.run_id, "head": head_to_json(head), "status": head.status, "due_at": index_due(head),
+            "run_id": head.run_id, "head": head_to_json(head), "tags": json.dumps(head.tags), "status": head.status,
+            "due_at": index_due(head),
             "owner": store.owner, "lease": store.lease, "kinds": kinds, "entries": texts,
             "visit_seq": visit_start(entries),
         }, f"creating run '{head.run_id}'")
@@ -461,7 +467,8 @@ class PostgresRunSession:
         at = last_visit(entries)
         try:
             rows = self.store._execute("commit", {
-                "run_id": self.run_id, "epoch": self.epoch, "head": head_to_json(head), "status": head.status,
+                "run_id": self.run_id, "epoch": self.epoch, "head": head_to_json(head), "tags": json.dumps(head.tags),
+                "status": head.status,
                 "due_at": index_due(head), "lease": self.store.lease, "kinds": kinds, "entries": texts,
                 "visit_at": at,
             }, f"saving run '{self.run_id}'")
