@@ -273,7 +273,7 @@ def test_bulk_retry_retries_each_picked_run_once(quick: InProcessCli) -> None:
 
 
 def test_two_bulk_retries_at_once_never_retry_a_run_twice(work: Cli) -> None:
-    count = 120
+    count = 500  # the bar: 500 failed runs, two bulk retries at once
     _failed_runs(InProcessCli(work.workspace, work.state_dir), count)
     (work.workspace / "attempts").unlink()
     (work.workspace / "fixed").touch()
