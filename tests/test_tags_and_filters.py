@@ -132,7 +132,7 @@ def test_runtime_start_takes_tags(tmp_path: Path) -> None:
     assert [r.run_id for r in rt.list().runs] == ["o1"]
 
 
-@pytest.mark.parametrize("bad", ["customer", "=acme", "9x=1", "a b=c", "k=" + "v" * 300])
+@pytest.mark.parametrize("bad", ["customer", "=acme", "9x=1", "a b=c", "k=" + "v" * 300, "k=a\x01b"])
 def test_a_bad_tag_is_exit_2_and_nothing_is_written(work: Cli, bad: str) -> None:
     result = work("run", "tagged.py", "--tag", bad)
     assert_error(result, 2, "--tag")
