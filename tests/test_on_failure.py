@@ -159,3 +159,26 @@ def test_on_failure_takes_plain_methods_only() -> None:
     with pytest.raises(FlowDefinitionError, match="Retry"):
         on_failure(retry=3)  # type: ignore[arg-type]
     assert Retry(attempts=2)  # the decorator's retry= is a Retry
+
+
+def test_hooks_owed_when_the_flow_no_longer_loads_are_given_up_and_the_run_stays_failed(
+        quick: InProcessCli) -> None:
+    (quick.workspace / "flaky").touch()
+    quick.start("hooked.py", "h1", code=1)  # `page` failed once: owed again in a minute
+    (quick.workspace / "hooked.py").write_text("this is not python\n", encoding="utf-8")
+    report = quick.json("tick", now="2026-01-01T00:01:00Z")
+    assert report["skipped"] == [] and [a["status"] for a in report["advanced"]] == ["failed"]
+    doc = quick.json("show", "h1")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "RuntimeError"  # its own failure, kept
+    gave_up = [e["values"] for e in doc["logs"] if e["type"] == "on_failure_error"][1:]
+    assert [v["hook"] for v in gave_up] == ["page", "ticket"] and gave_up[0]["type"] == "FlowLoadError"
+    assert quick.json("tick", now="2026-01-01T00:02:00Z")["due"] == 0  # nothing owed: no loop
+
+
+def test_a_retried_run_owes_nothing_of_its_earlier_failure(quick: InProcessCli) -> None:
+    (quick.workspace / "flaky").touch()
+    quick.start("hooked.py", "h1", code=1)  # `page` owed again in a minute
+    (quick.workspace / "fixed").touch()
+    assert quick.json("retry", "h1")["status"] == "finished"
+    assert quick.json("tick", now="2026-01-01T00:05:00Z")["due"] == 0
+    assert len(_lines(quick, "pages")) == 1

@@ -426,3 +426,26 @@ def test_reindex_indexes_records_copied_in_by_hand(tmp_path: Path) -> None:
     assert [r.run_id for r in list_runs(second, RunFilter(tags={"customer": "acme"})).runs] == ["o2"]
     assert Runtime(second).reindex() >= 1
     assert sorted(r.run_id for r in list_runs(second, RunFilter(tags={"customer": "acme"})).runs) == ["o1", "o2"]
+
+
+def test_a_missing_index_is_built_whole_by_the_next_tagged_commit(tmp_path: Path) -> None:
+    (tmp_path / "tagged.py").write_text(TAGGED, encoding="utf-8")
+    root = tmp_path / "state"
+    rt = Runtime(root)
+    for i in range(3):
+        rt.start(tmp_path / "tagged.py", run_id=f"o{i}", tags={"customer": "acme"})
+    import shutil
+
+    shutil.rmtree(root / ".tags")  # lost, as a `cp -r state/* elsewhere/` loses dot files
+    assert sorted(r.run_id for r in list_runs(root, RunFilter(tags={"customer": "acme"})).runs) == ["o0", "o1", "o2"]
+    rt.start(tmp_path / "tagged.py", run_id="o3", tags={"customer": "acme"})
+    assert sorted(os.listdir(root / ".tags" / tag_folder("customer", "acme"))) == ["o0", "o1", "o2", "o3"]
+    assert not (root / ".tags~build").exists()
+
+
+def test_a_tag_value_that_is_not_utf8_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "tagged.py").write_text(TAGGED, encoding="utf-8")
+    rt = Runtime(tmp_path / "state")
+    with pytest.raises(BadInput, match="UTF-8"):
+        rt.start(tmp_path / "tagged.py", run_id="o1", tags={"k": "\ud800"})
+    assert not list((tmp_path / "state").glob("o1*"))

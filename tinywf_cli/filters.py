@@ -46,6 +46,10 @@ def checked_tags(tags: Mapping[str, Any], where: str, *, have: Mapping[str, str]
             raise TypeError(f"{where}: tag {key}: a value is at most {MAX_TAG_VALUE} characters")
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise TypeError(f"{where}: tag {key}: a value holds no control characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError(f"{where}: tag {key}: a value is UTF-8 text") from None
         out[key] = value
     if len({**(have or {}), **out}) > MAX_TAGS:
         raise TypeError(f"{where}: a run carries at most {MAX_TAGS} tags")

@@ -24,7 +24,7 @@ from tinywf_cli.model import ErrorInfo, FlowRef, PendingResume, RunDocument, Run
 from tinywf_cli.runtime.base import RuntimeBase, _running, due_now, own_doc, start_values
 from tinywf_cli.stores.base import LoadedRun, RunSession, owes_alerts, wakes_parent
 from tinywf_cli.stores.files.fileio import UNCHANGED
-from tinywf_cli.stores.journal import VisitEntry
+from tinywf_cli.stores.journal import Entry, VisitEntry
 from tinywf_cli.stores.limits import Gates, cells_of
 from tinywf_cli.telemetry import trace_id_of
 
@@ -96,6 +96,9 @@ class Advancing(RuntimeBase):
             try:
                 cls = self._class_of(head)
             except FlowLoadError as exc:
+                if owes_alerts(head):  # the run stays as it failed; the hooks cannot be called
+                    self._give_up_alerts(session, head, exc.message)
+                    return None
                 self._block(session, head, "FlowLoadError", f"{exc.message}; fix the flow file, then "
                                                             f"`tinywf retry {head.run_id}`")
                 return None
@@ -137,12 +140,23 @@ class Advancing(RuntimeBase):
             entries = call_next_alert(cls, head, self.clock, self.store_target)
             self._commit(session, head, entries)
 
+    def _give_up_alerts(self, session: RunSession, head: RunHead, why: str) -> None:
+        """Drop the ``@on_failure`` calls a failed run owes when its flow no longer loads (logged)."""
+        entries: list[Entry] = [self._log(head, "on_failure_error", {"hook": name, "type": "FlowLoadError",
+                                                                     "message": why}) for name in head.alerts]
+        head.alerts, head.alert_attempt, head.alert_due = [], 0, None
+        self._commit(session, head, entries)
+
     def _block(self, session: RunSession, head: RunHead, kind: str, message: str) -> None:
         head.status = "blocked"
         head.error = ErrorInfo(type=kind, message=message)
         head.pending = []
         head.wake_at = None
+        head.alerts, head.alert_attempt, head.alert_due = [], 0, None  # its class, and so its hooks, cannot load
         self._commit(session, head, [self._log(head, "blocked", {"type": kind, "message": message})])
+        tel = telemetry.current()
+        if tel is not None:
+            tel.run_ended(head)
 
     # -- what a run gives back ----------------------------------------------------------------
 

@@ -234,6 +234,7 @@ class RunCommands(Limits):
             head.status = "running"
             head.error = None
             head.recovery = Recovery()
+            head.alerts, head.alert_attempt, head.alert_due = [], 0, None  # a new failure owes them anew
             self._commit(session, head, entries)
             run.slots = fold_slots([SlotEntry(s.to_json()) for s in run.slots] + entries)
             self._advance(session, run, follow)

@@ -315,7 +315,9 @@ def _copy_head(head: RunHead) -> _HeadCopy:
               head.expects, head.inbox,
               None if error is None else (error.type, error.message), head.progress, recovery.count, recovery.at,
               head.children, head.parent_woken, head.paused_from, head.code, head.history_limit, head.dropped_logs,
-              head.held_limit, None if head.scheduled_at is None else head.scheduled_at.isoformat())
+              head.held_limit, None if head.scheduled_at is None else head.scheduled_at.isoformat(),
+              head.tags, head.alerts, head.alert_attempt,
+              None if head.alert_due is None else head.alert_due.isoformat(), head.trace, head.parent_trace)
     try:
         data = marshal.dumps(fields, 2)  # version 2: no back-references, faster for a flat head
     except ValueError as exc:  # a value of a type JSON has not (the engine never stores one)
@@ -329,7 +331,8 @@ def _head_of(copy: _HeadCopy) -> RunHead:
     data, created_at, updated_at, wake_at, dues, deadline = copy
     (run_id, workflow, file, module, cls, status, step, state, visit_state, doc, version, parent, visit, visit_logs,
      pending, expects, inbox, error, progress, count, at, children, parent_woken, paused_from, code, history_limit,
-     dropped_logs, held_limit, scheduled_at) = marshal.loads(data)
+     dropped_logs, held_limit, scheduled_at, tags, alerts, alert_attempt, alert_due, trace,
+     parent_trace) = marshal.loads(data)
     return head_from_json({
         "run_id": run_id, "workflow": workflow, "flow": {"file": file, "module": module, "cls": cls},
         "status": status, "step": step, "state": state, "visit_state": visit_state, "created_at": created_at,
@@ -342,6 +345,8 @@ def _head_of(copy: _HeadCopy) -> RunHead:
         "wake_at": wake_at, "progress": progress, "recovery": {"count": count, "at": at}, "children": children,
         "parent_woken": parent_woken, "paused_from": paused_from, "code": code, "history_limit": history_limit,
         "dropped_logs": dropped_logs, "held_limit": held_limit, "scheduled_at": scheduled_at, "deadline": deadline,
+        "tags": tags, "alerts": alerts, "alert_attempt": alert_attempt, "alert_due": alert_due, "trace": trace,
+        "parent_trace": parent_trace,
     })
 
 

@@ -229,7 +229,7 @@ class FileRunSession:
             store.index.add(due_name, store._rebuild_index, root_synced_next=record)
         tags, old_tags = tag_folders(head.tags), self._tags
         if tags - old_tags:
-            store.tags.add(self.run_id, tags - old_tags)
+            store.tags.add(self.run_id, tags - old_tags, store._tagged)
         yield
         self._due_name = due_name
         self._tags = tags

@@ -380,7 +380,7 @@ class FileStore:
             return 0
         self._ensure_index()
         added = self.index.add_missing(list(self._due_names()))
-        added += self.tags.add_missing(self._tagged())
+        added += self.tags.add_missing(self._tagged)
         try:
             names = os.listdir(self.root)
         except OSError as exc:

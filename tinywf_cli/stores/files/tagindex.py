@@ -9,16 +9,18 @@ that no longer does: a crash leaves at most a stale entry, which costs a read an
 filtered out, because the selection always checks the records themselves. A run without
 tags costs nothing here.
 
-The index is whole from the first tagged run of a state directory on (``.tags/`` is made
-then). Records copied in by hand are indexed by ``tinywf tick --reindex``; a state
-directory without ``.tags/`` is filtered by reading every record.
+The index is whole or absent: the first tagged commit of a state directory without ``.tags/``
+builds it from every record (in ``.tags~build``, renamed into place whole, under a lock), and a
+state directory without one is filtered by reading every record. Records copied in by hand
+beside an index are indexed by ``tinywf tick --reindex``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
@@ -27,6 +29,11 @@ from tinywf_cli.names import is_run_id
 from tinywf_cli.stores.files.fileio import fsync_dir, problem
 
 TAGS_DIR = ".tags"
+#: Where a missing index is built before it is renamed into place, and the lock for that.
+TAGS_BUILD = ".tags~build"
+TAGS_LOCK = ".tags.lock"
+#: Every tagged run of a state directory, with its tags (read from the records).
+Tagged = Callable[[], Iterable[tuple[str, Mapping[str, str]]]]
 
 
 def tag_folder(key: str, value: str) -> str:
@@ -50,26 +57,49 @@ class TagIndex:
         """Whether the index is kept here (a tagged run was written since this tinywf kept one)."""
         return os.path.isdir(self.folder)
 
-    def add(self, run_id: str, folders: Iterable[str]) -> None:
-        """Add the run's entries in ``folders`` durably (before the commit that needs them)."""
+    def add(self, run_id: str, folders: Iterable[str], tagged: Tagged) -> None:
+        """Add the run's entries in ``folders`` durably (before the commit that needs them); a
+        missing index is built first from ``tagged()``."""
         try:
-            made_root = not self.folder.exists()
-            if made_root:
-                os.makedirs(self.folder, 0o700, exist_ok=True)
-            for name in folders:
-                where = self.folder / name
-                made = not where.exists()
-                if made:
-                    os.makedirs(where, 0o700, exist_ok=True)
-                os.close(os.open(where / run_id, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-                fsync_dir(where)
-                if made:
-                    fsync_dir(self.folder)
-            if made_root:
-                fsync_dir(self.root)
+            if not self.exists():
+                self.build(tagged)
+            self._add(self.folder, run_id, folders)
         except OSError as exc:
             raise StorageError(self.folder, f"cannot update the tag index: {problem(exc)}; "
                                             "the run is unchanged") from None
+
+    @staticmethod
+    def _add(folder: Path, run_id: str, names: Iterable[str]) -> None:
+        for name in names:
+            where = folder / name
+            os.makedirs(where, 0o700, exist_ok=True)
+            os.close(os.open(where / run_id, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            fsync_dir(where)
+            fsync_dir(folder)  # the folder's own entry, whoever made it (two processes may race to)
+
+    def build(self, tagged: Tagged) -> None:
+        """Build a missing index from ``tagged()`` and rename it into place whole (another process
+        may have built it meanwhile: then that one stands)."""
+        from filelock import FileLock
+        from filelock import Timeout as LockTimeout
+
+        guard = FileLock(self.root / TAGS_LOCK, timeout=60, mode=0o600, fallback_to_soft=False)
+        build = self.root / TAGS_BUILD
+        try:
+            with guard:
+                if self.exists():
+                    return
+                shutil.rmtree(build, ignore_errors=True)  # left by a build that was killed
+                os.mkdir(build, 0o700)
+                for run_id, tags in tagged():
+                    self._add(build, run_id, tag_folders(tags))
+                fsync_dir(build)
+                fsync_dir(self.root)
+                os.rename(build, self.folder)  # the index appears whole or not at all
+                fsync_dir(self.root)
+        except LockTimeout:
+            raise StorageError(self.root / TAGS_LOCK, "another process has been building the tag index "
+                                                      "for over 60 s") from None
 
     def remove(self, run_id: str, folders: Iterable[str]) -> None:
         """Drop the run's entries in ``folders`` (best effort: a stale entry costs one read)."""
@@ -95,12 +125,18 @@ class TagIndex:
                 return set()
         return found if found is not None else None
 
-    def add_missing(self, tagged: Iterable[tuple[str, Mapping[str, str]]]) -> int:
-        """Index the runs ``tagged`` names (run id, tags) whose entries are missing; how many entries."""
+    def add_missing(self, tagged: Tagged) -> int:
+        """Index the runs ``tagged()`` names whose entries are missing (building a missing index);
+        how many entries were added."""
         added = 0
-        for run_id, tags in tagged:
-            missing = [name for name in tag_folders(tags) if not (self.folder / name / run_id).exists()]
-            if missing:
-                self.add(run_id, missing)
-                added += len(missing)
+        try:
+            if not self.exists():
+                self.build(tagged)
+            for run_id, tags in tagged():
+                missing = [name for name in tag_folders(tags) if not os.path.lexists(self.folder / name / run_id)]
+                if missing:
+                    self._add(self.folder, run_id, missing)
+                    added += len(missing)
+        except OSError as exc:
+            raise StorageError(self.folder, f"cannot update the tag index: {problem(exc)}") from None
         return added
