@@ -44,8 +44,8 @@ DEFAULT_CONCURRENCY = 8
 def tick(
     limit: Annotated[int | None, typer.Option("--limit", min=1, metavar="N",
                                               help="Advance at most N runs.")] = None,
-    reindex: Annotated[bool, typer.Option("--reindex", help="First repair the due index from the runs "
-                                                            "themselves (after copying records in by hand).")]
+    reindex: Annotated[bool, typer.Option("--reindex", help="First repair the due and tag indexes from the "
+                                                            "runs themselves (after copying records in by hand).")]
     = False,
     store: StoreTarget = None,
     state_dir: StateDir = None,
