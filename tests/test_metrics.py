@@ -65,3 +65,4 @@ def test_metrics_need_the_token_as_the_api_does(cli: Cli) -> None:
         assert server.anonymous.get("/metrics?token=x").status_code == 401  # not a page: no sign-in by query
         empty = _scrape(server)
     assert set(_by(empty["tinywf_runs"], "status").values()) == {0}
+

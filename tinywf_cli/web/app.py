@@ -435,14 +435,15 @@ def _page_routes(api: FastAPI, web: Web) -> None:
         return _html(pages.message_page(type(exc).__name__, exc.message, nav=True), http_status(exc))
 
     @api.get("/", include_in_schema=False)
-    def runs_page(status: str | None = None) -> Response:
+    def runs_page(status: str | None = None, tag: Annotated[list[str] | None, Query()] = None) -> Response:
         if status is not None and status not in statuses():
             return error_page(BadInput(f"status must be one of {', '.join(statuses())}, not {status!r}"))
         try:
-            runs = web.list_runs(status)
+            runs = web.list_runs(status, tag or ())
         except TinyWFError as exc:
             return error_page(exc)
-        return _html(pages.runs_page(runs, status=status, statuses=statuses(), now=web.now(), where=settings.where))
+        return _html(pages.runs_page(runs, status=status, statuses=statuses(), now=web.now(), where=settings.where,
+                                     tags=tag or ()))
 
     def show(run_id: str, page_number: int = 1, invalid: dict[str, tuple[str, str]] | None = None,
              status: int = 200) -> HTMLResponse:

@@ -90,20 +90,32 @@ def compact(value: Any, limit: int = 300) -> str:
 
 
 def runs_page(runs: RunList, *, status: str | None, statuses: Sequence[str], now: datetime,
-              where: str | None = None) -> Html:
-    """``/``: every run (or those in ``status``), newest first, with a filter per status."""
-    filters = [h("a", {"href": "/", "class_": "on" if status is None else None}, "all")]
-    filters += [h("a", {"href": "/?" + urlencode({"status": s}), "class_": "on" if s == status else None}, s)
+              where: str | None = None, tags: Sequence[str] = ()) -> Html:
+    """``/``: every run (or those in ``status``, with ``tags``: ``KEY=VALUE``), newest first, with a
+    filter per status; a run's tags link to the runs that share them."""
+    kept = [("tag", t) for t in tags]
+    filters = [h("a", {"href": "/" + ("?" + urlencode(kept) if kept else ""),
+                       "class_": "on" if status is None else None}, "all")]
+    filters += [h("a", {"href": "/?" + urlencode([("status", s), *kept]), "class_": "on" if s == status else None}, s)
                 for s in statuses]
+    tagged = any(r.tags for r in runs.runs)
+
+    def tag_links(row_tags: Mapping[str, str]) -> Html:
+        return h("td", {"class_": "mono"}, *(h("a", {"href": "/?" + urlencode({"tag": f"{k}={v}"}), "class_": "tag"},
+                                               f"{k}={v} ") for k, v in row_tags.items()))
+
     rows = [h("tr", {"data-run": r.run_id},
               h("td", {}, h("a", {"href": run_href(r.run_id)}, r.run_id)),
               h("td", {"class_": "mono"}, r.workflow), h("td", {}, badge(r.status)),
-              h("td", {"class_": "mono"}, r.step or "-"), h("td", {}, when(r.updated_at, now)))
+              h("td", {"class_": "mono"}, r.step or "-"), h("td", {}, when(r.updated_at, now)),
+              *((tag_links(r.tags),) if tagged else ()))
             for r in runs.runs]
+    heads = ("run", "workflow", "status", "step", "updated", *(("tags",) if tagged else ()))
+    empty = "No runs" + (f" in status {status}" if status else "") + (f" tagged {', '.join(tags)}" if tags else "")
     table = h("table", {"class_": "runs"},
-              h("thead", {}, h("tr", {}, *(h("th", {}, c) for c in ("run", "workflow", "status", "step", "updated")))),
+              h("thead", {}, h("tr", {}, *(h("th", {}, c) for c in heads))),
               h("tbody", {}, *rows)) if rows else h("p", {"class_": "dim"},
-                                                    "No runs" + (f" in status {status}." if status else " yet."))
+                                                    empty + ("." if status or tags else " yet."))
     problems = [h("div", {"class_": "error-box"}, "unreadable: ", p) for p in runs.problems]
     return page("Runs", h("h1", {}, "Runs"), h("nav", {"class_": "filters", "aria-label": "status"}, *filters),
                 *problems, table, where=where)
