@@ -253,6 +253,7 @@ class Advancing(RuntimeBase):
             with self._open(run_id, create=True) as session:
                 session.create(head, [self._log(head, "start", start_values(shown, head)),
                                       VisitEntry(1, start, state, cls.version)])
+            self._started(head)
         except RunExists:
             if self.store.head(run_id).parent == parent.run_id:
                 return

@@ -244,13 +244,16 @@ class RuntimeBase:
         session.commit(head, entries)
 
     def _log(self, head: RunHead, type_: str, values: dict[str, Any]) -> AuditEntry:
-        if type_ == "start":
-            from tinywf_cli import telemetry
-
-            tel = telemetry.current()
-            if tel is not None:
-                tel.started.add(1, {"tinywf.workflow": head.workflow})
         return AuditEntry(format_instant(self.clock.now()), head.step, type_, values)
+
+    @staticmethod
+    def _started(head: RunHead) -> None:
+        """A run was created with its ``start`` entry: counted in the telemetry's metrics (when on)."""
+        from tinywf_cli import telemetry
+
+        tel = telemetry.current()
+        if tel is not None:
+            tel.started.add(1, {"tinywf.workflow": head.workflow})
 
     def _load_for(self, session: RunSession, command: str, seen: int | None = None) -> LoadedRun:
         """Load a run to change it; refuse it (exit 4) when it has ended, or when ``seen`` is given

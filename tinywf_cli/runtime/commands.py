@@ -85,6 +85,7 @@ class RunCommands(Limits):
                 with self._open(rid, create=True) as session:
                     session.create(head, [self._log(head, "start", start_values(shown, head)),
                                           VisitEntry(1, start, state, cls.version)])
+                    self._started(head)
                     self._advance(session, LoadedRun(head), follow, cls=cls)
             except RunExists:
                 if run_id is not None and attach:

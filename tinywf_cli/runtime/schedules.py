@@ -482,6 +482,7 @@ class Scheduling(RunCommands):
         try:
             with self._held(run_id), self.store.open(run_id, 0, create=True) as session:
                 session.create(head, [self._log(head, "start", values), VisitEntry(1, first, state, cls.version)])
+            self._started(head)
         except (RunExists, RunLocked):  # started already (a lock held: being created or advanced)
             record.last_run_id = run_id
             return run_id, False
