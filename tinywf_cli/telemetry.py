@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -239,8 +239,3 @@ class Telemetry:
         if kind == "retry":
             self.retries.add(1, labels)
 
-
-def attempt_span(key: str, number: int) -> AbstractContextManager[Any]:
-    """``Telemetry.attempt`` when telemetry is on, else nothing (the engine's attempts call this)."""
-    tel = current()
-    return nullcontext() if tel is None else tel.attempt(key, number)
