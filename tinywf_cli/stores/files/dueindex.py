@@ -15,7 +15,6 @@ the records, whole or not at all.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -24,16 +23,13 @@ from pathlib import Path
 
 from tinywf_cli.errors import StorageError
 from tinywf_cli.names import is_run_id
-from tinywf_cli.stores.files.fileio import fsync_dir, problem
+from tinywf_cli.stores.files.fileio import build_whole, fsync_dir, problem
 
 INDEX_DIR = ".due"
 #: Entry names of running runs begin so (due at the epoch) ...
 RUNNING = "000000000000000~"
 #: ... and live in the state directory as ``.running~<run id>`` (outside the run-id charset).
 MARKER = ".running~"
-#: Where a missing index is rebuilt before it is renamed into place, and the lock for that.
-INDEX_BUILD = ".due~build"
-INDEX_LOCK = ".due.lock"
 
 
 def entry_name(due: datetime | None, run_id: str) -> str | None:
@@ -76,27 +72,13 @@ class DueIndex:
         An index that exists is never swapped (a commit may be adding to it right now):
         ``add_missing`` repairs it instead.
         """
-        from filelock import FileLock
-        from filelock import Timeout as LockTimeout
+        def fill(build: Path) -> None:
+            for name in due_names():
+                where = self.path(name) if name.startswith(RUNNING) else build / name
+                os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
-        guard = FileLock(self.root / INDEX_LOCK, timeout=60, mode=0o600, fallback_to_soft=False)
-        build = self.root / INDEX_BUILD
         try:
-            with guard:
-                if os.path.isdir(self.folder):
-                    return
-                shutil.rmtree(build, ignore_errors=True)  # left by a rebuild that was killed
-                os.mkdir(build, 0o700)
-                for name in due_names():
-                    where = self.path(name) if name.startswith(RUNNING) else build / name
-                    os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-                fsync_dir(build)
-                fsync_dir(self.root)
-                os.rename(build, self.folder)  # the index appears whole or not at all
-                fsync_dir(self.root)
-        except LockTimeout:
-            raise StorageError(self.root / INDEX_LOCK, "another process has been rebuilding the due index "
-                                                       "for over 60 s") from None
+            build_whole(self.root, self.folder, fill, "rebuilding the due index")
         except OSError as exc:
             raise StorageError(self.folder, f"cannot create the due index: {problem(exc)}") from None
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -217,6 +219,32 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def build_whole(root: Path, folder: Path, fill: Callable[[Path], None], doing: str) -> None:
+    """Make the missing folder ``folder`` of ``root`` whole or not at all: ``fill(build)`` fills a
+    folder ``<folder>~build`` (one a killed build left is removed first), which is synced and renamed
+    into place, under the lock ``<folder>.lock``; nothing when another process made it meanwhile.
+    An index that exists is never swapped (a commit may be adding to it right now). ``doing`` says
+    what the holder of a lock held for over 60 s is at; an OSError is the caller's to word."""
+    from filelock import FileLock
+    from filelock import Timeout as LockTimeout
+
+    lock = root / f"{folder.name}.lock"
+    build = root / f"{folder.name}~build"
+    try:
+        with FileLock(lock, timeout=60, mode=0o600, fallback_to_soft=False):
+            if os.path.isdir(folder):
+                return
+            shutil.rmtree(build, ignore_errors=True)
+            os.mkdir(build, 0o700)
+            fill(build)
+            fsync_dir(build)
+            fsync_dir(root)
+            os.rename(build, folder)
+            fsync_dir(root)
+    except LockTimeout:
+        raise StorageError(lock, f"another process has been {doing} for over 60 s") from None
 
 
 def atomic_replace(path: Path, tmp: Path, data: bytes) -> None:

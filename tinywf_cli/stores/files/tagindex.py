@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
 from tinywf_cli.errors import StorageError
 from tinywf_cli.names import is_run_id
-from tinywf_cli.stores.files.fileio import fsync_dir, problem
+from tinywf_cli.stores.files.fileio import build_whole, fsync_dir, problem
 
 TAGS_DIR = ".tags"
-#: Where a missing index is built before it is renamed into place, and the lock for that.
-TAGS_BUILD = ".tags~build"
-TAGS_LOCK = ".tags.lock"
 #: Every tagged run of a state directory, with its tags (read from the records).
 Tagged = Callable[[], Iterable[tuple[str, Mapping[str, str]]]]
 
@@ -80,26 +76,11 @@ class TagIndex:
     def build(self, tagged: Tagged) -> None:
         """Build a missing index from ``tagged()`` and rename it into place whole (another process
         may have built it meanwhile: then that one stands)."""
-        from filelock import FileLock
-        from filelock import Timeout as LockTimeout
+        def fill(build: Path) -> None:
+            for run_id, tags in tagged():
+                self._add(build, run_id, tag_folders(tags))
 
-        guard = FileLock(self.root / TAGS_LOCK, timeout=60, mode=0o600, fallback_to_soft=False)
-        build = self.root / TAGS_BUILD
-        try:
-            with guard:
-                if self.exists():
-                    return
-                shutil.rmtree(build, ignore_errors=True)  # left by a build that was killed
-                os.mkdir(build, 0o700)
-                for run_id, tags in tagged():
-                    self._add(build, run_id, tag_folders(tags))
-                fsync_dir(build)
-                fsync_dir(self.root)
-                os.rename(build, self.folder)  # the index appears whole or not at all
-                fsync_dir(self.root)
-        except LockTimeout:
-            raise StorageError(self.root / TAGS_LOCK, "another process has been building the tag index "
-                                                      "for over 60 s") from None
+        build_whole(self.root, self.folder, fill, "building the tag index")
 
     def remove(self, run_id: str, folders: Iterable[str]) -> None:
         """Drop the run's entries in ``folders`` (best effort: a stale entry costs one read)."""
