@@ -14,7 +14,7 @@ it, as before: the fast path only ever answers for records both paths read alike
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
@@ -174,14 +174,14 @@ class RunView:
 class RunRow:
     """One row of ``list``."""
 
-    __slots__ = ("kinds", "run_id", "status", "step", "tags", "updated_at", "workflow")
+    __slots__ = ("pending", "run_id", "status", "step", "tags", "updated_at", "workflow")
 
     def __init__(self, run_id: str, workflow: str, status: str, step: str | None, updated_at: datetime | None,
-                 tags: dict[str, str], kinds: tuple[str, ...] = ()) -> None:
+                 tags: dict[str, str], pending: Sequence[Any] = ()) -> None:
         self.run_id, self.workflow, self.status, self.step, self.updated_at = run_id, workflow, status, step, updated_at
         self.tags = tags
-        #: The kinds of its pending resumes, once each (``/metrics``; not part of the document).
-        self.kinds = kinds
+        #: Its pending resumes as read (``/metrics`` counts their kinds; not part of the document).
+        self.pending = pending
 
 
 class RunRows:
@@ -322,15 +322,14 @@ def listed(heads: Iterable[tuple[str, Callable[[], Any]]], full_head: Callable[[
                 if not select.matches(view.status, view.workflow, view.tags, view.updated_at, view.flow_file):
                     continue
                 row = (view.created_at.replace(tzinfo=None), run_id,
-                       RunRow(run_id, view.workflow, view.status, view.step, view.updated_at, view.tags,
-                              tuple(dict.fromkeys(p.kind for p in view.pending))))
+                       RunRow(run_id, view.workflow, view.status, view.step, view.updated_at, view.tags, view.pending))
             except (Fallback, TinyWFError, ValueError):
                 slow = full_head(run_id)
                 if not select.matches(slow.status, slow.workflow, slow.tags, slow.updated_at, slow.flow.file):
                     continue
                 row = (slow.created_at.replace(tzinfo=None), run_id,
                        RunRow(slow.run_id, slow.workflow, slow.status, slow.step, slow.updated_at, dict(slow.tags),
-                              tuple(dict.fromkeys(p.kind for p in slow.pending))))
+                              slow.pending))
         except RunNotFound:
             continue  # removed meanwhile
         except TinyWFError as exc:

@@ -229,14 +229,14 @@ class Web:
         from tinywf_cli.web.metrics import metrics_text
 
         rows = read_store(self.runtime.store, lambda source: source.list_runs(RunFilter()))
+        runs: list[tuple[str, Sequence[Any]]]
         if rows is not None:
-            statuses = [r.status for r in rows.runs]
-            kinds = [k for r in rows.runs if r.status == "waiting" for k in r.kinds]
+            runs = [(r.status, r.pending) for r in rows.runs]
         else:
             heads, unreadable, _ = self.runtime.heads_matching(RunFilter())
-            statuses = [h.status for h in heads] + ["unreadable"] * len(unreadable)
-            kinds = [k for h in heads if h.status == "waiting" for k in dict.fromkeys(p.kind for p in h.pending)]
-        return metrics_text(statuses, kinds, self.runtime.limits(), self.runtime.breakers())
+            runs = [(h.status, h.pending) for h in heads] + [("unreadable", [])] * len(unreadable)
+        kinds = [k for status, pending in runs if status == "waiting" for k in dict.fromkeys(p.kind for p in pending)]
+        return metrics_text([status for status, _ in runs], kinds, self.runtime.limits(), self.runtime.breakers())
 
     def now(self) -> datetime:
         """The runtime's clock ($TINYWF_NOW fixes it)."""
