@@ -131,11 +131,16 @@ def _flow_matches(wanted: str, workflow: str, flow_file: str | None) -> bool:
     return flow_file == path or flow_file.endswith("/" + path)
 
 
+def statuses_of(text: str | None) -> frozenset[str]:
+    """``--status S[,S…]`` as a set (none given: empty)."""
+    return frozenset(s.strip() for s in (text or "").split(",") if s.strip())
+
+
 def run_filter(now: datetime, *, tags: Iterable[str] = (), status: str | None = None, flow: str | None = None,
                since: str | None = None, stuck: str | None = None, statuses: Iterable[str] = ()) -> RunFilter:
     """The filter of a command's options (``--tag`` texts, ``--status S[,S…]``, ``--flow``,
     ``--since AGE``, ``--stuck AGE``); BadInput for any that does not parse."""
-    chosen = frozenset(s.strip() for s in (status or "").split(",") if s.strip()) if status else frozenset()
+    chosen = statuses_of(status)
     unknown = sorted(chosen - frozenset(statuses)) if statuses else []
     if unknown:
         raise BadInput(f"--status must be one of {', '.join(statuses)}, not {', '.join(map(repr, unknown))}")

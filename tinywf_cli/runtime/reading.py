@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from tinywf_cli.clock import parse_duration
 from tinywf_cli.errors import BadInput, RunNotFound, TinyWFError
-from tinywf_cli.filters import RunFilter, checked_tags
+from tinywf_cli.filters import RunFilter, checked_tags, statuses_of
 from tinywf_cli.model import LogEntry, RunDocument, RunHead, RunList, RunSummary, ShowDocument
 from tinywf_cli.runtime.base import RuntimeBase, check_run_id
 from tinywf_cli.stores.journal import shown_history
@@ -43,7 +43,7 @@ class Reading(RuntimeBase):
             given = checked_tags(tags or {}, "tags")
         except TypeError as exc:
             raise BadInput(str(exc)) from None
-        select = RunFilter(tags=given, statuses=frozenset(s.strip() for s in (status or "").split(",") if s.strip()),
+        select = RunFilter(tags=given, statuses=statuses_of(status),
                            flow=flow, since=_before(now, since, "since"), stuck_before=_before(now, stuck, "stuck"))
         return self.select(select)
 
