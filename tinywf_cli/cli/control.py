@@ -27,7 +27,7 @@ from tinywf_cli.cli.app import (
 from tinywf_cli.cli.prompts import drive, finish
 from tinywf_cli.cli.session import DEFAULT_LOCK_TIMEOUT, Session
 from tinywf_cli.errors import BadInput
-from tinywf_cli.filters import RunFilter, run_filter
+from tinywf_cli.filters import run_filter
 
 if TYPE_CHECKING:
     from tinywf_cli.runtime.bulk import BulkCommand
@@ -39,10 +39,13 @@ BulkStatus = Annotated[str | None, typer.Option("--status", metavar="STATUS[,STA
                                                 help="Runs in this status (instead of RUN).")]
 
 
-def _selected(command: str, session: Session, run_id: str | None, tag: list[str] | None, status: str | None,
-              flow: str | None, since: str | None, stuck: str | None, dry_run: bool) -> RunFilter | None:
-    """The filter the command was given instead of RUN; None when it names one run. BadInput for
-    neither (the command never touches every run), both, or ``--dry-run`` without filters."""
+def _bulk_or_one(command: BulkCommand, session: Session, run_id: str | None, tag: list[str] | None,
+                 status: str | None, flow: str | None, since: str | None, stuck: str | None, dry_run: bool, *,
+                 wait: bool = False, reason: str | None = None) -> str | None:
+    """Given filters instead of RUN: apply ``command`` to every run they pick, print the report
+    (exit 0) and return None; given RUN: return it, for the one-run command. BadInput for neither
+    (the command never touches every run), both, ``--dry-run`` without filters, or ``--wait`` with
+    them."""
     select = run_filter(session.now(), tags=tag or (), status=status, flow=flow, since=since, stuck=stuck,
                         statuses=STATUSES)
     if run_id is not None and not select.empty:
@@ -50,21 +53,20 @@ def _selected(command: str, session: Session, run_id: str | None, tag: list[str]
     if run_id is None and select.empty:
         raise BadInput(f"{command} needs RUN or a filter (--tag, --status, --flow, --since, --stuck); "
                        "it never touches every run")
-    if run_id is not None and dry_run:
-        raise BadInput("--dry-run goes with filters: RUN names one run (`tinywf show` it)")
-    return None if run_id is not None else select
-
-
-def _bulk(command: BulkCommand, session: Session, select: RunFilter, dry_run: bool,
-          reason: str | None = None) -> None:
-    """Apply ``command`` to the runs ``select`` picks and print the report (exit 0)."""
+    if run_id is not None:
+        if dry_run:
+            raise BadInput("--dry-run goes with filters: RUN names one run (`tinywf show` it)")
+        return run_id
+    if wait:
+        raise BadInput("--wait goes with one RUN, not with filters")
     report = session.call(lambda: session.runtime.bulk(command, select, dry_run=dry_run, reason=reason))
     if session.as_json:
         session.emit(report)
-        return
+        return None
     from tinywf_cli.cli.render import bulk_lines
 
     session.console.print(bulk_lines(report))
+    return None
 
 
 @app.command()
@@ -95,11 +97,9 @@ def cancel(
         tinywf cancel --tag customer=acme --stuck 7d --dry-run
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
-    select = _selected("cancel", session, run_id, tag, status, flow, since, stuck, dry_run)
-    if select is not None:
-        return _bulk("cancel", session, select, dry_run, reason)
-    assert run_id is not None
-    finish(session, session.call(lambda: session.runtime.cancel(run_id, reason)))
+    one = _bulk_or_one("cancel", session, run_id, tag, status, flow, since, stuck, dry_run, reason=reason)
+    if one is not None:
+        finish(session, session.call(lambda: session.runtime.cancel(one, reason)))
 
 
 @app.command()
@@ -135,14 +135,10 @@ def retry(
         tinywf retry --status failed --tag customer=acme --since 1d
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
-    select = _selected("retry", session, run_id, tag, status, flow, since, stuck, dry_run)
-    if select is not None:
-        if wait:
-            raise BadInput("--wait goes with one RUN, not with filters")
-        return _bulk("retry", session, select, dry_run)
-    assert run_id is not None
-    doc = session.call(lambda: session.runtime.retry(run_id))
-    finish(session, drive(session, doc, wait=wait, no_input=no_input))
+    one = _bulk_or_one("retry", session, run_id, tag, status, flow, since, stuck, dry_run, wait=wait)
+    if one is not None:
+        doc = session.call(lambda: session.runtime.retry(one))
+        finish(session, drive(session, doc, wait=wait, no_input=no_input))
 
 
 @app.command()
@@ -172,11 +168,9 @@ def pause(
         tinywf pause --flow flows/checkout.py --status waiting
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
-    select = _selected("pause", session, run_id, tag, status, flow, since, stuck, dry_run)
-    if select is not None:
-        return _bulk("pause", session, select, dry_run)
-    assert run_id is not None
-    finish(session, session.call(lambda: session.runtime.pause(run_id)))
+    one = _bulk_or_one("pause", session, run_id, tag, status, flow, since, stuck, dry_run)
+    if one is not None:
+        finish(session, session.call(lambda: session.runtime.pause(one)))
 
 
 @app.command(name="resume")
@@ -207,11 +201,7 @@ def resume_command(
         tinywf resume --flow flows/checkout.py
     """
     session = Session(store, state_dir, as_json, lock_timeout, lease)
-    select = _selected("resume", session, run_id, tag, status, flow, since, stuck, dry_run)
-    if select is not None:
-        if wait:
-            raise BadInput("--wait goes with one RUN, not with filters")
-        return _bulk("resume", session, select, dry_run)
-    assert run_id is not None
-    doc = session.call(lambda: session.runtime.resume(run_id))
-    finish(session, drive(session, doc, wait=wait, no_input=no_input))
+    one = _bulk_or_one("resume", session, run_id, tag, status, flow, since, stuck, dry_run, wait=wait)
+    if one is not None:
+        doc = session.call(lambda: session.runtime.resume(one))
+        finish(session, drive(session, doc, wait=wait, no_input=no_input))
