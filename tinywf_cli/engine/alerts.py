@@ -20,6 +20,7 @@ from tinywf_cli.engine.state import new_instance
 from tinywf_cli.engine.values import dumps, to_json_value
 from tinywf_cli.interrupts import is_interrupt
 from tinywf_cli.model import ErrorInfo, RunHead
+from tinywf_cli.stores.base import owe_alerts
 from tinywf_cli.stores.journal import AuditEntry, Entry
 
 
@@ -61,5 +62,4 @@ def call_next_alert(cls: type[Workflow[Any]], head: RunHead, clock: Clock, store
 
 def _done(head: RunHead) -> None:
     """The first owed hook is behind the run: the next (if any) is owed at once."""
-    head.alerts = head.alerts[1:]
-    head.alert_attempt, head.alert_due = 0, None
+    owe_alerts(head, head.alerts[1:])

@@ -15,6 +15,7 @@ from tinywf_cli.clock import Clock, format_instant
 from tinywf_cli.engine.values import Answer
 from tinywf_cli.errors import FlowError
 from tinywf_cli.model import ErrorInfo, PendingResume, RunHead
+from tinywf_cli.stores.base import owe_alerts
 from tinywf_cli.stores.journal import AuditEntry, Entry, Slot, SlotEntry
 
 #: Entries a run may gather in deferred commits (transitions) before one is made durable: a
@@ -184,8 +185,7 @@ class Checkpoint:
 
     def owe_alerts(self) -> None:
         """The run failed or was blocked: its ``@on_failure`` methods are owed, saved with that."""
-        head = self.head
-        head.alerts, head.alert_attempt, head.alert_due = list(self.hooks), 0, None
+        owe_alerts(self.head, self.hooks)
 
     def finish(self) -> NoReturn:
         """The run ended: its last step returned None."""

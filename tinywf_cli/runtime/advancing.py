@@ -22,7 +22,7 @@ from tinywf_cli.errors import (
 )
 from tinywf_cli.model import ErrorInfo, FlowRef, PendingResume, RunDocument, RunHead, TickAdvanced
 from tinywf_cli.runtime.base import RuntimeBase, _running, due_now, own_doc, start_values
-from tinywf_cli.stores.base import LoadedRun, RunSession, owes_alerts, wakes_parent
+from tinywf_cli.stores.base import LoadedRun, RunSession, owe_alerts, owes_alerts, wakes_parent
 from tinywf_cli.stores.files.fileio import UNCHANGED
 from tinywf_cli.stores.journal import Entry, VisitEntry
 from tinywf_cli.stores.limits import Gates, cells_of
@@ -144,7 +144,7 @@ class Advancing(RuntimeBase):
         """Drop the ``@on_failure`` calls a failed run owes when its flow no longer loads (logged)."""
         entries: list[Entry] = [self._log(head, "on_failure_error", {"hook": name, "type": "FlowLoadError",
                                                                      "message": why}) for name in head.alerts]
-        head.alerts, head.alert_attempt, head.alert_due = [], 0, None
+        owe_alerts(head)
         self._commit(session, head, entries)
 
     def _block(self, session: RunSession, head: RunHead, kind: str, message: str) -> None:
@@ -152,7 +152,7 @@ class Advancing(RuntimeBase):
         head.error = ErrorInfo(type=kind, message=message)
         head.pending = []
         head.wake_at = None
-        head.alerts, head.alert_attempt, head.alert_due = [], 0, None  # its class, and so its hooks, cannot load
+        owe_alerts(head)  # its class, and so its hooks, cannot load
         self._commit(session, head, [self._log(head, "blocked", {"type": kind, "message": message})])
         tel = telemetry.current()
         if tel is not None:

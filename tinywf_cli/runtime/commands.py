@@ -25,7 +25,7 @@ from tinywf_cli.model import FlowRef, Recovery, RunDocument, RunHead, SignalDocu
 from tinywf_cli.runtime.advancing import _Follow
 from tinywf_cli.runtime.base import _running, check_run_id, due_now, new_run_id, own_doc, start_values
 from tinywf_cli.runtime.limits import Limits
-from tinywf_cli.stores.base import LoadedRun, wakes_parent
+from tinywf_cli.stores.base import LoadedRun, owe_alerts, wakes_parent
 from tinywf_cli.stores.journal import Entry, SlotEntry, VisitEntry, fold_slots
 from tinywf_cli.telemetry import trace_id_of
 
@@ -235,7 +235,7 @@ class RunCommands(Limits):
             head.status = "running"
             head.error = None
             head.recovery = Recovery()
-            head.alerts, head.alert_attempt, head.alert_due = [], 0, None  # a new failure owes them anew
+            owe_alerts(head)  # a new failure owes them anew
             self._commit(session, head, entries)
             run.slots = fold_slots([SlotEntry(s.to_json()) for s in run.slots] + entries)
             self._advance(session, run, follow)

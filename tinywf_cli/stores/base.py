@@ -65,6 +65,12 @@ def index_due(head: RunHead) -> datetime | None:
     return None
 
 
+def owe_alerts(head: RunHead, hooks: Sequence[str] = ()) -> None:
+    """The ``@on_failure`` methods the run owes from now on (none: it owes nothing), each from its
+    first attempt, at once."""
+    head.alerts, head.alert_attempt, head.alert_due = list(hooks), 0, None
+
+
 def owes_alerts(head: RunHead) -> bool:
     """Whether this failed or blocked run has ``@on_failure`` methods still to call."""
     return bool(head.alerts) and head.status in ("failed", "blocked")
